@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Make sure a Docker engine answers; install and start one when none does.
+#
+# Used by `make up`, `make test` and .ci/run. On a machine where an engine already runs
+# (Docker Desktop, a systemd-managed dockerd) it does nothing. Otherwise it installs
+# Debian's docker.io (root only) and starts dockerd in the background, logging to
+# $STACKHUB_STATE/dockerd.log.
+set -euo pipefail
+
+state=${STACKHUB_STATE:-$(cd "$(dirname "$0")/.." && pwd)/var}
+mkdir -p "$state"
+
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+
+if ! command -v dockerd >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "stackhub: no Docker engine answers and dockerd is not installed; install Docker (as root: apt-get install docker.io)" >&2
+    exit 1
+  fi
+  echo "stackhub: installing Debian's docker.io ..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "stackhub: no Docker engine answers; start dockerd (it needs root)" >&2
+  exit 1
+fi
+
+echo "stackhub: starting dockerd (log: $state/dockerd.log) ..."
+nohup dockerd >"$state/dockerd.log" 2>&1 &
+for _ in $(seq 1 60); do
+  if docker info >/dev/null 2>&1; then
+    echo "stackhub: Docker engine ready"
+    exit 0
+  fi
+  sleep 1
+done
+echo "stackhub: dockerd did not answer within 60 s; last lines of $state/dockerd.log:" >&2
+tail -n 20 "$state/dockerd.log" >&2
+exit 1
