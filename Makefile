@@ -1,0 +1,54 @@
+# stackhub: `make up` runs the hub on this machine; `make test` runs the test suite.
+# Variables: TAGS (stack tags to build), CA_BUNDLE (CA file for builds behind a TLS-intercepting
+# proxy), RECOMMENDED (tag the `recommended` alias points to), STACKHUB_CONFIG (stackhub.yaml).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TAGS ?=
+RECOMMENDED ?= w_2026_43
+CA_BUNDLE ?=
+IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
+PYTEST_ARGS ?=
+
+.PHONY: up down token images hub-image stack-images engine venv test test-unit status clean-test
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+engine:
+	@./scripts/docker-engine.sh
+
+## images: build the default stack tags (or TAGS="w_2026_41 ...") and the hub image
+images: venv engine
+	$(PY) -m spawner.images build $(IMAGE_OPTS) $(TAGS)
+	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+stack-images: venv engine
+	$(PY) -m spawner.images build --missing-only $(IMAGE_OPTS) $(TAGS)
+
+hub-image: venv engine
+	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+## up: start the Docker engine if needed, build what is missing, start hub + proxy
+up: stack-images hub-image
+	$(PY) -m spawner.cli up
+
+## down: stop hub, proxy and user servers (homes and hub state are kept)
+down: venv
+	$(PY) -m spawner.cli down
+
+## token: print an admin API token (last line)
+token: venv
+	@$(PY) -m spawner.cli token
+
+## test: the whole suite (unit, then real-engine integration and browser tests)
+test: venv engine stack-images hub-image
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit

@@ -1,0 +1,19 @@
+"""JupyterHub config of stackhub: the same file on every backend.
+
+All settings come from the stackhub config (stackhub.yaml, path in $STACKHUB_CONFIG; embedded
+defaults otherwise); see spawner/config.py for every key. A bad file stops the hub with a message
+naming the file and the key.
+"""
+
+import sys
+
+from spawner.config import ConfigError, load_config
+from spawner.hubconfig import apply_config
+
+try:
+    stackhub = load_config()
+except ConfigError as e:
+    print(f"stackhub: {e}", file=sys.stderr)
+    sys.exit(1)
+
+apply_config(get_config(), stackhub)  # noqa: F821 (get_config is given by JupyterHub)

@@ -1,0 +1,209 @@
+"""The one typed config model of stackhub.
+
+Everything an operator sets lives here: the hub, TLS, login, stack tags, sizes, volumes, culling.
+It is read from YAML (``stackhub.yaml``, path from ``STACKHUB_CONFIG``), and every key has an
+embedded default so ``make up`` works with no file at all. Keys are camelCase so the file reads like
+the Helm chart's values, whose ``values.schema.json`` is generated from this model
+(``stackhub schema``). Unknown keys are refused: a typo must stop the hub, not be ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from .tags import TagError, parse_tag
+
+CONFIG_ENV = "STACKHUB_CONFIG"
+_MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
+
+
+class Model(BaseModel):
+    """Base of every config section: camelCase keys, unknown keys refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class NamedServers(Model):
+    enabled: bool = Field(True, description="Allow users to run several named servers; all share one home.")
+    limit: int = Field(3, ge=0, description="Most named servers per user (0 = no limit).")
+
+
+class HubSettings(Model):
+    public_host: str = Field("localhost", description="Host name users type; used for the URL and the generated certificate.")
+    https_port: int = Field(8443, ge=1, le=65535, description="Public HTTPS port.")
+    http_port: int = Field(8080, ge=1, le=65535, description="Plain HTTP port; it only redirects to HTTPS.")
+    bind_address: str = Field("0.0.0.0", description="Host address the public ports are published on.")
+    image: str = Field("stackhub/hub:0.1.0", description="Image that runs the hub and the proxy.")
+    network: str = Field("stackhub", description="Docker network shared by the hub, the proxy and the user containers.")
+    admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
+    concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
+    start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
+    named_servers: NamedServers = NamedServers()
+
+
+class TLSSettings(Model):
+    cert_file: Path | None = Field(None, description="PEM certificate (chain) for the public endpoint. None: generate a local CA and certificate.")
+    key_file: Path | None = Field(None, description="PEM private key matching certFile.")
+    hsts_max_age: int = Field(31536000, ge=0, description="Strict-Transport-Security max-age in seconds.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.certFile and tls.keyFile must be given together")
+        return self
+
+
+class SharedPasswordAuth(Model):
+    type: Literal["shared-password"] = "shared-password"
+    password_file: Path | None = Field(None, description="File holding the shared tutorial password. None: generated on first start.")
+
+
+class OAuthAuth(Model):
+    type: Literal["github", "cilogon", "oidc"]
+    client_id: str = Field(description="OAuth client id registered with the provider.")
+    client_secret_env: str = Field("STACKHUB_OAUTH_CLIENT_SECRET", description="Environment variable holding the client secret.")
+    client_secret_file: Path | None = Field(None, description="File holding the client secret (read at start, never logged).")
+    callback_url: str | None = Field(None, description="OAuth callback; default https://<publicHost>:<httpsPort>/hub/oauth_callback.")
+    allowed_users: list[str] = Field(default_factory=list, description="Users allowed to log in.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Groups (GitHub org or org:team, OIDC groups claim) allowed to log in.")
+    admin_groups: list[str] = Field(default_factory=list, description="Groups whose members are JupyterHub admins.")
+    instructor_groups: list[str] = Field(default_factory=list, description="Groups whose members join the JupyterHub group 'instructors'.")
+    issuer: str | None = Field(None, description="OIDC issuer URL (oidc only); endpoints come from its discovery document.")
+    username_claim: str = Field("preferred_username", description="Claim used as the JupyterHub username (oidc, cilogon).")
+    groups_claim: str = Field("groups", description="Claim holding the user's groups (oidc, cilogon).")
+    ca_file: Path | None = Field(None, description="CA bundle to trust for the provider's TLS (a private IdP).")
+
+    @model_validator(mode="after")
+    def _issuer_for_oidc(self):
+        if self.type == "oidc" and not self.issuer:
+            raise ValueError("auth.issuer is required when auth.type is 'oidc'")
+        return self
+
+
+AuthSettings = Annotated[SharedPasswordAuth | OAuthAuth, Field(discriminator="type")]
+
+
+class Size(Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name users pick in the form and send as user_options.size.")
+    cpu: float = Field(gt=0, description="CPU limit in cores.")
+    memory: str = Field(description="Memory limit, e.g. 2G.")
+    description: str = ""
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        if not _MEMORY.match(v):
+            raise ValueError(f"memory {v!r} must look like 512M, 2G or 1.5G")
+        return v
+
+
+class StackSettings(Model):
+    repository: str = Field("stackhub/lsst-stack", description="Image repository holding the stack tags.")
+    recommended: str | None = Field("w_2026_43", description="Tag that 'recommended' stands for. None: the newest release.")
+    registry: str | None = Field(None, description="Registry v2 base URL to list further tags from (none by default).")
+    catalog_ttl: float = Field(15.0, ge=0, description="Seconds the tag catalog is cached between engine reads.")
+    default_size: str = Field("small", description="Size used when a spawn names none.")
+
+    @field_validator("recommended")
+    @classmethod
+    def _tag(cls, v):
+        if v is not None:
+            try:
+                parse_tag(v)
+            except TagError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+class Mount(Model):
+    source: str = Field(description="Docker volume name, or an absolute host path for a bind mount.")
+    target: str = Field(pattern=r"^/", description="Absolute path in the user's container.")
+    read_only: bool = Field(True, description="Mount read-only (tutorial data is shared).")
+
+
+class Volumes(Model):
+    home_volume: str = Field("stackhub-home-{user}", description="Name of each user's home volume; {user} is the escaped username.")
+    data: list[Mount] = Field(
+        default_factory=lambda: [Mount(source="stackhub-data", target="/data")],
+        description="Shared data mounted into every container.",
+    )
+
+
+class Culler(Model):
+    enabled: bool = Field(True, description="Stop servers idle for longer than timeout (jupyterhub-idle-culler).")
+    timeout: int = Field(3600, ge=60, description="Idle seconds before a server is stopped.")
+    every: int = Field(300, ge=10, description="Seconds between culler checks.")
+
+
+class SpawnerSettings(Model):
+    backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
+    docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+    uid: int = Field(1000, description="User id the stack image runs as.")
+
+
+class StackhubConfig(Model):
+    hub: HubSettings = HubSettings()
+    tls: TLSSettings = TLSSettings()
+    auth: AuthSettings = SharedPasswordAuth()
+    stack: StackSettings = StackSettings()
+    sizes: list[Size] = Field(
+        default_factory=lambda: [
+            Size(name="small", cpu=1, memory="2G", description="1 core, 2 GB"),
+            Size(name="medium", cpu=2, memory="4G", description="2 cores, 4 GB"),
+            Size(name="large", cpu=4, memory="8G", description="4 cores, 8 GB"),
+        ]
+    )
+    volumes: Volumes = Volumes()
+    culler: Culler = Culler()
+    spawner: SpawnerSettings = SpawnerSettings()
+
+    @model_validator(mode="after")
+    def _default_size_exists(self):
+        names = [s.name for s in self.sizes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"size names must be unique, got {names}")
+        if self.stack.default_size not in names:
+            raise ValueError(f"stack.defaultSize {self.stack.default_size!r} is not one of the sizes: {', '.join(names)}")
+        return self
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
+    """Load the YAML config at ``path`` (or $STACKHUB_CONFIG); no file means all defaults."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return StackhubConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    try:
+        return StackhubConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"  {key}: {err['msg']}")
+        raise ConfigError(f"{path}: invalid config\n" + "\n".join(problems)) from None
+
+
+def json_schema() -> dict:
+    """JSON schema of the config (the Helm chart's values.schema.json), camelCase keys."""
+    return StackhubConfig.model_json_schema(by_alias=True)

@@ -1,0 +1,128 @@
+"""Apply the stackhub config model to JupyterHub's traitlets ``Config``.
+
+As in the-littlest-jupyterhub, config is only *set*, never appended or mutated, in small
+``update_*`` steps that each own one concern. ``jupyterhub_config.py`` calls ``apply_config``; unit
+tests call it on a plain ``Config()``. Secrets are read from files at start (generated 0600 by
+``stackhub up``) and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import StackhubConfig
+
+HUB_NAME = "stackhub-hub"
+PROXY_NAME = "stackhub-proxy"
+HUB_PORT = 8081
+PROXY_API_PORT = 8001
+ADMIN_SERVICE = "stackhub-admin"
+
+
+@dataclass(frozen=True)
+class HubPaths:
+    """Where the hub finds its state and secrets (inside the hub container by default)."""
+
+    state: Path = Path("/srv/stackhub/state")
+    secrets: Path = Path("/srv/stackhub/secrets")
+
+    @classmethod
+    def from_env(cls) -> "HubPaths":
+        return cls(
+            state=Path(os.environ.get("STACKHUB_HUB_STATE", cls.state)),
+            secrets=Path(os.environ.get("STACKHUB_SECRETS", cls.secrets)),
+        )
+
+    def secret(self, name: str) -> str:
+        """Read a secret file; a missing one is a start-up error that names it."""
+        path = self.secrets / name
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise SystemExit(f"stackhub: secret file {path} is missing (run `make up`, which creates it)") from None
+
+
+def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
+    hub = cfg.hub
+    c.JupyterHub.bind_url = "http://0.0.0.0:8000"  # the proxy container serves the public side
+    c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
+    c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
+    c.JupyterHub.hub_connect_url = f"http://{HUB_NAME}:{HUB_PORT}"
+    c.JupyterHub.db_url = f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
+    c.JupyterHub.allow_named_servers = hub.named_servers.enabled
+    c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit
+    c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
+    # servers outlive the hub: a restarted hub finds them again through their saved state
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.tornado_settings = {
+        "headers": {"Strict-Transport-Security": f"max-age={cfg.tls.hsts_max_age}; includeSubDomains"},
+        "cookie_options": {"secure": True},
+    }
+    c.Authenticator.admin_users = set(hub.admin_users)
+
+
+def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
+    """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
+    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_NAME}:{PROXY_API_PORT}"
+    c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
+
+
+def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
+    from .docker_spawner import LSSTDockerSpawner
+
+    c.JupyterHub.spawner_class = LSSTDockerSpawner
+    c.LSSTDockerSpawner.stackhub_config = cfg
+    c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
+    c.Spawner.start_timeout = cfg.hub.start_timeout
+    c.Spawner.http_timeout = 120
+    c.Spawner.default_url = "/lab"
+
+
+def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
+    auth = cfg.auth
+    if auth.type == "shared-password":
+        c.JupyterHub.authenticator_class = "shared-password"
+        c.SharedPasswordAuthenticator.user_password = (
+            auth.password_file.read_text().strip() if auth.password_file else paths.secret("shared-password")
+        )
+        c.SharedPasswordAuthenticator.admin_password = paths.secret("admin-password")
+        c.SharedPasswordAuthenticator.allow_all = True
+    else:
+        from .auth import update_oauth
+
+        update_oauth(c, cfg, paths)
+
+
+def update_services(c, cfg: StackhubConfig, paths: HubPaths):
+    """The admin token service (``make token``) and the idle culler."""
+    services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}]
+    roles = [{"name": "admin", "services": [ADMIN_SERVICE]}]
+    if cfg.culler.enabled:
+        services.append({
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                        f"--timeout={cfg.culler.timeout}", f"--cull-every={cfg.culler.every}"],
+        })
+        roles.append({
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        })
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services)
+
+
+def apply_config(c, cfg: StackhubConfig, paths: HubPaths | None = None):
+    paths = paths or HubPaths.from_env()
+    for step in STEPS:
+        step(c, cfg, paths)
+    return c

@@ -1,0 +1,91 @@
+"""Pure builders: (config, user, choice) -> what a user's server is made of. No I/O here.
+
+The Docker spawner applies a ``ServerSpec`` to DockerSpawner's traits; the Swarm and Kubernetes
+backends turn the same spec into a service or a pod. Tests compare built specs with golden files.
+
+The home volume is mounted at ``/home`` (not ``/home/<user>``): the stack image owns ``/home`` as
+its non-root user, and Docker copies that ownership into a new, empty volume. So the user's home
+is writable from the first start without a root helper; the image's start script makes
+``/home/<username>`` inside it. All of a user's named servers share the one volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import names
+from .config import StackhubConfig
+from .options import Choice
+
+HOME_MOUNT = "/home"
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    source: str
+    target: str
+    read_only: bool
+    type: str  # "volume" or "bind"
+
+    def as_docker(self) -> dict:
+        """Keyword arguments of ``docker.types.Mount``."""
+        return {"source": self.source, "target": self.target, "read_only": self.read_only, "type": self.type}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    image: str
+    tag: str
+    home_volume: str
+    mounts: tuple[MountSpec, ...]
+    environment: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    cpu_limit: float | None = None
+    mem_limit: str | None = None
+    network: str = "stackhub"
+    uid: int = 1000
+
+
+def home_dir(username: str) -> str:
+    return f"{HOME_MOUNT}/{username}"
+
+
+def data_mounts(config: StackhubConfig) -> tuple[MountSpec, ...]:
+    return tuple(
+        MountSpec(m.source, m.target, m.read_only, "bind" if m.source.startswith("/") else "volume")
+        for m in config.volumes.data
+    )
+
+
+def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:
+    home_volume = names.home_volume_name(username, config.volumes.home_volume)
+    mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config)
+    labels = {
+        names.LABEL_ROLE: "server",
+        names.LABEL_USER: username,
+        names.LABEL_SERVER: server_name,
+        "stackhub.tag": choice.entry.name,
+        "stackhub.size": choice.size.name,
+    }
+    environment = {
+        "HOME": home_dir(username),
+        "STACKHUB_USER": username,
+        "STACKHUB_TAG": choice.entry.name,
+        "STACKHUB_SIZE": choice.size.name,
+        "CPU_LIMIT": f"{choice.size.cpu:g}",
+        "MEM_LIMIT": choice.size.memory,
+    }
+    return ServerSpec(
+        name=names.container_name(username, server_name),
+        image=choice.entry.image,
+        tag=choice.entry.name,
+        home_volume=home_volume,
+        mounts=mounts,
+        environment=environment,
+        labels=labels,
+        cpu_limit=choice.size.cpu,
+        mem_limit=choice.size.memory,
+        network=config.hub.network,
+        uid=config.spawner.uid,
+    )

@@ -1,0 +1,28 @@
+from traitlets.config import Config
+
+from spawner.config import StackhubConfig
+from spawner.hubconfig import HubPaths, apply_config
+
+
+def paths(tmp_path):
+    for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (tmp_path / name).write_text(f"{name}-value-0123456789abcdef0123456789abcdef\n")
+    return HubPaths(state=tmp_path, secrets=tmp_path)
+
+
+def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    assert c.JupyterHub.spawner_class.__name__ == "LSSTDockerSpawner"
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.user_password.startswith("shared-password-value")
+    assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "idle-culler"}
+    assert c.JupyterHub.public_url == "https://localhost:8443/"
+    assert "Strict-Transport-Security" in c.JupyterHub.tornado_settings["headers"]
+
+
+def test_culler_can_be_turned_off(tmp_path):
+    cfg = StackhubConfig.model_validate({"culler": {"enabled": False}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin"]

@@ -1,0 +1,30 @@
+import re
+
+from spawner.names import container_name, escape_name, home_volume_name
+
+DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+TRICKY = ["ann", "Ann", "ANN", "a.b", "a+b", "a_b", "a-b", "jürgen", "jurgen", "Jürgen", "李", "a-2eb", "x--y"]
+
+
+def test_escaped_names_are_valid_docker_names():
+    for user in TRICKY:
+        assert DOCKER_NAME.match(container_name(user)), user
+        assert DOCKER_NAME.match(home_volume_name(user)), user
+        assert DOCKER_NAME.match(container_name(user, "My Server")), user
+
+
+def test_similar_usernames_never_share_a_container_or_volume():
+    assert len({container_name(u) for u in TRICKY}) == len(TRICKY)
+    assert len({home_volume_name(u) for u in TRICKY}) == len(TRICKY)
+
+
+def test_server_names_cannot_forge_another_users_container():
+    # user "a" with server "b" vs a user whose escaped name could look like "a--b"
+    names = {container_name("a", "b"), container_name("a--b"), container_name("a-", "-b"), container_name("a-2d-2db")}
+    assert len(names) == 4
+
+
+def test_named_servers_share_the_users_home_volume():
+    assert home_volume_name("ann") == "stackhub-home-ann"
+    assert container_name("ann", "big") != container_name("ann")
+    assert escape_name("ann") == "ann"

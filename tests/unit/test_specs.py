@@ -1,0 +1,23 @@
+from dataclasses import asdict
+
+from spawner.config import StackhubConfig
+from spawner.options import validate_options
+from spawner.specs import build_server_spec
+
+
+def test_server_spec_golden(catalog, golden):
+    cfg = StackhubConfig()
+    choice = validate_options({"image_tag": "v30_0_0", "size": "medium"}, catalog, cfg.sizes, default_size="small")
+    golden("server_spec_jurgen_named", asdict(build_server_spec(cfg, "Jürgen.M", "big-run", choice)))
+
+
+def test_home_is_shared_by_named_servers_and_data_is_read_only(catalog):
+    cfg = StackhubConfig()
+    choice = validate_options({}, catalog, cfg.sizes, default_size="small")
+    a = build_server_spec(cfg, "ann", "", choice)
+    b = build_server_spec(cfg, "ann", "two", choice)
+    assert a.home_volume == b.home_volume and a.name != b.name
+    home, data = a.mounts
+    assert (home.target, home.read_only) == ("/home", False)
+    assert (data.target, data.read_only, data.type) == ("/data", True, "volume")
+    assert a.environment["HOME"] == "/home/ann"
