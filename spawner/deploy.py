@@ -91,7 +91,7 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
     hub = cfg.hub
     volumes = [
         _bind("/var/run/docker.sock", "/var/run/docker.sock", "rw"),
-        f"{names.HUB_STATE_VOLUME}:{HUB_STATE}:rw",
+        f"{hub.state_volume}:{HUB_STATE}:rw",
         _bind(paths.secrets, HUB_SECRETS),
     ]
     env = {"STACKHUB_HUB_STATE": HUB_STATE, "STACKHUB_SECRETS": HUB_SECRETS, **(environment or {})}
@@ -169,7 +169,7 @@ class Deployment:
         tls = tls_files(self.cfg, self.paths)
         self.log("[2/4] network and volumes")
         self._ensure_network()
-        self._ensure_volume(names.HUB_STATE_VOLUME, "hub-state")
+        self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
         for mount in self.cfg.volumes.data:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")

@@ -34,7 +34,6 @@ def home_volume_name(username: str, template: str = "stackhub-home-{user}") -> s
 
 HUB_CONTAINER = f"{PREFIX}-hub"
 PROXY_CONTAINER = f"{PREFIX}-proxy"
-HUB_STATE_VOLUME = f"{PREFIX}-hub-state"
 LABEL_USER = "stackhub.user"
 LABEL_SERVER = "stackhub.server"
 LABEL_ROLE = "stackhub.role"

@@ -1,0 +1,72 @@
+import docker
+import pytest
+
+from .hubfixture import remove_user_objects, start_hub
+
+TEST_USERS = set()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"no Docker engine answers ({e}); run scripts/docker-engine.sh")
+    return client
+
+
+@pytest.fixture(scope="session")
+def stack_tags(docker_client):
+    """The stack tags built on this engine, newest weekly first (at least two needed)."""
+    from spawner.catalog import catalog_from_images
+
+    cat = catalog_from_images(docker_client.api.images(name="stackhub/lsst-stack"), "stackhub/lsst-stack",
+                              recommended=None)
+    names = cat.names()
+    if len(names) < 2:
+        pytest.fail(f"need at least two stack images, found {names}: run `make images`")
+    return names
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory, docker_client, stack_tags, request):
+    h = start_hub(tmp_path_factory.mktemp("hub"))
+    yield h
+    h.dump_logs("session")
+    h.deployment.down()
+    remove_user_objects(docker_client, TEST_USERS)
+
+
+@pytest.fixture
+def user(hub):
+    """A fresh test user name per test (registered for cleanup)."""
+    import uuid
+
+    def make(base="t"):
+        name = f"{base}-{uuid.uuid4().hex[:6]}"
+        TEST_USERS.add(name)
+        hub.create_user(name)
+        return name
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request):
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed and "hub" in request.fixturenames:
+        request.getfixturevalue("hub").dump_logs(request.node.name)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -1,0 +1,166 @@
+"""A real stackhub deployment for tests: the hub image, the proxy, the real Docker engine.
+
+Starts what ``make up`` starts, with a test config (its own hub state volume and data volume) and a
+state directory of its own, and removes the test users' containers and volumes afterwards. On a
+failure the hub's and proxy's logs are written to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import requests
+import yaml
+
+from spawner.config import load_config
+from spawner.deploy import Deployment, HostPaths
+from spawner.tls import TLSFiles
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class Hub:
+    url: str
+    http_url: str
+    ca: str
+    token: str
+    password: str
+    admin_password: str
+    deployment: Deployment
+    config_file: Path
+    tls: TLSFiles
+    client: docker.DockerClient
+
+    def api(self, method, path, **kw):
+        kw.setdefault("timeout", 30)
+        headers = {"Authorization": f"token {self.token}", **kw.pop("headers", {})}
+        return requests.request(method, f"{self.url}hub/api{path}", headers=headers, verify=self.ca, **kw)
+
+    def create_user(self, name):
+        r = self.api("POST", f"/users/{requests.utils.quote(name, safe='')}")
+        assert r.status_code in (201, 409), r.text
+        return name
+
+    def spawn(self, name, options=None, server="", timeout=180):
+        """Start a server through the REST API and wait until it is ready; return the user model."""
+        q = requests.utils.quote(name, safe="")
+        path = f"/users/{q}/servers/{server}" if server else f"/users/{q}/server"
+        r = self.api("POST", path, json=options or {})
+        assert r.status_code in (201, 202), f"{r.status_code} {r.text}"
+        return self.wait_ready(name, server, timeout)
+
+    def wait_ready(self, name, server="", timeout=180):
+        q = requests.utils.quote(name, safe="")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{q}").json()
+            srv = model.get("servers", {}).get(server)
+            if srv and srv.get("ready"):
+                return model
+            if srv is None and model.get("pending") is None and time.monotonic() > deadline - timeout + 5:
+                raise AssertionError(f"server {name}/{server} is gone: {model}")
+            time.sleep(0.5)
+        raise AssertionError(f"server {name}/{server} not ready in {timeout}s")
+
+    def stop(self, name, server=""):
+        q = requests.utils.quote(name, safe="")
+        path = f"/users/{q}/servers/{server}" if server else f"/users/{q}/server"
+        r = self.api("DELETE", path, json={"remove": False} if server else None)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{q}").json()
+            if server not in model.get("servers", {}):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"server {name}/{server} did not stop")
+
+    def session(self, username, password=None):
+        """A logged-in browser-like session (shared-password login form)."""
+        s = requests.Session()
+        s.verify = self.ca
+        r = s.get(f"{self.url}hub/login")
+        xsrf = s.cookies.get("_xsrf")
+        r = s.post(f"{self.url}hub/login", data={"username": username, "password": password or self.password,
+                                                  "_xsrf": xsrf}, allow_redirects=True)
+        assert r.status_code == 200, r.status_code
+        return s
+
+    def reconfigure(self, extra: dict | None = None):
+        """Restart hub and proxy with TEST_CONFIG plus ``extra`` (same state, secrets and CA).
+
+        Running servers keep running. Call with no argument to go back to the test default.
+        """
+        config = {**TEST_CONFIG, **(extra or {})}
+        self.config_file.write_text(yaml.safe_dump(config))
+        self.deployment.cfg = load_config(self.config_file)
+        self.deployment.up()
+
+    def dump_logs(self, name="hub"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        for c in ("stackhub-hub", "stackhub-proxy"):
+            try:
+                logs = self.client.containers.get(c).logs(tail=400)
+            except docker.errors.NotFound:
+                continue
+            (ARTIFACTS / f"{name}-{c}.log").write_bytes(logs)
+
+
+TEST_CONFIG = {
+    "hub": {"stateVolume": "stackhub-test-hub-state", "adminUsers": ["admin"]},
+    "volumes": {"data": [{"source": "stackhub-test-data", "target": "/data"}]},
+    "stack": {"catalogTtl": 2},
+}
+
+
+def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
+    client = docker.from_env()
+    config = {**TEST_CONFIG, **(extra or {})}
+    config_file = tmp / "stackhub.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    cfg = load_config(config_file)
+    paths = HostPaths(tmp / "var")
+    # fresh hub state for the test session
+    for vol in (cfg.hub.state_volume,):
+        try:
+            client.volumes.get(vol).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    seed_data(client, "stackhub-test-data")
+    dep = Deployment(client=client, cfg=cfg, paths=paths, config_file=config_file, log=lambda m: None)
+    tls: TLSFiles = dep.up()
+    secrets = paths.secrets
+    return Hub(
+        url=f"https://localhost:{cfg.hub.https_port}/",
+        http_url=f"http://localhost:{cfg.hub.http_port}/",
+        ca=str(tls.ca),
+        token=(secrets / "admin-token").read_text().strip(),
+        password=(secrets / "shared-password").read_text().strip(),
+        admin_password=(secrets / "admin-password").read_text().strip(),
+        deployment=dep,
+        config_file=config_file,
+        tls=tls,
+        client=client,
+    )
+
+
+def seed_data(client, volume):
+    """Put a file in the tutorial data volume (as the operator would)."""
+    client.volumes.create(volume)
+    image = next(iter(client.images.list(name="stackhub/lsst-stack")), None)
+    assert image is not None, "no stackhub/lsst-stack image: run `make images` first"
+    client.containers.run(image.id, ["sh", "-c", "echo tutorial data > /data/README.txt"], user="0",
+                          entrypoint=[], volumes={volume: {"bind": "/data", "mode": "rw"}}, remove=True)
+
+
+def remove_user_objects(client, prefix_users):
+    for c in client.containers.list(all=True, filters={"label": "stackhub.role=server"}):
+        if c.labels.get("stackhub.user") in prefix_users:
+            c.remove(force=True)
+    for v in client.volumes.list(filters={"label": "stackhub.role=home"}):
+        if (v.attrs.get("Labels") or {}).get("stackhub.user") in prefix_users:
+            v.remove(force=True)

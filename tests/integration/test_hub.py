@@ -1,0 +1,177 @@
+"""The single-host hub, end to end through its public HTTPS endpoint and REST API (issue 3)."""
+
+import re
+import time
+import ssl
+import socket
+import subprocess
+
+import docker
+import pytest
+import requests
+
+from spawner.names import container_name, home_volume_name
+
+from .conftest import TEST_USERS
+
+
+def container_of(hub, name, server=""):
+    return hub.client.containers.get(container_name(name, server))
+
+
+def run_in(container, cmd):
+    code, out = container.exec_run(["bash", "-c", cmd], user="1000")
+    return code, out.decode()
+
+
+def test_home_survives_a_tag_change_and_data_is_read_only(hub, user, stack_tags):
+    tag_a, tag_b = stack_tags[0], stack_tags[1]
+    name = user("tag")
+    hub.spawn(name, {"image_tag": tag_a, "size": "small"})
+    c = container_of(hub, name)
+    assert c.image.tags and f"stackhub/lsst-stack:{tag_a}" in c.image.tags
+    mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+    assert mounts["/home"]["RW"] is True and mounts["/home"]["Name"] == home_volume_name(name)
+    assert mounts["/data"]["RW"] is False
+    code, out = run_in(c, f"id -u; echo hello > /home/{name}/kept.txt && cat /data/README.txt; touch /data/x")
+    assert out.splitlines()[0] == "1000"
+    assert "tutorial data" in out and code != 0  # /data is read-only
+    code, out = run_in(c, f"stat -c %u /home/{name} /home")
+    assert out.split() == ["1000", "1000"]  # owned by the user from the first start
+    # the server answers through the proxy
+    r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
+                     verify=hub.ca, timeout=30)
+    assert r.status_code == 200, r.text
+
+    hub.stop(name)
+    with pytest.raises(docker.errors.NotFound):
+        container_of(hub, name)  # removed on stop, so a new tag takes effect
+    hub.spawn(name, {"image_tag": tag_b})
+    c = container_of(hub, name)
+    assert f"stackhub/lsst-stack:{tag_b}" in c.image.tags
+    code, out = run_in(c, f"cat /home/{name}/kept.txt")
+    assert code == 0 and out.strip() == "hello"
+    hub.stop(name)
+
+
+@pytest.mark.parametrize("options,needle", [
+    ({"image_tag": "w_1999_01"}, "allowed"),
+    ({"size": "enormous"}, "allowed: small, medium, large"),
+    ({"image": "debian:latest"}, "allowed keys"),
+])
+def test_bad_options_are_refused_and_create_nothing(hub, user, options, needle):
+    name = user("bad")
+    before = {c.name for c in hub.client.containers.list(all=True)}
+    volumes_before = {v.name for v in hub.client.volumes.list()}
+    q = requests.utils.quote(name, safe="")
+    r = hub.api("POST", f"/users/{q}/server", json=options)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["message"]
+    assert {c.name for c in hub.client.containers.list(all=True)} == before
+    assert {v.name for v in hub.client.volumes.list()} == volumes_before
+    assert hub.api("GET", f"/users/{q}").json()["servers"] == {}
+
+
+def test_malformed_user_options_json_is_a_400(hub, user):
+    name = user("json")
+    r = hub.api("POST", f"/users/{name}/server", data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_a_deleted_image_is_refused_with_400(hub, user, stack_tags):
+    name = user("gone")
+    src = hub.client.images.get(f"stackhub/lsst-stack:{stack_tags[-1]}")
+    src.tag("stackhub/lsst-stack", "exp_deleted")
+    time.sleep(3)  # catalog TTL in the test config is 2 s
+    s = hub.session(name)
+    assert "exp_deleted" in s.get(f"{hub.url}hub/spawn").text
+    hub.client.images.remove("stackhub/lsst-stack:exp_deleted")
+    r = hub.api("POST", f"/users/{name}/server", json={"image_tag": "exp_deleted"})
+    assert r.status_code == 400 and "exp_deleted" in r.json()["message"]
+    assert not hub.client.containers.list(all=True, filters={"name": container_name(name)})
+
+
+def test_unusual_usernames_get_distinct_working_servers(hub, stack_tags):
+    names = ["dot.ted", "plus+one", "CapItal", "capital", "jürgen"]
+    TEST_USERS.update(names)
+    for n in names:
+        hub.create_user(n)
+    for n in names:
+        hub.spawn(n, {"image_tag": stack_tags[0]})
+    containers = {container_of(hub, n).name for n in names}
+    volumes = {home_volume_name(n) for n in names}
+    assert len(containers) == len(names) and len(volumes) == len(names)
+    for n in names:
+        code, out = run_in(container_of(hub, n), 'echo "$HOME"; touch "$HOME/ok"')
+        assert code == 0 and out.strip() == f"/home/{n}"
+        hub.stop(n)
+
+
+def test_named_servers_share_the_home(hub, user, stack_tags):
+    name = user("named")
+    hub.spawn(name, {"image_tag": stack_tags[0]})
+    hub.spawn(name, {"image_tag": stack_tags[1]}, server="second")
+    run_in(container_of(hub, name), f"echo shared > /home/{name}/both.txt")
+    code, out = run_in(container_of(hub, name, "second"), f"cat /home/{name}/both.txt")
+    assert out.strip() == "shared"
+    hub.stop(name, "second")
+    hub.stop(name)
+
+
+def test_hub_restart_keeps_running_servers_reachable(hub, user, stack_tags):
+    name = user("restart")
+    hub.spawn(name, {"image_tag": stack_tags[0]})
+    hub.client.containers.get("stackhub-hub").restart()
+    hub.deployment.wait_ready(hub.tls)
+    r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
+                     verify=hub.ca, timeout=30)
+    assert r.status_code == 200
+    model = hub.api("GET", f"/users/{name}").json()
+    assert model["servers"][""]["ready"]
+    hub.stop(name)
+
+
+def test_http_redirects_to_https_and_the_certificate_verifies(hub):
+    r = requests.get(f"{hub.http_url}hub/login", allow_redirects=False, timeout=10)
+    assert r.status_code in (301, 302, 307, 308)
+    assert r.headers["Location"].startswith("https://localhost:8443/")
+    ctx = ssl.create_default_context(cafile=hub.ca)
+    with socket.create_connection(("localhost", 8443)) as sock, ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+        assert tls.getpeercert()["subject"]
+    r = requests.get(f"{hub.url}hub/login", verify=hub.ca, timeout=10)
+    assert "Strict-Transport-Security" in r.headers
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{hub.url}hub/login", timeout=10, verify=True)  # not trusted without the CA
+
+
+def test_spawn_form_groups_tags_by_class(hub, user, stack_tags):
+    name = user("form")
+    s = hub.session(name)
+    html = s.get(f"{hub.url}hub/spawn").text
+    assert 'name="image_tag" value="recommended" checked' in html
+    assert 'data-class="weekly"' in html and 'data-class="release"' in html
+    for tag in stack_tags:
+        assert f"({tag})" in html
+    assert re.search(r'name="size" value="small"\s+checked', html)
+
+
+def test_form_post_starts_the_chosen_tag(hub, user, stack_tags):
+    name = user("post")
+    s = hub.session(name)
+    r = s.post(f"{hub.url}hub/spawn", data={"image_tag": stack_tags[1], "size": "small", "_xsrf": s.cookies.get("_xsrf")})
+    assert r.status_code == 200
+    hub.wait_ready(name)
+    assert f"stackhub/lsst-stack:{stack_tags[1]}" in container_of(hub, name).image.tags
+    hub.stop(name)
+
+
+def test_a_config_with_an_unknown_key_stops_the_hub_naming_key_and_file(tmp_path, hub):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hub:\n  httpsPrt: 1\n")
+    bad.chmod(0o644)
+    out = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{bad}:/cfg/stackhub.yaml:ro", "-e", "STACKHUB_CONFIG=/cfg/stackhub.yaml",
+         hub.deployment.cfg.hub.image, "jupyterhub", "-f", "/srv/stackhub/jupyterhub_config.py"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "hub.httpsPrt" in out.stderr and "/cfg/stackhub.yaml" in out.stderr
