@@ -28,8 +28,10 @@ images: venv engine
 	$(PY) -m spawner.images build $(IMAGE_OPTS) $(TAGS)
 	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
+# builds the stack images only when none exists yet (or when TAGS are named)
 stack-images: venv engine
-	$(PY) -m spawner.images build --missing-only $(IMAGE_OPTS) $(TAGS)
+	@if [ -n "$(TAGS)" ] || ! docker image inspect stackhub/lsst-stack:recommended >/dev/null 2>&1; then \
+	  $(PY) -m spawner.images build $(IMAGE_OPTS) $(TAGS); fi
 
 hub-image: venv engine
 	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
