@@ -55,6 +55,12 @@ class Catalog:
             name = self.recommended
         return next((e for e in self.entries if e.name == name), None)
 
+    def with_recommended(self, name: str | None) -> "Catalog":
+        """This catalog with ``recommended`` pointing at ``name``, if that tag is in it."""
+        if not name or name == RECOMMENDED or self.get(name) is None:
+            return self
+        return Catalog(self.entries, name)
+
     def of_class(self, cls: TagClass) -> list[TagEntry]:
         return [e for e in self.entries if e.tag.tag_class == cls]
 

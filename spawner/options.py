@@ -29,11 +29,20 @@ class OptionsError(ValueError):
 
 @dataclass(frozen=True)
 class Restriction:
-    """What the tag policy lets one user pick: ``only`` (a session lock) or ``hidden`` tags."""
+    """What the tag policy lets one user pick: ``only`` (a session lock) or ``hidden`` tags.
+
+    ``recommended`` overrides which catalog tag the ``recommended`` alias stands for (the admins'
+    run-time choice); a tag that is not in the catalog leaves the configured one in place.
+    """
 
     only: str | None = None
     reason: str = ""
     hidden: frozenset = field(default_factory=frozenset)
+    recommended: str | None = None
+
+    def catalog(self, catalog: Catalog) -> Catalog:
+        """The catalog as this user sees it (with the recommended override applied)."""
+        return catalog.with_recommended(self.recommended)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict:
 
 def allowed_tags(catalog: Catalog, restriction: Restriction) -> list[str]:
     """Tag names this user may choose, in menu order, ``recommended`` first."""
+    catalog = restriction.catalog(catalog)
     if restriction.only:
         return [restriction.only]
     names = [n for n in catalog.names() if n not in restriction.hidden]
@@ -86,6 +96,7 @@ def validate_options(
     if not isinstance(tag, str) or not isinstance(size_name, str):
         raise OptionsError("image_tag and size must be strings")
 
+    catalog = restriction.catalog(catalog)
     allowed = allowed_tags(catalog, restriction)
     if restriction.only:
         if tag not in (restriction.only, RECOMMENDED):
@@ -119,6 +130,7 @@ def build_menu(catalog: Catalog, restriction: Restriction = Restriction(), *,
                releases: int = 2, weeklies: int = 3, dailies: int = 3) -> Menu:
     """Group the catalog as the Rubin Science Platform does: recommended, newest releases,
     weeklies, dailies; every other tag goes in one dropdown."""
+    catalog = restriction.catalog(catalog)
     if restriction.only:
         entry = catalog.get(restriction.only)
         return Menu(entry, [], [], locked=restriction.only, reason=restriction.reason)
