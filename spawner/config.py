@@ -68,25 +68,56 @@ class SharedPasswordAuth(Model):
     password_file: Path | None = Field(None, description="File holding the shared tutorial password. None: generated on first start.")
 
 
+class CILogonIdP(Model):
+    """One identity provider users may pick on CILogon's page (oauthenticator's ``idps`` entry)."""
+
+    entity_id: str = Field(description="The IdP's entity id as CILogon lists it (https://cilogon.org/idplist), e.g. https://github.com/login/oauth/authorize.")
+    username_claim: str = Field("email", description="CILogon claim that becomes the JupyterHub username for users of this IdP.")
+    strip_domain: str | None = Field(None, description="Domain to strip from the username (alice@uni.edu -> alice); None keeps it whole.")
+    allow_all: bool = Field(False, description="Allow every user of this IdP (on top of allowedUsers/allowedGroups).")
+    allowed_domains: list[str] = Field(default_factory=list, description="Allow users of this IdP whose username's domain matches one of these (wildcards allowed).")
+
+
 class OAuthAuth(Model):
+    """Login through an OAuth 2 / OpenID Connect provider (oauthenticator).
+
+    Groups from the provider (GitHub ``org`` and ``org:team``, an OIDC or CILogon groups claim) decide
+    who may log in (allowedGroups), who is a JupyterHub admin (adminGroups) and who joins the
+    JupyterHub group ``instructors`` (instructorGroups). The hub's groups follow the provider at
+    every login: a user leaves ``instructors`` when the provider no longer lists them.
+    """
+
     type: Literal["github", "cilogon", "oidc"]
     client_id: str = Field(description="OAuth client id registered with the provider.")
-    client_secret_env: str = Field("STACKHUB_OAUTH_CLIENT_SECRET", description="Environment variable holding the client secret.")
-    client_secret_file: Path | None = Field(None, description="File holding the client secret (read at start, never logged).")
+    client_secret_env: str = Field("STACKHUB_OAUTH_CLIENT_SECRET", description="Environment variable holding the client secret (used when clientSecretFile is not set).")
+    client_secret_file: Path | None = Field(None, description="File holding the client secret (read at start, never logged); wins over clientSecretEnv.")
     callback_url: str | None = Field(None, description="OAuth callback; default https://<publicHost>:<httpsPort>/hub/oauth_callback.")
+    login_service: str | None = Field(None, description="Name on the login button ('Sign in with ...'). None: GitHub, CILogon, or the issuer's host.")
+    allow_all: bool = Field(False, description="Let every account the provider authenticates log in (on GitHub: anyone with an account).")
     allowed_users: list[str] = Field(default_factory=list, description="Users allowed to log in.")
-    allowed_groups: list[str] = Field(default_factory=list, description="Groups (GitHub org or org:team, OIDC groups claim) allowed to log in.")
-    admin_groups: list[str] = Field(default_factory=list, description="Groups whose members are JupyterHub admins.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Groups (GitHub org or org:team, OIDC/CILogon groups claim) allowed to log in.")
+    admin_groups: list[str] = Field(default_factory=list, description="Groups whose members are JupyterHub admins (and may log in).")
     instructor_groups: list[str] = Field(default_factory=list, description="Groups whose members join the JupyterHub group 'instructors'.")
-    issuer: str | None = Field(None, description="OIDC issuer URL (oidc only); endpoints come from its discovery document.")
-    username_claim: str = Field("preferred_username", description="Claim used as the JupyterHub username (oidc, cilogon).")
-    groups_claim: str = Field("groups", description="Claim holding the user's groups (oidc, cilogon).")
+    issuer: str | None = Field(None, description="OIDC issuer URL (oidc only); endpoints come from its discovery document, fetched at start.")
+    username_claim: str = Field("preferred_username", description="Claim used as the JupyterHub username (oidc; CILogon sets it per IdP in idps).")
+    groups_claim: str | None = Field(None, description="Claim holding the user's groups. None: 'groups' (oidc), 'isMemberOf' (cilogon).")
+    scopes: list[str] | None = Field(None, description="Scopes to request. None: the provider's usual ones (oidc: openid profile email, plus groups when the provider offers it).")
     ca_file: Path | None = Field(None, description="CA bundle to trust for the provider's TLS (a private IdP).")
+    idps: list[CILogonIdP] = Field(default_factory=list, description="CILogon only: the identity providers offered on CILogon's page (at least one).")
 
     @model_validator(mode="after")
-    def _issuer_for_oidc(self):
+    def _per_type(self):
         if self.type == "oidc" and not self.issuer:
             raise ValueError("auth.issuer is required when auth.type is 'oidc'")
+        if self.type != "oidc" and self.issuer:
+            raise ValueError(f"auth.issuer is for auth.type 'oidc' only, not {self.type!r}")
+        if self.type == "cilogon" and not self.idps:
+            raise ValueError("auth.idps needs at least one identity provider when auth.type is 'cilogon'")
+        if self.type != "cilogon" and self.idps:
+            raise ValueError(f"auth.idps is for auth.type 'cilogon' only, not {self.type!r}")
+        idp_allows = any(i.allow_all or i.allowed_domains for i in self.idps)
+        if not (self.allow_all or self.allowed_users or self.allowed_groups or self.admin_groups or idp_allows):
+            raise ValueError("auth: nobody could log in; set allowedUsers, allowedGroups, adminGroups or allowAll")
         return self
 
 
