@@ -1,0 +1,177 @@
+"""Publishing into a course store: names, git (the real binary, local repositories), tars, symlinks."""
+
+import io
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from spawner import coursesync as cs
+from spawner.courses import CourseError, CourseStore, Source, validate_name
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "a..b", "../x", ".hidden", "-x", "a b", "x" * 65])
+def test_bad_course_names(name):
+    with pytest.raises(CourseError) as e:
+        validate_name(name)
+    assert e.value.status == 400
+    if "/" in name:
+        assert "'/'" in str(e.value)
+    elif ".." in name:
+        assert "'..'" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["intro", "DP1-tutorial", "week_1.v2", "a"])
+def test_good_course_names(name):
+    assert validate_name(name) == name
+
+
+def git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "I", "GIT_AUTHOR_EMAIL": "i@x", "GIT_COMMITTER_NAME": "I",
+           "GIT_COMMITTER_EMAIL": "i@x", "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    (r / "A.ipynb").write_text("A1")
+    (r / "sub").mkdir()
+    (r / "sub/B.ipynb").write_text("B1")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "v1")
+    git(r, "tag", "v1")
+    return r
+
+
+@pytest.fixture
+def store(tmp_path):
+    root = tmp_path / "courses"
+    root.mkdir()
+    return CourseStore(root=root, keep_versions=2)
+
+
+def bundle(repo, tmp_path):
+    path = tmp_path / "up.bundle"
+    git(repo, "bundle", "create", "-q", str(path), "HEAD", "--branches", "--tags")
+    return open(path, "rb")
+
+
+def test_publish_bundle_at_ref_then_sync(store, repo, tmp_path):
+    v1 = git(repo, "rev-parse", "HEAD")
+    (repo / "A.ipynb").write_text("A2")
+    git(repo, "commit", "-qam", "v2")
+    cur = store.publish("intro", Source("bundle", "local repo", "v1"), publisher="inst",
+                        upload=bundle(repo, tmp_path))
+    assert cur["version"] == v1[:12] and cur["commit"] == v1 and set(cur["files"]) == {"A.ipynb", "sub/B.ipynb"}
+    assert (store.root / "intro/versions" / v1[:12] / "A.ipynb").read_text() == "A1"
+    assert not list((store.root / ".staging").iterdir())
+    home = tmp_path / "home"
+    cs.sync_all(store.root, home, log=lambda m: None)
+    assert (home / "notebooks/intro/sub/B.ipynb").read_text() == "B1"
+
+    cur2 = store.publish("intro", Source("bundle", "local repo", "main"), publisher="inst",
+                         upload=bundle(repo, tmp_path))
+    assert cur2["version"] != v1[:12] and store.current("intro")["version"] == cur2["version"]
+    [info] = store.list()
+    assert info["course"] == "intro" and info["files"] == 2 and len(info["history"]) == 2
+
+
+def test_unknown_ref_names_what_exists_and_writes_nothing(store, repo, tmp_path):
+    with pytest.raises(CourseError) as e:
+        store.publish("intro", Source("bundle", "x", "nope"), publisher="i", upload=bundle(repo, tmp_path))
+    assert e.value.status == 400 and "unknown git ref 'nope'" in str(e.value) and "main" in str(e.value)
+    assert store.list() == [] and not (store.root / "intro").exists()
+
+
+def test_unreachable_url_is_a_clear_error(store):
+    with pytest.raises(CourseError) as e:
+        store.publish("intro", Source("git", "https://127.0.0.1:9/nothing.git", None), publisher="i")
+    assert e.value.status == 400 and "cannot fetch the git repository https://127.0.0.1:9/nothing.git" in str(e.value)
+    assert not (store.root / "intro").exists()
+
+
+@pytest.mark.parametrize("url", ["file:///srv/stackhub/secrets", "/etc", "--upload-pack=touch /tmp/x", "ext::sh"])
+def test_only_network_git_urls(store, url):
+    with pytest.raises(CourseError, match="must be an https://"):
+        store.publish("intro", Source("git", url, None), publisher="i")
+
+
+def test_symlink_outside_repo_is_refused(store, repo, tmp_path):
+    os.symlink("/etc/passwd", repo / "passwd")
+    os.symlink("../../outside", repo / "sub/up")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "links")
+    with pytest.raises(CourseError, match="outside the course: refused"):
+        store.publish("intro", Source("bundle", "x", "main"), publisher="i", upload=bundle(repo, tmp_path))
+    assert not (store.root / "intro").exists()
+
+
+def test_symlink_to_a_file_inside_becomes_a_copy(store, repo, tmp_path):
+    os.symlink("sub/B.ipynb", repo / "B-link.ipynb")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "inner link")
+    cur = store.publish("intro", Source("bundle", "x", "main"), publisher="i", upload=bundle(repo, tmp_path))
+    p = store.root / "intro/versions" / cur["version"] / "B-link.ipynb"
+    assert not p.is_symlink() and p.read_text() == "B1"
+
+
+def tar_of(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def test_directory_upload_version_is_a_content_hash(store):
+    up = tar_of([("A.ipynb", "file", b"A1"), (".git/config", "file", b"x"), ("x/.ipynb_checkpoints/A.ipynb", "file", b"")])
+    cur = store.publish("d", Source("directory", "dir"), publisher="i", upload=up)
+    assert cur["version"].startswith("c") and set(cur["files"]) == {"A.ipynb"}
+    again = store.publish("d", Source("directory", "dir"), publisher="i", restore=True,
+                          upload=tar_of([("A.ipynb", "file", b"A1")]))
+    assert again["version"] == cur["version"] and again["publication"] != cur["publication"] and again["restore"]
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([("../evil", "file", b"x")], "inside the course"),
+    ([("/abs", "file", b"x")], "inside the course"),
+    ([("l", "sym", "/etc/passwd")], "outside the course"),
+    ([("a/l", "sym", "../../x")], "outside the course"),
+    ([], "no files"),
+])
+def test_bad_directory_uploads(store, entries, message):
+    with pytest.raises(CourseError, match=message):
+        store.publish("d", Source("directory", "dir"), publisher="i", upload=tar_of(entries))
+    assert not (store.root / "d").exists()
+
+
+def test_size_limit(tmp_path):
+    store = CourseStore(root=tmp_path, max_bytes=10)
+    with pytest.raises(CourseError) as e:
+        store.publish("d", Source("directory", "dir"), publisher="i", upload=tar_of([("a", "file", b"x" * 11)]))
+    assert e.value.status == 413
+
+
+def test_old_versions_pruned_and_remove(store):
+    for i in range(4):
+        store.publish("d", Source("directory", "dir"), publisher="i", upload=tar_of([("a", "file", str(i).encode())]))
+    assert len(list((store.root / "d/versions").iterdir())) == 2
+    assert store.remove("d") and not (store.root / "d").exists() and store.remove("d") is False
+
+
+def test_install_tool(store):
+    store.install_tool()
+    tool = store.root / cs.TOOLS_DIR / cs.TOOL_NAME
+    assert os.access(tool, os.X_OK) and tool.read_text().startswith("#!/usr/bin/env python3")
