@@ -20,6 +20,9 @@ PROXY_NAME = "stackhub-proxy"
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
+SESSIONS_SERVICE = "stackhub-sessions"
+SESSIONS_PORT = 8090
+PREWARM_CONCURRENCY = 3
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,12 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
 
 def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     from .docker_spawner import LSSTDockerSpawner
+    from .policy_store import HubPolicy, PolicyStore
 
     c.JupyterHub.spawner_class = LSSTDockerSpawner
     c.LSSTDockerSpawner.stackhub_config = cfg
+    # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
+    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state))
     c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
@@ -99,10 +105,34 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
         update_oauth(c, cfg, paths)
 
 
+def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The admins' tags / sessions / pre-warm service (spawner.sessions_service) and its role."""
+    env = {"STACKHUB_HUB_STATE": str(paths.state)}
+    if os.environ.get("STACKHUB_CONFIG"):
+        env["STACKHUB_CONFIG"] = os.environ["STACKHUB_CONFIG"]
+    service = {
+        "name": SESSIONS_SERVICE,
+        "url": f"http://{HUB_NAME}:{SESSIONS_PORT}",
+        "command": [sys.executable, "-m", "spawner.sessions_service", f"--port={SESSIONS_PORT}",
+                    f"--state={paths.state}", f"--concurrency={PREWARM_CONCURRENCY}"],
+        "environment": env,
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    role = {
+        "name": SESSIONS_SERVICE,
+        "description": "start and stop anyone's server with a tag; read users and groups",
+        "scopes": ["admin:servers", "list:users", "read:users", "list:groups", "read:groups"],
+        "services": [SESSIONS_SERVICE],
+    }
+    return service, role
+
+
 def update_services(c, cfg: StackhubConfig, paths: HubPaths):
-    """The admin token service (``make token``) and the idle culler."""
-    services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}]
-    roles = [{"name": "admin", "services": [ADMIN_SERVICE]}]
+    """The admin token service (``make token``), the sessions service and the idle culler."""
+    sessions, sessions_role = sessions_service(cfg, paths)
+    services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}, sessions]
+    roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
     if cfg.culler.enabled:
         services.append({
             "name": "idle-culler",

@@ -86,10 +86,17 @@ class PolicyStore:
             self._cache = None
             new = fn(self.load())
             self._write(new)
-            entry = AuditEntry(now or now_utc(), who, action, detail)
-            with open(self.audit_path, "a") as f:
-                f.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
+            self._append(AuditEntry(now or now_utc(), who, action, detail))
             return new
+
+    def record(self, *, who: str, action: str, detail: dict, now: dt.datetime | None = None):
+        """Log an action that changes no policy (a start, a pre-warm)."""
+        with self._locked():
+            self._append(AuditEntry(now or now_utc(), who, action, detail))
+
+    def _append(self, entry: AuditEntry):
+        with open(self.audit_path, "a") as f:
+            f.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
 
     def audit(self, limit: int = 100) -> list[dict]:
         """The last ``limit`` changes, newest first."""

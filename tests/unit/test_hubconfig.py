@@ -17,7 +17,7 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.JupyterHub.cleanup_servers is False
     assert c.JupyterHub.authenticator_class == "shared-password"
     assert c.SharedPasswordAuthenticator.user_password.startswith("shared-password-value")
-    assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "idle-culler"}
+    assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler"}
     assert c.JupyterHub.public_url == "https://localhost:8443/"
     assert "Strict-Transport-Security" in c.JupyterHub.tornado_settings["headers"]
 
@@ -25,4 +25,4 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
 def test_culler_can_be_turned_off(tmp_path):
     cfg = StackhubConfig.model_validate({"culler": {"enabled": False}})
     c = apply_config(Config(), cfg, paths(tmp_path))
-    assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin"]
+    assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin", "stackhub-sessions"]

@@ -1,0 +1,384 @@
+"""``stackhub-sessions``: the admins' page and REST API for tags, session locks, starts and pre-warm.
+
+A hub-managed JupyterHub service (``python -m spawner.sessions_service``) at
+``/services/stackhub-sessions/``. Who may use it: hub admins (logged in through the hub's OAuth,
+or with an API token) and services whose token has admin scopes (the ``make token`` token, which
+the ``stackhub`` CLI uses). Anyone else gets 403. Every change is written to the audit log with
+who made it.
+
+REST API (JSON; under ``/services/stackhub-sessions/api``)::
+
+    GET    tags                  catalog tags with hidden / recommended flags
+    PUT    tags/<tag>            {"hidden": true|false}
+    PUT    recommended           {"tag": "<tag>"|null}        (null: back to the config)
+    GET    sessions
+    PUT    sessions/<name>       {"tag", "group"?, "start"?, "end"?}   open (or change) a session
+    DELETE sessions/<name>       close it
+    GET    users | groups
+    POST   jobs                  {"action": "start"|"stop", "user"|"group", "tag"?, "size"?, "concurrency"?}
+    GET    jobs | jobs/<id>      progress of starts, pre-warms and stops
+    GET    audit?limit=N
+
+The policy itself is stored by ``policy_store`` in the hub's state volume, where the spawner in the
+hub process reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import jinja2
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import ioloop, web
+
+from .catalog import Catalog, CatalogSource
+from .config import StackhubConfig, load_config
+from .hubapi import HubAPI, HubError
+from .jobs import Job, Jobs, Row
+from .policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time, recommend,
+                     show)
+from .policy_store import PolicyStore, now_utc
+
+log = logging.getLogger("stackhub.sessions")
+MAX_CONCURRENCY = 16
+ADMIN_SCOPES = {"admin:users", "admin:servers"}
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("spawner", "templates"),
+    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+)
+
+
+@dataclass
+class Context:
+    """Every long-lived object of the service, wired once by ``from_config``."""
+
+    cfg: StackhubConfig
+    store: PolicyStore
+    catalog: CatalogSource
+    hub: HubAPI
+    jobs: Jobs
+    prefix: str
+    concurrency: int
+
+    @classmethod
+    def from_config(cls, cfg: StackhubConfig, *, state: Path, concurrency: int) -> "Context":
+        import docker
+
+        hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
+        stack = cfg.stack
+        source = CatalogSource(client=docker.APIClient(version="auto"), repository=stack.repository,
+                               recommended=stack.recommended, ttl=stack.catalog_ttl, registry=stack.registry)
+        return cls(cfg=cfg, store=PolicyStore(state), catalog=source, hub=hub,
+                   jobs=Jobs(hub, timeout=cfg.hub.start_timeout), concurrency=concurrency,
+                   prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/stackhub-sessions/"))
+
+
+def effective(catalog: Catalog, policy: Policy) -> Catalog:
+    return catalog.with_recommended(policy.recommended)
+
+
+def tags_view(catalog: Catalog, policy: Policy) -> dict:
+    cat = effective(catalog, policy)
+    return {
+        "recommended": cat.recommended,
+        "configured_recommended": catalog.recommended,
+        "tags": [{"name": e.name, "class": e.tag.tag_class.value, "display": e.tag.display, "present": e.present,
+                  "build_date": e.build_date, "hidden": e.name in policy.hidden, "recommended": e.name == cat.recommended}
+                 for e in cat.entries],
+        "hidden": sorted(policy.hidden),
+    }
+
+
+def sessions_view(policy: Policy) -> dict:
+    now = now_utc()
+    return {"now": now.isoformat(),
+            "sessions": [{**s.to_json(), "status": s.status(now)} for s in policy.sessions]}
+
+
+def user_view(model: dict) -> dict:
+    server = (model.get("servers") or {}).get("")
+    view = None
+    if server is not None:
+        opts = server.get("user_options") or {}
+        view = {"ready": server.get("ready", False), "pending": server.get("pending"),
+                "tag": opts.get("image_tag"), "size": opts.get("size"), "started": server.get("started")}
+    return {"name": model["name"], "admin": model.get("admin", False), "groups": model.get("groups", []),
+            "server": view}
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    """Authenticates (asynchronously, in ``prepare``) and lets only admins through."""
+
+    api = True
+    hub_auth_class = HubOAuth
+
+    @property
+    def ctx(self) -> Context:
+        return self.settings["ctx"]
+
+    async def prepare(self):
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                model = None
+        self._hub_auth_user_cache = model
+        if model is None:
+            if self.api:
+                has_credentials = self.request.headers.get("Authorization") or self.get_cookie(self.hub_auth.cookie_name)
+                raise web.HTTPError(403 if has_credentials else 401, "an admin's login or token is required")
+            self.redirect(self.get_login_url())
+            return
+        if not self.is_admin(model):
+            raise web.HTTPError(403, f"{model.get('kind', 'user')} {model['name']} is not a hub admin")
+
+    @staticmethod
+    def is_admin(model: dict) -> bool:
+        if model.get("kind") == "service":
+            return ADMIN_SCOPES <= set(model.get("scopes") or ())
+        return bool(model.get("admin"))
+
+    @property
+    def who(self) -> str:
+        m = self.current_user
+        return f"service:{m['name']}" if m.get("kind") == "service" else m["name"]
+
+    def body(self) -> dict:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError:
+            raise web.HTTPError(400, "the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
+
+    def send(self, data, status: int = 200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code, **kwargs):
+        message = self._reason
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    async def change(self, fn, action: str, detail: dict):
+        try:
+            return self.ctx.store.change(fn, who=self.who, action=action, detail=detail)
+        except PolicyError as e:
+            raise web.HTTPError(409 if "hidden" in str(e) or "recommended tag" in str(e) else 400, str(e)) from None
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PageHandler(Base):
+    api = False
+
+    async def get(self):
+        html = _templates.get_template("sessions.html").render(
+            prefix=self.ctx.prefix, who=self.who, xsrf=_text(self.xsrf_token),
+            sizes=self.ctx.cfg.sizes, default_size=self.ctx.cfg.stack.default_size,
+            concurrency=self.ctx.concurrency,
+        )
+        self.set_header("Cache-Control", "no-store")
+        self.finish(html)
+
+
+class TagsHandler(Base):
+    async def get(self):
+        self.send(tags_view(await self.ctx.catalog.get(), self.ctx.store.load()))
+
+
+class TagHandler(Base):
+    async def put(self, tag):
+        tag = unquote(tag)
+        hidden = self.body().get("hidden")
+        if not isinstance(hidden, bool):
+            raise web.HTTPError(400, 'send {"hidden": true} or {"hidden": false}')
+        catalog = await self.ctx.catalog.get()
+        if hidden:
+            rec = effective(catalog, self.ctx.store.load()).recommended
+            policy = await self.change(lambda p: hide(p, tag, effective_recommended=rec), "tags.hide", {"tag": tag})
+        else:
+            policy = await self.change(lambda p: show(p, tag), "tags.show", {"tag": tag})
+        self.send(tags_view(catalog, policy))
+
+
+class RecommendedHandler(Base):
+    async def put(self):
+        tag = self.body().get("tag")
+        if tag is not None and not isinstance(tag, str):
+            raise web.HTTPError(400, 'send {"tag": "<tag>"} or {"tag": null}')
+        catalog = await self.ctx.catalog.get()
+        policy = await self.change(lambda p: recommend(p, tag or None, known=catalog.names()),
+                                   "tags.recommend", {"tag": tag or None})
+        self.send(tags_view(catalog, policy))
+
+
+class SessionsHandler(Base):
+    async def get(self):
+        self.send(sessions_view(self.ctx.store.load()))
+
+
+class SessionHandler(Base):
+    async def put(self, name):
+        name = unquote(name)
+        data = self.body()
+        unknown = sorted(set(data) - {"tag", "group", "start", "end"})
+        if unknown:
+            raise web.HTTPError(400, f"unknown keys {', '.join(unknown)}; allowed: tag, group, start, end")
+        catalog = await self.ctx.catalog.get()
+        if data.get("group"):
+            if await self.ctx.hub.group(data["group"]) is None:
+                raise web.HTTPError(400, f"no hub group {data['group']!r}")
+        try:
+            session = Session(name=name, tag=data.get("tag") or "", group=data.get("group") or None,
+                              start=parse_time(data.get("start")), end=parse_time(data.get("end")),
+                              opened_by=self.who, opened_at=now_utc())
+        except PolicyError as e:
+            raise web.HTTPError(400, str(e)) from None
+        replaced = self.ctx.store.load().session(name) is not None
+        policy = await self.change(lambda p: open_session(p, session, known=catalog.names()),
+                                   "session.update" if replaced else "session.open", session.to_json())
+        self.send({**policy.session(name).to_json(), "status": session.status(now_utc())})
+
+    async def delete(self, name):
+        name = unquote(name)
+        old = self.ctx.store.load().session(name)
+        await self.change(lambda p: close_session(p, name), "session.close",
+                          old.to_json() if old else {"name": name})
+        self.send({"closed": name})
+
+
+class UsersHandler(Base):
+    async def get(self):
+        self.send({"users": [user_view(u) for u in await self.ctx.hub.users()]})
+
+
+class GroupsHandler(Base):
+    async def get(self):
+        self.send({"groups": [{"name": g["name"], "users": g.get("users", [])} for g in await self.ctx.hub.groups()]})
+
+
+class JobsHandler(Base):
+    async def get(self):
+        self.send({"jobs": [j.to_json() for j in self.ctx.jobs.all()]})
+
+    async def post(self):
+        data = self.body()
+        action = data.get("action")
+        if action not in ("start", "stop"):
+            raise web.HTTPError(400, 'action must be "start" or "stop"')
+        unknown = sorted(set(data) - {"action", "user", "group", "tag", "size", "concurrency"})
+        if unknown:
+            raise web.HTTPError(400, f"unknown keys {', '.join(unknown)}; allowed: action, user, group, tag, size, concurrency")
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise web.HTTPError(400, "name exactly one of user or group")
+        try:
+            concurrency = int(data.get("concurrency") or self.ctx.concurrency)
+        except (TypeError, ValueError):
+            raise web.HTTPError(400, "concurrency must be a number") from None
+        concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+        if data.get("group"):
+            group = await self.ctx.hub.group(data["group"])
+            if group is None:
+                raise web.HTTPError(404, f"no hub group {data['group']!r}")
+            users = sorted(group.get("users") or [])
+            if not users:
+                raise web.HTTPError(400, f"hub group {data['group']!r} has no members")
+        else:
+            if await self.ctx.hub.user(data["user"]) is None:
+                raise web.HTTPError(404, f"no hub user {data['user']!r}")
+            users = [data["user"]]
+        options = {}
+        if action == "start":
+            if not data.get("tag"):
+                raise web.HTTPError(400, "a start needs a tag (a catalog tag or 'recommended')")
+            options["image_tag"] = data["tag"]
+            if data.get("size"):
+                options["size"] = data["size"]
+        job = Job(action=action, rows=[Row(u) for u in users], by=self.who, options=options,
+                  group=data.get("group"), concurrency=concurrency)
+        kind = "prewarm" if job.group else "server"
+        self.ctx.store.record(who=self.who, action=f"{kind}.{action}",
+                              detail={"job": job.id, "group": job.group, "users": users, **options})
+        self.ctx.jobs.submit(job)
+        self.send(job.to_json(), 202)
+
+
+class JobHandler(Base):
+    async def get(self, job_id):
+        job = self.ctx.jobs.get(job_id)
+        if job is None:
+            raise web.HTTPError(404, f"no job {job_id}")
+        self.send(job.to_json())
+
+
+class AuditHandler(Base):
+    async def get(self):
+        try:
+            limit = int(self.get_argument("limit", "100"))
+        except ValueError:
+            raise web.HTTPError(400, "limit must be a number") from None
+        self.send({"audit": self.ctx.store.audit(limit)})
+
+
+class NotFound(Base):
+    async def prepare(self):
+        await super().prepare()
+        raise web.HTTPError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+
+
+def make_app(ctx: Context) -> web.Application:
+    p = ctx.prefix
+    api = p + "api/"
+    return web.Application([
+        (p, PageHandler),
+        (p.rstrip("/"), web.RedirectHandler, {"url": p}),
+        (p + "oauth_callback", HubOAuthCallbackHandler),
+        (api + "tags", TagsHandler),
+        (api + r"tags/([^/]+)", TagHandler),
+        (api + "recommended", RecommendedHandler),
+        (api + "sessions", SessionsHandler),
+        (api + r"sessions/([^/]+)", SessionHandler),
+        (api + "users", UsersHandler),
+        (api + "groups", GroupsHandler),
+        (api + "jobs", JobsHandler),
+        (api + r"jobs/([0-9]+)", JobHandler),
+        (api + "audit", AuditHandler),
+        (api + ".*", NotFound),
+    ], ctx=ctx, cookie_secret=os.urandom(32))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spawner.sessions_service", description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, required=True, help="port to listen on (all interfaces)")
+    p.add_argument("--state", type=Path, required=True, help="the hub's state directory (policy.json lives there)")
+    p.add_argument("--concurrency", type=int, default=3, help="servers a pre-warm starts at the same time")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
+    ctx = Context.from_config(load_config(), state=args.state, concurrency=args.concurrency)
+    make_app(ctx).listen(args.port, address="0.0.0.0")
+    log.info("listening on :%d at %s", args.port, ctx.prefix)
+    ioloop.IOLoop.current().start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

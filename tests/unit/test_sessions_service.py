@@ -1,0 +1,207 @@
+"""The stackhub-sessions service against a fake hub: who may call it, what it changes and logs,
+and pre-warm jobs (bounded concurrency, progress, failures kept per user)."""
+
+import asyncio
+import json
+
+import pytest
+from jupyterhub.services.auth import check_scopes
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+from spawner.config import StackhubConfig
+from spawner.hubapi import HubError
+from spawner.jobs import Job, Jobs, Row, run_job
+from spawner.policy_store import PolicyStore
+from spawner.sessions_service import Base, Context, make_app
+
+PREFIX = "/services/stackhub-sessions/"
+TOKENS = {
+    "admin-token": {"kind": "service", "name": "stackhub-admin",
+                    "scopes": ["admin:users", "admin:servers", "access:services"]},
+    "ann-admin": {"kind": "user", "name": "ann", "admin": True, "scopes": ["access:services"]},
+    "bob-user": {"kind": "user", "name": "bob", "admin": False,
+                 "scopes": ["access:services!service=stackhub-sessions"]},
+    "carl-no-access": {"kind": "user", "name": "carl", "admin": False, "scopes": ["read:users:name!user=carl"]},
+}
+
+
+class FakeAuth:
+    access_scopes = {"access:services!service=stackhub-sessions"}
+    cookie_name = "stackhub-sessions"
+
+    async def get_user(self, handler, sync=False):
+        token = handler.request.headers.get("Authorization", "").removeprefix("token ")
+        return dict(TOKENS[token]) if token in TOKENS else None
+
+    def check_scopes(self, required, model):
+        return check_scopes(required, set(model["scopes"]))
+
+
+class FakeHub:
+    """The part of HubAPI the service uses; servers become ready after ``delay`` seconds."""
+
+    def __init__(self, delay=0.05):
+        self.delay = delay
+        self.users_ = {n: {"name": n, "admin": False, "groups": ["dm"] if n.startswith("dm") else [], "servers": {}}
+                       for n in ("dm1", "dm2", "dm3", "dm4", "dm5", "zed")}
+        self.starting = 0
+        self.most_at_once = 0
+        self.refuse = {}
+
+    async def user(self, name):
+        return self.users_.get(name)
+
+    async def users(self):
+        return list(self.users_.values())
+
+    async def group(self, name):
+        if name != "dm":
+            return None
+        return {"name": "dm", "users": [n for n, u in self.users_.items() if "dm" in u["groups"]]}
+
+    async def groups(self):
+        return [await self.group("dm")]
+
+    async def start(self, name, options):
+        if name in self.refuse:
+            raise HubError(400, self.refuse[name])
+        if "" in self.users_[name]["servers"]:
+            raise HubError(400, f"{name} is already running")
+        self.starting += 1
+        self.most_at_once = max(self.most_at_once, self.starting)
+        self.users_[name]["servers"][""] = {"ready": False, "user_options": options}
+        return 202
+
+    async def stop(self, name):
+        if "" not in self.users_[name]["servers"]:
+            raise HubError(400, f"{name}'s server is not running")
+        del self.users_[name]["servers"][""]
+        return 204
+
+    async def wait(self, name, *, ready, timeout):
+        await asyncio.sleep(self.delay)
+        if ready:
+            self.users_[name]["servers"][""]["ready"] = True
+            self.starting -= 1
+        return {}
+
+
+class FakeCatalog:
+    def __init__(self, catalog):
+        self.catalog = catalog
+
+    async def get(self):
+        return self.catalog
+
+
+@pytest.fixture
+async def service(tmp_path, catalog, monkeypatch):
+    monkeypatch.setattr(Base, "_hub_auth", FakeAuth())
+    hub = FakeHub()
+    ctx = Context(cfg=StackhubConfig(), store=PolicyStore(tmp_path), catalog=FakeCatalog(catalog), hub=hub,
+                  jobs=Jobs(hub, timeout=5), prefix=PREFIX, concurrency=2)
+    sock, port = bind_unused_port()
+    server = HTTPServer(make_app(ctx))
+    server.add_sockets([sock])
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def call(method, path, body=None, token="admin-token"):
+        headers = {"Authorization": f"token {token}"} if token else {}
+        try:
+            r = await client.fetch(f"http://127.0.0.1:{port}{PREFIX}api/{path}", method=method, headers=headers,
+                                   body=None if body is None else json.dumps(body), allow_nonstandard_methods=True)
+            return r.code, json.loads(r.body)
+        except HTTPClientError as e:
+            return e.code, json.loads(e.response.body)
+
+    call.ctx, call.hub = ctx, hub
+    yield call
+    server.stop()
+    client.close()
+
+
+@pytest.mark.parametrize("token,status", [("bob-user", 403), ("carl-no-access", 403), (None, 401), ("bogus", 403)])
+async def test_only_admins_may_call_the_api(service, token, status):
+    for method, path, body in [("GET", "tags", None), ("PUT", "tags/w_2026_42", {"hidden": True}),
+                               ("POST", "jobs", {"action": "stop", "group": "dm"})]:
+        code, data = await service(method, path, body, token=token)
+        assert code == status, (method, path, data)
+    assert service.ctx.store.load().hidden == frozenset()
+
+
+async def test_hide_recommend_and_the_audit_names_who(service):
+    code, data = await service("PUT", "tags/w_2026_42", {"hidden": True}, token="ann-admin")
+    assert code == 200 and data["hidden"] == ["w_2026_42"]
+    code, data = await service("PUT", "tags/w_2026_43", {"hidden": True})
+    assert code == 409 and "recommend another" in data["message"]
+    code, data = await service("PUT", "recommended", {"tag": "v30_0_0"})
+    assert code == 200 and data["recommended"] == "v30_0_0"
+    assert [t["name"] for t in data["tags"] if t["recommended"]] == ["v30_0_0"]
+    code, data = await service("GET", "audit")
+    assert [(a["who"], a["action"]) for a in data["audit"]] == [
+        ("service:stackhub-admin", "tags.recommend"), ("ann", "tags.hide")]
+
+
+async def test_open_change_and_close_a_session(service):
+    code, data = await service("PUT", "sessions/DM%20tutorial%202026-12", {"tag": "w_2026_41", "group": "dm"})
+    assert code == 200 and data["status"] == "active" and data["opened_by"] == "service:stackhub-admin"
+    code, data = await service("PUT", "sessions/DM%20tutorial%202026-12",
+                               {"tag": "w_2026_42", "group": "dm", "start": "2099-01-01T09:00:00Z"})
+    assert code == 200 and data["status"] == "scheduled"
+    code, data = await service("GET", "sessions")
+    assert [(s["name"], s["tag"]) for s in data["sessions"]] == [("DM tutorial 2026-12", "w_2026_42")]
+    for body, needle in [({"tag": "w_1999_01"}, "no stack image"), ({"tag": "w_2026_41", "group": "nope"}, "no hub group"),
+                         ({"tag": "w_2026_41", "start": "soon"}, "ISO 8601"), ({"tag": "w_2026_41", "x": 1}, "unknown keys")]:
+        code, data = await service("PUT", "sessions/other", body)
+        assert code == 400 and needle in data["message"], data
+    assert (await service("DELETE", "sessions/DM%20tutorial%202026-12"))[0] == 200
+    code, data = await service("DELETE", "sessions/DM%20tutorial%202026-12")
+    assert code == 400 and "no session" in data["message"]
+    actions = [a["action"] for a in (await service("GET", "audit"))[1]["audit"]]
+    assert actions == ["session.close", "session.update", "session.open"]
+
+
+async def test_prewarm_a_group_with_bounded_concurrency_then_stop_all(service):
+    code, job = await service("POST", "jobs", {"action": "start", "group": "dm", "tag": "w_2026_41", "size": "small"})
+    assert code == 202 and job["total"] == 5 and job["concurrency"] == 2
+    while not job["done"]:
+        await asyncio.sleep(0.02)
+        job = (await service("GET", f"jobs/{job['id']}"))[1]
+    assert job["counts"] == {"ready": 5}
+    assert service.hub.most_at_once == 2
+    assert service.hub.users_["dm3"]["servers"][""]["user_options"] == {"image_tag": "w_2026_41", "size": "small"}
+    assert "" not in service.hub.users_["zed"]["servers"]
+    code, job = await service("POST", "jobs", {"action": "stop", "group": "dm", "concurrency": 5})
+    while not job["done"]:
+        await asyncio.sleep(0.02)
+        job = (await service("GET", f"jobs/{job['id']}"))[1]
+    assert job["counts"] == {"stopped": 5}
+    assert (await service("GET", "audit"))[1]["audit"][0]["action"] == "prewarm.stop"
+
+
+async def test_start_one_user_and_bad_jobs(service):
+    code, job = await service("POST", "jobs", {"action": "start", "user": "zed", "tag": "v30_0_0"})
+    assert code == 202 and [u["user"] for u in job["users"]] == ["zed"]
+    for body, status, needle in [
+        ({"action": "start", "user": "nobody", "tag": "v30_0_0"}, 404, "no hub user"),
+        ({"action": "start", "group": "nope", "tag": "v30_0_0"}, 404, "no hub group"),
+        ({"action": "start", "user": "zed"}, 400, "needs a tag"),
+        ({"action": "start", "user": "zed", "group": "dm", "tag": "x"}, 400, "exactly one"),
+        ({"action": "launch", "user": "zed"}, 400, "action"),
+    ]:
+        code, data = await service("POST", "jobs", body)
+        assert code == status and needle in data["message"], data
+
+
+async def test_a_refused_user_fails_alone():
+    hub = FakeHub(delay=0)
+    hub.refuse["dm2"] = "session 'DM': only image_tag 'w_2026_41' may be started, not 'v30_0_0'"
+    hub.users_["dm3"]["servers"][""] = {"ready": True}
+    job = await run_job(hub, Job(action="start", rows=[Row(u) for u in ("dm1", "dm2", "dm3")], by="t",
+                                 options={"image_tag": "v30_0_0"}))
+    states = {r.user: (r.state, r.message) for r in job.rows}
+    assert states["dm1"][0] == "ready" and states["dm3"][0] == "running"
+    assert states["dm2"] == ("failed", hub.refuse["dm2"])
+    assert job.done and job.to_json()["counts"] == {"ready": 1, "failed": 1, "running": 1}
