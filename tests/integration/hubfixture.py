@@ -90,15 +90,16 @@ class Hub:
         assert r.status_code == 200, r.status_code
         return s
 
-    def reconfigure(self, extra: dict | None = None):
+    def reconfigure(self, extra: dict | None = None, environment: dict | None = None):
         """Restart hub and proxy with TEST_CONFIG plus ``extra`` (same state, secrets and CA).
 
+        ``environment``: extra variables for the hub container (e.g. an OAuth client secret).
         Running servers keep running. Call with no argument to go back to the test default.
         """
         config = {**TEST_CONFIG, **(extra or {})}
         self.config_file.write_text(yaml.safe_dump(config))
         self.deployment.cfg = load_config(self.config_file)
-        self.deployment.up()
+        self.deployment.up(environment=environment)
 
     def dump_logs(self, name="hub"):
         ARTIFACTS.mkdir(exist_ok=True)
