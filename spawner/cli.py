@@ -1,6 +1,7 @@
 """``stackhub``: the operator's command line (``make up`` / ``down`` / ``token`` call it).
 
-Subcommands: ``up``, ``down``, ``token``, ``status``, ``schema``, ``images`` (stack and hub images).
+Subcommands: ``up``, ``down``, ``token``, ``status``, ``schema``, ``images`` (stack and hub images);
+the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``).
 Errors end in one line on stderr and exit status 2; nothing is printed that holds a secret except
 what the command is for (``token`` prints the admin token, ``up`` the shared tutorial password).
 """
@@ -36,12 +37,14 @@ def _docker():
 
 
 def cmd_up(args) -> int:
+    from .auth import hub_environment
     from .deploy import Deployment
 
     cfg = load_config()
     paths = _host_paths()
+    environment = hub_environment(cfg)  # the OAuth client secret; a missing one stops here
     dep = Deployment(client=_docker(), cfg=cfg, paths=paths, config_file=_config_file())
-    tls = dep.up()
+    tls = dep.up(environment=environment)
     port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
     print()
     print(f"url: https://{cfg.hub.public_host}{port}/")
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="build stack and hub images (see images/README.md)", add_help=False)
     img.add_argument("rest", nargs=argparse.REMAINDER)
     img.set_defaults(func=cmd_images)
+    from . import cli_sessions
+
+    cli_sessions.register(sub)
     return p
 
 

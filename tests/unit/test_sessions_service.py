@@ -205,3 +205,27 @@ async def test_a_refused_user_fails_alone():
     assert states["dm1"][0] == "ready" and states["dm3"][0] == "running"
     assert states["dm2"] == ("failed", hub.refuse["dm2"])
     assert job.done and job.to_json()["counts"] == {"ready": 1, "failed": 1, "running": 1}
+
+
+def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
+    from spawner.cli_sessions import follow
+
+    def snap(states, done=False):
+        return {"id": "1", "action": "start", "group": "dm", "total": 2, "done": done, "seconds": 3.0,
+                "counts": {s: list(states.values()).count(s) for s in set(states.values())},
+                "users": [{"user": u, "state": s, "message": "refused" if s == "failed" else "", "seconds": 1.5}
+                          for u, s in states.items()]}
+    later = iter([snap({"a": "ready", "b": "starting"}), snap({"a": "ready", "b": "failed"}, done=True)])
+    lines = []
+    rc = follow(lambda method, path: next(later), snap({"a": "starting", "b": "queued"}), out=lines.append, poll=0)
+    assert lines == ["[0/2] a: starting", "[0/2] b: queued", "[1/2] a: ready (1.5s)", "[1/2] b: starting",
+                     "[2/2] b: failed (1.5s): refused", "start group dm: 1 failed, 1 ready in 3.0s"]
+    assert rc == 1
+
+
+def test_cli_times_without_offset_are_local():
+    from spawner.cli_sessions import local_iso
+
+    assert local_iso("2026-12-01T09:00+01:00") == "2026-12-01T09:00:00+01:00"
+    assert local_iso("2026-12-01T09:00").startswith("2026-12-01T09:00:00") and local_iso("2026-12-01T09:00")[19:]
+    assert local_iso(None) is None
