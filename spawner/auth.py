@@ -75,6 +75,20 @@ def client_secret(auth: OAuthAuth, environ=os.environ) -> str:
     return value
 
 
+def hub_environment(cfg: StackhubConfig, environ=os.environ) -> dict[str, str]:
+    """Variables the hub container takes from the operator's environment: the OAuth client secret.
+
+    Checked on the host by ``stackhub up`` before any container starts, so a missing secret is
+    reported there. A secret given as auth.clientSecretFile is mounted instead (it then does not
+    show in ``docker inspect``, which an environment variable does).
+    """
+    auth = cfg.auth
+    if not isinstance(auth, OAuthAuth):
+        return {}
+    value = client_secret(auth, environ)
+    return {} if auth.client_secret_file else {auth.client_secret_env: value}
+
+
 def ssl_context(auth: OAuthAuth) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
 

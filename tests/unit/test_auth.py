@@ -290,3 +290,15 @@ def test_bad_oauth_config_refused(tmp_path, auth, message):
     f.write_text(yaml.safe_dump({"auth": auth}))
     with pytest.raises(ConfigError, match=message):
         load_config(f)
+
+
+def test_hub_environment_forwards_the_secret_variable_only(tmp_path):
+    from spawner.auth import hub_environment
+
+    assert hub_environment(StackhubConfig(), ENV) == {}
+    assert hub_environment(cfg(OIDC), {**ENV, "OTHER": "x"}) == ENV
+    f = tmp_path / "secret"
+    f.write_text("from-file")
+    assert hub_environment(cfg({**OIDC, "clientSecretFile": str(f)}), {}) == {}  # mounted, not in the env
+    with pytest.raises(SystemExit, match="STACKHUB_OAUTH_CLIENT_SECRET"):
+        hub_environment(cfg(OIDC), {})
