@@ -26,7 +26,6 @@ hub process reads it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -34,13 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-import jinja2
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
-from tornado import ioloop, web
+from tornado import web
 
 from .catalog import Catalog, CatalogSource
 from .config import StackhubConfig, load_config
-from .hubapi import HubAPI, HubError
+from .hubapi import HubAPI
+from .hubservice import ServiceHandler, routes, serve
 from .jobs import Job, Jobs, Row
 from .policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time, recommend,
                      show)
@@ -49,10 +47,6 @@ from .policy_store import PolicyStore, now_utc
 log = logging.getLogger("stackhub.sessions")
 MAX_CONCURRENCY = 16
 ADMIN_SCOPES = {"admin:users", "admin:servers"}
-_templates = jinja2.Environment(
-    loader=jinja2.PackageLoader("spawner", "templates"),
-    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-)
 
 
 @dataclass
@@ -113,68 +107,20 @@ def user_view(model: dict) -> dict:
             "server": view}
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
-    """Authenticates (asynchronously, in ``prepare``) and lets only admins through."""
-
-    api = True
-    hub_auth_class = HubOAuth
+class Base(ServiceHandler):
+    """Only hub admins, and services whose token has admin scopes (``make token``'s)."""
 
     @property
     def ctx(self) -> Context:
         return self.settings["ctx"]
 
-    async def prepare(self):
-        model = await self.hub_auth.get_user(self, sync=False)
-        if model:
-            try:
-                model = self.check_hub_user(model)
-            except UserNotAllowed:
-                model = None
-        self._hub_auth_user_cache = model
-        if model is None:
-            if self.api:
-                has_credentials = self.request.headers.get("Authorization") or self.get_cookie(self.hub_auth.cookie_name)
-                raise web.HTTPError(403 if has_credentials else 401, "an admin's login or token is required")
-            self.redirect(self.get_login_url())
-            return
-        if not self.is_admin(model):
-            raise web.HTTPError(403, f"{model.get('kind', 'user')} {model['name']} is not a hub admin")
-
-    @staticmethod
-    def is_admin(model: dict) -> bool:
+    def allowed(self, model: dict) -> bool:
         if model.get("kind") == "service":
             return ADMIN_SCOPES <= set(model.get("scopes") or ())
         return bool(model.get("admin"))
 
-    @property
-    def who(self) -> str:
-        m = self.current_user
-        return f"service:{m['name']}" if m.get("kind") == "service" else m["name"]
-
-    def body(self) -> dict:
-        if not self.request.body:
-            return {}
-        try:
-            data = json.loads(self.request.body)
-        except ValueError:
-            raise web.HTTPError(400, "the request body is not JSON") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return data
-
-    def send(self, data, status: int = 200):
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def write_error(self, status_code, **kwargs):
-        message = self._reason
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+    def denied_message(self, model: dict) -> str:
+        return f"{model.get('kind', 'user')} {model['name']} is not a hub admin"
 
     async def change(self, fn, action: str, detail: dict):
         try:
@@ -183,21 +129,12 @@ class Base(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(409 if "hidden" in str(e) or "recommended tag" in str(e) else 400, str(e)) from None
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class PageHandler(Base):
     api = False
 
     async def get(self):
-        html = _templates.get_template("sessions.html").render(
-            prefix=self.ctx.prefix, who=self.who, xsrf=_text(self.xsrf_token),
-            sizes=self.ctx.cfg.sizes, default_size=self.ctx.cfg.stack.default_size,
-            concurrency=self.ctx.concurrency,
-        )
-        self.set_header("Cache-Control", "no-store")
-        self.finish(html)
+        self.render_page("sessions.html", sizes=self.ctx.cfg.sizes, default_size=self.ctx.cfg.stack.default_size,
+                         concurrency=self.ctx.concurrency)
 
 
 class TagsHandler(Base):
@@ -339,31 +276,19 @@ class AuditHandler(Base):
         self.send({"audit": self.ctx.store.audit(limit)})
 
 
-class NotFound(Base):
-    async def prepare(self):
-        await super().prepare()
-        raise web.HTTPError(404, f"no such endpoint: {self.request.method} {self.request.path}")
-
-
 def make_app(ctx: Context) -> web.Application:
-    p = ctx.prefix
-    api = p + "api/"
-    return web.Application([
-        (p, PageHandler),
-        (p.rstrip("/"), web.RedirectHandler, {"url": p}),
-        (p + "oauth_callback", HubOAuthCallbackHandler),
-        (api + "tags", TagsHandler),
-        (api + r"tags/([^/]+)", TagHandler),
-        (api + "recommended", RecommendedHandler),
-        (api + "sessions", SessionsHandler),
-        (api + r"sessions/([^/]+)", SessionHandler),
-        (api + "users", UsersHandler),
-        (api + "groups", GroupsHandler),
-        (api + "jobs", JobsHandler),
-        (api + r"jobs/([0-9]+)", JobHandler),
-        (api + "audit", AuditHandler),
-        (api + ".*", NotFound),
-    ], ctx=ctx, cookie_secret=os.urandom(32))
+    return web.Application(routes(ctx.prefix, PageHandler, [
+        ("tags", TagsHandler),
+        (r"tags/([^/]+)", TagHandler),
+        ("recommended", RecommendedHandler),
+        ("sessions", SessionsHandler),
+        (r"sessions/([^/]+)", SessionHandler),
+        ("users", UsersHandler),
+        ("groups", GroupsHandler),
+        ("jobs", JobsHandler),
+        (r"jobs/([0-9]+)", JobHandler),
+        ("audit", AuditHandler),
+    ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32))
 
 
 def main(argv=None) -> int:
@@ -374,9 +299,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
     ctx = Context.from_config(load_config(), state=args.state, concurrency=args.concurrency)
-    make_app(ctx).listen(args.port, address="0.0.0.0")
-    log.info("listening on :%d at %s", args.port, ctx.prefix)
-    ioloop.IOLoop.current().start()
+    serve(make_app(ctx), args.port, log)
     return 0
 
 
