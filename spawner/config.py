@@ -176,6 +176,17 @@ class Culler(Model):
     every: int = Field(300, ge=10, description="Seconds between culler checks.")
 
 
+class Courses(Model):
+    enabled: bool = Field(True, description="Run the course service (/services/stackhub-courses/) and mount the courses into every server.")
+    volume: str = Field("stackhub-courses", description="Docker volume holding the published courses (read-write in the hub, read-only in servers).")
+    mount_path: str = Field("/opt/stackhub/courses", pattern=r"^/", description="Where the courses volume is mounted (read-only) in users' containers.")
+    sync_on_spawn: bool = Field(True, description="Bring the published courses into ~/notebooks/<course>/ before JupyterLab starts.")
+    service_port: int = Field(10102, ge=1, le=65535, description="Port the course service listens on inside the hub container.")
+    keep_versions: int = Field(3, ge=1, description="Published versions kept per course (older ones are removed).")
+    max_mb: int = Field(256, ge=1, description="Largest course accepted, in MiB (notebooks; put big data in a data volume).")
+    git_timeout: int = Field(120, ge=5, description="Seconds a git clone of a course may take.")
+
+
 class SpawnerSettings(Model):
     backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
     docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
@@ -196,6 +207,7 @@ class StackhubConfig(Model):
     )
     volumes: Volumes = Volumes()
     culler: Culler = Culler()
+    courses: Courses = Courses()
     spawner: SpawnerSettings = SpawnerSettings()
 
     @model_validator(mode="after")

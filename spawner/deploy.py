@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import names
 from .config import OAuthAuth, SharedPasswordAuth, StackhubConfig
-from .hubconfig import HUB_NAME, HUB_PORT, PROXY_API_PORT, PROXY_NAME
+from .hubconfig import HUB_COURSES, HUB_NAME, HUB_PORT, PROXY_API_PORT, PROXY_NAME
 from .tls import TLSFiles, _write_private, ensure_local_tls
 
 HUB_SECRETS = "/srv/stackhub/secrets"
@@ -94,6 +94,8 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
         f"{hub.state_volume}:{HUB_STATE}:rw",
         _bind(paths.secrets, HUB_SECRETS),
     ]
+    if cfg.courses.enabled:
+        volumes.append(f"{cfg.courses.volume}:{HUB_COURSES}:rw")
     env = {"STACKHUB_HUB_STATE": HUB_STATE, "STACKHUB_SECRETS": HUB_SECRETS, **(environment or {})}
     if config_file:
         volumes.append(_bind(config_file.resolve(), HUB_CONFIG))
@@ -170,6 +172,8 @@ class Deployment:
         self.log("[2/4] network and volumes")
         self._ensure_network()
         self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
+        if self.cfg.courses.enabled:
+            self._ensure_volume(self.cfg.courses.volume, "courses")
         for mount in self.cfg.volumes.data:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")

@@ -20,6 +20,9 @@ PROXY_NAME = "stackhub-proxy"
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
+COURSES_SERVICE = "stackhub-courses"
+INSTRUCTORS_GROUP = "instructors"
+HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
 SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
 PREWARM_CONCURRENCY = 3
@@ -128,6 +131,29 @@ def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     return service, role
 
 
+def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The instructors' course service (spawner.courses_service) and the role that lets them in."""
+    courses = cfg.courses
+    service = {
+        "name": COURSES_SERVICE,
+        "url": f"http://{HUB_NAME}:{courses.service_port}",
+        "command": [sys.executable, "-m", "spawner.courses_service", f"--port={courses.service_port}",
+                    f"--root={HUB_COURSES}", f"--state={paths.state}", f"--mount-path={courses.mount_path}",
+                    f"--uid={cfg.spawner.uid}", f"--keep-versions={courses.keep_versions}",
+                    f"--max-mb={courses.max_mb}", f"--git-timeout={courses.git_timeout}"],
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    # admins reach it through the admin role (access:services); the group is created if missing
+    role = {
+        "name": "course-instructors",
+        "description": "publish courses and sync them into users' servers (the stackhub-courses service)",
+        "scopes": [f"access:services!service={COURSES_SERVICE}"],
+        "groups": [INSTRUCTORS_GROUP],
+    }
+    return service, role
+
+
 def update_services(c, cfg: StackhubConfig, paths: HubPaths):
     """The admin token service (``make token``), the sessions service and the idle culler."""
     sessions, sessions_role = sessions_service(cfg, paths)
@@ -144,6 +170,10 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths):
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
         })
+    if cfg.courses.enabled:
+        courses, courses_role = courses_service(cfg, paths)
+        services.append(courses)
+        roles.append(courses_role)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

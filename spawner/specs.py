@@ -58,9 +58,23 @@ def data_mounts(config: StackhubConfig) -> tuple[MountSpec, ...]:
     )
 
 
+def course_mounts(config: StackhubConfig) -> tuple[MountSpec, ...]:
+    """The published courses, read-only; the start script syncs them into ~/notebooks/."""
+    courses = config.courses
+    return (MountSpec(courses.volume, courses.mount_path, True, "volume"),) if courses.enabled else ()
+
+
+def course_environment(config: StackhubConfig) -> dict:
+    courses = config.courses
+    if not courses.enabled:
+        return {}
+    return {"STACKHUB_COURSES": courses.mount_path,
+            "STACKHUB_COURSE_SYNC_ON_START": "1" if courses.sync_on_spawn else "0"}
+
+
 def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:
     home_volume = names.home_volume_name(username, config.volumes.home_volume)
-    mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config)
+    mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config) + course_mounts(config)
     labels = {
         names.LABEL_ROLE: "server",
         names.LABEL_USER: username,
@@ -75,6 +89,7 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
         "STACKHUB_SIZE": choice.size.name,
         "CPU_LIMIT": f"{choice.size.cpu:g}",
         "MEM_LIMIT": choice.size.memory,
+        **course_environment(config),
     }
     return ServerSpec(
         name=names.container_name(username, server_name),

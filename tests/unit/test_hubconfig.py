@@ -17,12 +17,23 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.JupyterHub.cleanup_servers is False
     assert c.JupyterHub.authenticator_class == "shared-password"
     assert c.SharedPasswordAuthenticator.user_password.startswith("shared-password-value")
-    assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler"}
+    assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler",
+                                                           "stackhub-courses"}
     assert c.JupyterHub.public_url == "https://localhost:8443/"
     assert "Strict-Transport-Security" in c.JupyterHub.tornado_settings["headers"]
 
 
 def test_culler_can_be_turned_off(tmp_path):
-    cfg = StackhubConfig.model_validate({"culler": {"enabled": False}})
+    cfg = StackhubConfig.model_validate({"culler": {"enabled": False}, "courses": {"enabled": False}})
     c = apply_config(Config(), cfg, paths(tmp_path))
     assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin", "stackhub-sessions"]
+
+
+def test_instructors_and_admins_reach_the_course_service(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-courses")
+    assert service["url"] == "http://stackhub-hub:10102" and service["oauth_no_confirm"]
+    assert service["command"][1:3] == ["-m", "spawner.courses_service"]
+    assert "--root=/srv/stackhub/courses" in service["command"] and "--mount-path=/opt/stackhub/courses" in service["command"]
+    role = next(r for r in c.JupyterHub.load_roles if r["name"] == "course-instructors")
+    assert role["groups"] == ["instructors"] and role["scopes"] == ["access:services!service=stackhub-courses"]
