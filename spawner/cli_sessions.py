@@ -28,18 +28,21 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, base: str, token: str, cafile: str | None):
-        self.base = base.rstrip("/") + f"/services/{SESSIONS_SERVICE}/api/"
+    """JSON calls to one hub-managed service's REST API; ``data`` sends raw bytes (uploads) instead."""
+
+    def __init__(self, base: str, token: str, cafile: str | None, service: str = SESSIONS_SERVICE):
+        self.base = base.rstrip("/") + f"/services/{service}/api/"
         self.token = token
         self.ssl = ssl.create_default_context(cafile=cafile)
 
-    def __call__(self, method: str, path: str, body=None):
+    def __call__(self, method: str, path: str, body=None, *, data: bytes | None = None,
+                 content_type: str = "application/json", timeout: float = 60):
         req = urllib.request.Request(
-            self.base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            self.base + path, method=method, data=data if data is not None else None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {self.token}", "Content-Type": content_type},
         )
         try:
-            with urllib.request.urlopen(req, context=self.ssl, timeout=60) as resp:
+            with urllib.request.urlopen(req, context=self.ssl, timeout=timeout) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as e:
             try:
@@ -51,19 +54,22 @@ class Client:
             raise ApiError(f"cannot reach {self.base}: {e.reason} (is the hub up? `make up`)") from None
 
 
-def client() -> Client:
+def client(service: str = SESSIONS_SERVICE, token: str | None = None) -> Client:
+    """A client of ``service`` with ``token`` (default: the admin token of this deployment)."""
     from .cli import _host_paths
     from .config import load_config
 
     cfg = load_config()
     paths = _host_paths()
-    token_file = paths.secrets / "admin-token"
-    if not token_file.exists():
-        raise ApiError(f"no admin token at {token_file}; run `make up` first")
+    if not token:
+        token_file = paths.secrets / "admin-token"
+        if not token_file.exists():
+            raise ApiError(f"no admin token at {token_file}; run `make up` first (or give a token)")
+        token = token_file.read_text().strip()
     port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
     base = os.environ.get("STACKHUB_URL") or f"https://{cfg.hub.public_host}{port}/"
     ca = paths.tls / "ca.pem"
-    return Client(base, token_file.read_text().strip(), str(ca) if ca.exists() and not cfg.tls.cert_file else None)
+    return Client(base, token, str(ca) if ca.exists() and not cfg.tls.cert_file else None, service)
 
 
 def local_iso(value: str | None) -> str | None:
