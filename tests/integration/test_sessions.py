@@ -1,0 +1,228 @@
+"""Admins steer stack tags at run time (issue 6): hidden tags, session locks, admin starts, pre-warm.
+
+Everything goes through the real deployment: the stackhub-sessions service behind the proxy, the
+hub's REST API and spawn form, and the containers on the engine.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from spawner.names import container_name
+
+from .conftest import TEST_USERS
+
+SERVICE = "services/stackhub-sessions/"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def svc(hub, method, path, token=None, **kw):
+    kw.setdefault("timeout", 30)
+    return requests.request(method, f"{hub.url}{SERVICE}api/{path}", verify=hub.ca,
+                            headers={"Authorization": f"token {token or hub.token}"}, **kw)
+
+
+def ok(r, status=200):
+    assert r.status_code == status, f"{r.status_code} {r.text}"
+    return r.json()
+
+
+def form(hub, name) -> str:
+    r = hub.session(name, hub.admin_password if name == "admin" else None).get(f"{hub.url}hub/spawn")
+    assert r.status_code == 200, r.status_code
+    return r.text
+
+
+def offered(html: str) -> set[str]:
+    return set(re.findall(r'name="image_tag"[^>]*value="([^"]+)"', html)) | set(
+        re.findall(r'<option value="([^"]+)"', html))
+
+
+def spawn_status(hub, name, options):
+    return hub.api("POST", f"/users/{name}/server", json=options)
+
+
+def make_group(hub, members) -> str:
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    r = hub.api("POST", f"/groups/{group}", json={"users": members})
+    assert r.status_code == 201, r.text
+    return group
+
+
+def image_of(hub, name):
+    return hub.client.containers.get(container_name(name, "")).image.tags
+
+
+def cli(hub, *args, timeout=600):
+    env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
+    return subprocess.run([sys.executable, "-m", "spawner.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def tags(hub):
+    """(recommended, two other tags) as the service sees them."""
+    data = ok(svc(hub, "GET", "tags"))
+    others = [t["name"] for t in data["tags"] if not t["recommended"] and t["present"]]
+    assert len(others) >= 2, data
+    return data["recommended"], others[0], others[1]
+
+
+def test_a_non_admin_gets_403_from_the_policy_api_and_page(hub, user):
+    name = user("nonadmin")
+    token = ok(hub.api("POST", f"/users/{name}/tokens", json={"note": "test"}), 201)["token"]
+    for method, path, body in [("GET", "tags", None), ("PUT", "tags/w_2026_42", {"hidden": True}),
+                               ("PUT", "sessions/x", {"tag": "w_2026_42"}), ("POST", "jobs", {"action": "stop", "user": name})]:
+        r = svc(hub, method, path, token=token, json=body)
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+    assert svc(hub, "GET", "tags", token="not-a-token").status_code == 401
+    r = hub.session(name).get(f"{hub.url}{SERVICE}")
+    assert r.status_code == 403
+    assert ok(svc(hub, "GET", "tags"))["hidden"] == []
+
+
+def test_hidden_tag_is_refused_to_users_but_not_admins(hub, user, tags):
+    recommended, hidden, _ = tags
+    name = user("hide")
+    assert hidden in offered(form(hub, name))
+    ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": True}))
+    try:
+        assert hidden not in offered(form(hub, name))
+        r = spawn_status(hub, name, {"image_tag": hidden})
+        assert r.status_code == 400 and hidden not in r.json()["message"].split("allowed:")[1], r.text
+        assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+        # the recommended tag cannot be hidden (a spawn without image_tag would fail)
+        r = svc(hub, "PUT", f"tags/{recommended}", json={"hidden": True})
+        assert r.status_code == 409 and "recommend another" in r.json()["message"]
+        # an admin still can
+        assert hidden in offered(form(hub, "admin"))
+        hub.spawn("admin", {"image_tag": hidden})
+        assert f"stackhub/lsst-stack:{hidden}" in image_of(hub, "admin")
+        hub.stop("admin")
+    finally:
+        ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": False}))
+    assert hidden in offered(form(hub, name))
+    audit = ok(svc(hub, "GET", "audit?limit=5"))["audit"]
+    assert (audit[0]["action"], audit[0]["who"]) == ("tags.show", "service:stackhub-admin")
+
+
+def test_session_lock_for_a_group(hub, user, tags):
+    recommended, locked, other = tags
+    member, outsider = user("member"), user("outsider")
+    group = make_group(hub, [member])
+    session = f"DM tutorial {uuid.uuid4().hex[:4]}"
+    q = requests.utils.quote(session, safe="")
+    before = offered(form(hub, member))
+    assert {locked, other} <= before
+
+    opened = ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group}))
+    try:
+        assert opened["status"] == "active" and opened["opened_by"] == "service:stackhub-admin"
+        html = form(hub, member)
+        assert offered(html) == {locked} and session in html
+        r = spawn_status(hub, member, {"image_tag": other})
+        assert r.status_code == 400 and session in r.json()["message"], r.text
+        assert hub.api("GET", f"/users/{member}").json()["servers"] == {}
+        # the outsider is not affected
+        assert offered(form(hub, outsider)) == before
+        # a lock in the future does not apply yet
+        ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group, "start": "2099-01-01T00:00:00Z"}))
+        assert offered(form(hub, member)) == before
+        ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group}))
+        # the member's default spawn runs the session's tag
+        hub.spawn(member, {})
+        assert f"stackhub/lsst-stack:{locked}" in image_of(hub, member)
+        hub.stop(member)
+    finally:
+        ok(svc(hub, "DELETE", f"sessions/{q}"))
+    assert offered(form(hub, member)) == before
+    actions = [a["action"] for a in ok(svc(hub, "GET", "audit?limit=4"))["audit"]]
+    assert actions[0] == "session.close" and "session.open" in actions
+
+
+def admin_page(hub):
+    """The admin's browser session on the service page (hub OAuth), and the page's XSRF token."""
+    s = hub.session("admin", hub.admin_password)
+    r = s.get(f"{hub.url}{SERVICE}")
+    assert r.status_code == 200 and "stack tags, sessions and servers" in r.text, r.status_code
+    xsrf = re.search(r'<meta name="xsrf" content="([^"]+)"', r.text).group(1)
+    s.headers["X-XSRFToken"] = xsrf
+    return s
+
+
+def wait_job(get, job, timeout=400):
+    deadline = time.monotonic() + timeout
+    while not job["done"]:
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+        job = get(job["id"])
+    return job
+
+
+def test_admin_starts_a_users_server_with_a_tag_from_the_page(hub, user, tags):
+    _, _, tag = tags
+    name = user("started")
+    page = admin_page(hub)
+    assert ok(page.get(f"{hub.url}{SERVICE}api/users"))["users"]
+    # without the page's XSRF token a cookie-authenticated change is refused
+    bare = requests.Session()
+    bare.verify = hub.ca
+    bare.cookies.update(page.cookies)
+    assert bare.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "stop", "user": name}).status_code in (401, 403)
+
+    job = ok(page.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "start", "user": name, "tag": tag,
+                                                            "size": "small"}), 202)
+    job = wait_job(lambda i: ok(page.get(f"{hub.url}{SERVICE}api/jobs/{i}")), job)
+    assert job["counts"] == {"ready": 1}, job
+    assert f"stackhub/lsst-stack:{tag}" in image_of(hub, name)
+    users = {u["name"]: u for u in ok(page.get(f"{hub.url}{SERVICE}api/users"))["users"]}
+    assert users[name]["server"]["tag"] == tag and users[name]["server"]["ready"]
+    assert ok(svc(hub, "GET", "audit?limit=1"))["audit"][0]["who"] == "admin"
+    hub.stop(name)
+
+
+def test_prewarm_a_group_of_five_then_stop_all_with_the_cli(hub, user, tags):
+    _, tag, _ = tags
+    members = [user("warm") for _ in range(5)]
+    group = make_group(hub, members)
+    t0 = time.monotonic()
+    out = cli(hub, "prewarm", group, "--tag", tag)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("starting") and "5 servers" in lines[0]
+    assert any(line.startswith("[5/5]") for line in lines) and "5 ready" in lines[-1]
+    for m in members:
+        srv = hub.api("GET", f"/users/{m}").json()["servers"][""]
+        assert srv["ready"] and f"stackhub/lsst-stack:{tag}" in image_of(hub, m)
+    print(f"\nprewarm of 5 servers: {took:.1f}s wall ({lines[-1]})")
+
+    out = cli(hub, "prewarm", group, "--stop")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "5 stopped" in out.stdout.splitlines()[-1]
+    for m in members:
+        assert hub.api("GET", f"/users/{m}").json()["servers"] == {}
+
+
+def test_cli_tags_and_sessions(hub, user, tags):
+    recommended, locked, _ = tags
+    out = cli(hub, "tags", "list")
+    assert out.returncode == 0, out.stderr
+    assert re.search(rf"^{recommended}\s.*recommended", out.stdout, re.M)
+    group = make_group(hub, [user("clisess")])
+    out = cli(hub, "session", "open", "cli tutorial", "--tag", locked, "--group", group, "--end", "2099-01-01T00:00")
+    assert out.returncode == 0 and "locked to " + locked in out.stdout, out.stdout + out.stderr
+    try:
+        listing = cli(hub, "session", "list").stdout
+        assert "cli tutorial" in listing and "active" in listing
+    finally:
+        assert cli(hub, "session", "close", "cli tutorial").returncode == 0
+    bad = cli(hub, "session", "close", "cli tutorial")
+    assert bad.returncode == 2 and "no session" in bad.stderr
