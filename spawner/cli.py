@@ -1,7 +1,8 @@
 """``stackhub``: the operator's command line (``make up`` / ``down`` / ``token`` call it).
 
 Subcommands: ``up``, ``down``, ``token``, ``status``, ``schema``, ``images`` (stack and hub images);
-the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``).
+the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``);
+the instructors' ``course publish|list|remove|sync`` (see ``cli_courses``).
 Errors end in one line on stderr and exit status 2; nothing is printed that holds a secret except
 what the command is for (``token`` prints the admin token, ``up`` the shared tutorial password).
 """
@@ -106,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="build stack and hub images (see images/README.md)", add_help=False)
     img.add_argument("rest", nargs=argparse.REMAINDER)
     img.set_defaults(func=cmd_images)
-    from . import cli_sessions
+    from . import cli_courses, cli_sessions
 
     cli_sessions.register(sub)
+    cli_courses.register(sub)
     return p
 
 

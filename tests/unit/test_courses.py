@@ -175,3 +175,43 @@ def test_install_tool(store):
     store.install_tool()
     tool = store.root / cs.TOOLS_DIR / cs.TOOL_NAME
     assert os.access(tool, os.X_OK) and tool.read_text().startswith("#!/usr/bin/env python3")
+
+
+# --- the CLI's side of an upload, and the service's count of versions ----------------------------
+
+
+def test_cli_directory_upload_round_trip_keeps_outside_symlinks_for_the_hub_to_refuse(store, tmp_path):
+    from spawner.cli_courses import classify, directory_tar
+
+    d = tmp_path / "dir"
+    (d / ".ipynb_checkpoints").mkdir(parents=True)
+    (d / "A.ipynb").write_text("A1")
+    (d / ".ipynb_checkpoints/A-checkpoint.ipynb").write_text("x")
+    assert classify(str(d)) == ("directory", str(d.resolve()))
+    cur = store.publish("d", Source("directory", str(d)), publisher="i", upload=io.BytesIO(directory_tar(str(d))))
+    assert set(cur["files"]) == {"A.ipynb"}
+    os.symlink("/etc", d / "etc")
+    with pytest.raises(CourseError, match="outside the course"):
+        store.publish("d", Source("directory", str(d)), publisher="i", upload=io.BytesIO(directory_tar(str(d))))
+
+
+def test_cli_classifies_sources(repo, tmp_path):
+    from spawner.cli_courses import classify
+    from spawner.cli_sessions import ApiError
+
+    assert classify("https://github.com/org/tut.git") == ("git", "https://github.com/org/tut.git")
+    assert classify("git@github.com:org/tut.git")[0] == "git"
+    assert classify(str(repo)) == ("bundle", str(repo.resolve()))
+    with pytest.raises(ApiError, match="not a git URL and not a directory"):
+        classify(str(tmp_path / "missing"))
+
+
+def test_seen_counts_users_per_version(tmp_path):
+    from spawner.courses_service import Seen
+
+    seen = Seen(tmp_path / "seen.json")
+    seen.update("ann", {"intro": {"version": "v2", "synced": "t"}})
+    seen.update("bob", {"intro": {"version": "v1"}, "other": {"version": "x"}})
+    seen.update("cy", {"intro": {"version": "v2"}})
+    seen.save()
+    assert Seen(tmp_path / "seen.json").counts("intro") == {"v2": 2, "v1": 1}
