@@ -104,7 +104,9 @@ def validate_options(
         tag = restriction.only
     elif tag not in allowed:
         shown = ", ".join(allowed) or "(no stack images are built; run `make images`)"
-        raise OptionsError(f"unknown image_tag {tag!r}; allowed: {shown}")
+        what = f"image_tag {tag!r} is not offered (hidden by an admin)" if tag in restriction.hidden \
+            else f"unknown image_tag {tag!r}"
+        raise OptionsError(f"{what}; allowed: {shown}")
     entry = catalog.get(tag)
     if entry is None:
         raise OptionsError(f"no stack image for image_tag {tag!r}; allowed: {', '.join(allowed)}")

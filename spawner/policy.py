@@ -35,6 +35,10 @@ class PolicyError(ValueError):
     """A change that cannot be made; the message says why and what to do instead."""
 
 
+class PolicyConflict(PolicyError):
+    """A valid change that the current policy forbids (hiding the recommended tag, ...)."""
+
+
 def utc(value: dt.datetime | None) -> dt.datetime | None:
     """An aware UTC datetime; naive values are taken as UTC."""
     if value is None:
@@ -175,7 +179,7 @@ def restriction(policy: Policy, *, user: str, groups, is_admin: bool, now: dt.da
 def hide(policy: Policy, tag: str, *, effective_recommended: str | None) -> Policy:
     check_tag(tag)
     if tag == effective_recommended:
-        raise PolicyError(f"{tag} is the recommended tag; recommend another tag before hiding it")
+        raise PolicyConflict(f"{tag} is the recommended tag; recommend another tag before hiding it")
     return dataclasses.replace(policy, hidden=policy.hidden | {tag})
 
 
@@ -191,7 +195,7 @@ def recommend(policy: Policy, tag: str | None, *, known: list[str]) -> Policy:
         if tag not in known:
             raise PolicyError(f"no stack image for {tag!r}; known tags: {', '.join(known) or '(none)'}")
         if tag in policy.hidden:
-            raise PolicyError(f"{tag} is hidden; show it before recommending it")
+            raise PolicyConflict(f"{tag} is hidden; show it before recommending it")
     return dataclasses.replace(policy, recommended=tag)
 
 

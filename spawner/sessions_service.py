@@ -40,7 +40,7 @@ from .config import StackhubConfig, load_config
 from .hubapi import HubAPI
 from .hubservice import ServiceHandler, routes, serve
 from .jobs import Job, Jobs, Row
-from .policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time, recommend,
+from .policy import (Policy, PolicyConflict, PolicyError, Session, close_session, hide, open_session, parse_time, recommend,
                      show)
 from .policy_store import PolicyStore, now_utc
 
@@ -126,7 +126,7 @@ class Base(ServiceHandler):
         try:
             return self.ctx.store.change(fn, who=self.who, action=action, detail=detail)
         except PolicyError as e:
-            raise web.HTTPError(409 if "hidden" in str(e) or "recommended tag" in str(e) else 400, str(e)) from None
+            raise web.HTTPError(409 if isinstance(e, PolicyConflict) else 400, str(e)) from None
 
 
 class PageHandler(Base):

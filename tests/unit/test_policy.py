@@ -169,6 +169,12 @@ def test_recommended_override_changes_the_default_spawn_and_the_form(catalog):
     assert build_menu(catalog, Restriction(recommended="w_2020_01")).recommended.name == "w_2026_43"
 
 
+def test_a_hidden_tag_is_refused_as_hidden(catalog):
+    r = rule(Policy(hidden=frozenset({"w_2026_42"})))
+    with pytest.raises(OptionsError, match="'w_2026_42' is not offered .hidden by an admin.; allowed: recommended, v30_0_0"):
+        validate_options({"image_tag": "w_2026_42"}, catalog, CFG.sizes, default_size="small", restriction=r)
+
+
 def test_locked_form_shows_only_the_session_tag(catalog):
     p = Policy(sessions=(tutorial(),), hidden=frozenset({"w_2026_41"}))
     r = rule(p, groups=["dm"])
