@@ -287,7 +287,7 @@ class UsersHandler(Base):
 def make_app(ctx: Context) -> web.Application:
     return web.Application(routes(ctx.prefix, PageHandler, [
         ("courses", CoursesHandler),
-        (r"courses/([^/]+)", CourseHandler),
+        (r"courses/([^/]*)", CourseHandler),
         ("sync", SyncHandler),
         ("users", UsersHandler),
     ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32))

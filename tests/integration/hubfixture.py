@@ -115,6 +115,7 @@ TEST_CONFIG = {
     "hub": {"stateVolume": "stackhub-test-hub-state", "adminUsers": ["admin"]},
     "volumes": {"data": [{"source": "stackhub-test-data", "target": "/data"}]},
     "stack": {"catalogTtl": 2},
+    "courses": {"volume": "stackhub-test-courses"},
 }
 
 
@@ -125,8 +126,8 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
     config_file.write_text(yaml.safe_dump(config))
     cfg = load_config(config_file)
     paths = HostPaths(tmp / "var")
-    # fresh hub state for the test session
-    for vol in (cfg.hub.state_volume,):
+    # fresh hub state (and no courses) for the test session
+    for vol in (cfg.hub.state_volume, cfg.courses.volume):
         try:
             client.volumes.get(vol).remove(force=True)
         except docker.errors.NotFound:

@@ -1,0 +1,218 @@
+"""Courses end to end (issue 5): the hub's course service, the real engine, real git.
+
+Instructors publish with the ``stackhub course`` CLI (a local git repository, sent as a bundle) and
+the REST API; attendees' servers get the notebooks at spawn and on "sync now"; edits survive.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from spawner.names import container_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COURSE_API = "services/stackhub-courses/api"
+
+
+def nb(text: str) -> str:
+    return json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                       "cells": [{"cell_type": "markdown", "metadata": {}, "id": "c0", "source": [text]}]})
+
+
+def git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Instructor", "GIT_AUTHOR_EMAIL": "i@example.org",
+           "GIT_COMMITTER_NAME": "Instructor", "GIT_COMMITTER_EMAIL": "i@example.org"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def course_api(hub, method, path, token=None, **kw):
+    headers = {"Authorization": f"token {token or hub.token}", **kw.pop("headers", {})}
+    return requests.request(method, f"{hub.url}{COURSE_API}/{path}", headers=headers, verify=hub.ca,
+                            timeout=180, **kw)
+
+
+def token_for(hub, name):
+    r = hub.api("POST", f"/users/{name}/tokens", json={"note": "course test"})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def make_instructor(hub, name):
+    r = hub.api("POST", "/groups/instructors/users", json={"users": [name]})
+    assert r.status_code == 200, r.text
+
+
+def cli(hub, *args, token=None):
+    """``stackhub course ...`` against the test deployment (its state dir, CA and config)."""
+    env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
+    if token:
+        env["STACKHUB_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "spawner.cli", "course", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def sh(hub, name, cmd):
+    code, out = hub.client.containers.get(container_name(name)).exec_run(["bash", "-lc", cmd], user="1000")
+    return code, out.decode()
+
+
+def read(hub, name, rel):
+    code, out = sh(hub, name, f"cat ~/notebooks/{rel}")
+    return out if code == 0 else None
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "tutorial"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    (r / "A.ipynb").write_text(nb("A version 1"))
+    (r / "B.ipynb").write_text(nb("B version 1"))
+    (r / "data").mkdir()
+    (r / "data/README.md").write_text("small inputs\n")
+    git(r, "add", ".")
+    git(r, "commit", "-q", "-m", "v1")
+    return r
+
+
+def test_publish_spawn_edit_update_sync(hub, user, repo):
+    course = f"tut-{os.urandom(3).hex()}"
+    instructor = user("inst")
+    make_instructor(hub, instructor)
+    token = token_for(hub, instructor)
+
+    # v1 from a local git repository through the CLI, with the instructor's token
+    v1 = git(repo, "rev-parse", "HEAD")
+    out = cli(hub, "publish", course, str(repo), "--ref", "main", token=token)
+    assert out.returncode == 0, out.stderr
+    assert f"{course}: published version {v1[:12]} (3 files)" in out.stdout
+
+    # the first spawn of an attendee has the notebooks before JupyterLab is up
+    editor, other = user("att"), user("att")
+    hub.spawn(editor)
+    assert read(hub, editor, f"{course}/A.ipynb") == nb("A version 1")
+    assert read(hub, editor, f"{course}/data/README.md") == "small inputs\n"
+    code, out = sh(hub, editor, f"ls -ln ~/notebooks/{course}/A.ipynb")
+    assert out.split()[2] == "1000"  # owned by the user, so JupyterLab can save it
+
+    # the attendee edits A; the instructor changes A and B and publishes v2 (REST API, bundle)
+    code, _ = sh(hub, editor, f"python3 - <<'EOF'\nimport pathlib\np = pathlib.Path.home() / 'notebooks/{course}/A.ipynb'\n"
+                              f"p.write_text({nb('A with my notes')!r})\nEOF")
+    assert code == 0
+    (repo / "A.ipynb").write_text(nb("A version 2"))
+    (repo / "B.ipynb").write_text(nb("B version 2"))
+    git(repo, "commit", "-qam", "v2")
+    v2 = git(repo, "rev-parse", "HEAD")
+    bundle = subprocess.run(["git", "-C", str(repo), "bundle", "create", "-", "HEAD", "--branches"],
+                            capture_output=True, check=True).stdout
+    r = course_api(hub, "PUT", f"{course}".join(["courses/", "?ref=main&source=laptop"]), token=token, data=bundle,
+                   headers={"Content-Type": "application/x-git-bundle"})
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == v2[:12] and r.json()["publisher"] == instructor
+
+    # the second attendee starts after v2 was published: v2 of everything
+    hub.spawn(other)
+    # "sync now" from the page's API brings v2 into the running server without a restart
+    r = course_api(hub, "POST", "sync", token=token, json={"users": [editor, other], "courses": [course]})
+    assert r.status_code == 200, r.text
+    assert r.json()["synced"] == 2 and r.json()["failed"] == [], r.text
+    assert r.json()["users"][editor]["courses"][course]["counts"] == {"beside": 1, "update": 1, "same": 1}
+
+    assert read(hub, editor, f"{course}/B.ipynb") == nb("B version 2")
+    assert read(hub, editor, f"{course}/A.ipynb") == nb("A with my notes")
+    assert read(hub, editor, f"{course}/A.upstream.ipynb") == nb("A version 2")
+    assert "kept your edit of A.ipynb" in read(hub, editor, ".stackhub/sync.log")
+    assert read(hub, other, f"{course}/A.ipynb") == nb("A version 2")
+    assert read(hub, other, f"{course}/B.ipynb") == nb("B version 2")
+    assert read(hub, other, f"{course}/A.upstream.ipynb") is None
+
+    # from the lab: a terminal runs the same sync (nothing new now)
+    code, out = sh(hub, editor, "stackhub-course-sync")
+    assert code == 0 and f"{course}: version {v2[:12]}: up to date" in out, out
+    # nbgitpuller links keep working: the extension is installed and enabled in the image
+    code, out = sh(hub, editor, "jupyter server extension list 2>&1")
+    assert "nbgitpuller" in out and "enabled" in out, out
+
+    # the page's data: the published version and how many users have it
+    r = course_api(hub, "GET", "courses", token=token)
+    assert r.status_code == 200
+    info = next(c for c in r.json()["courses"] if c["course"] == course)
+    assert info["version"] == v2[:12] and info["users"].get(v2[:12], 0) >= 2
+    out = cli(hub, "list", token=token)
+    assert out.returncode == 0 and course in out.stdout and v2[:12] in out.stdout
+
+    # the page itself answers an instructor's browser session
+    s = hub.session(instructor)
+    page = s.get(f"{hub.url}services/stackhub-courses/")
+    assert page.status_code == 200 and "Published courses" in page.text
+
+    # restart: the edit is still kept, nothing is re-added
+    hub.stop(editor)
+    hub.spawn(editor)
+    assert read(hub, editor, f"{course}/A.ipynb") == nb("A with my notes")
+    for name in (editor, other):
+        hub.stop(name)
+    assert cli(hub, "remove", course, token=token).returncode == 0
+
+
+def test_only_instructors_and_admins_may_publish(hub, user, repo):
+    plain = user("plain")
+    token = token_for(hub, plain)
+    r = course_api(hub, "PUT", "courses/nope", token=token, json={"git": "https://example.org/x.git"})
+    assert r.status_code == 403, r.text
+    assert "instructors" in r.json()["message"]
+    assert course_api(hub, "GET", "courses", token=token).status_code == 403
+    out = cli(hub, "publish", "nope", str(repo), token=token)
+    assert out.returncode == 2 and "403" in out.stderr
+    r = requests.get(f"{hub.url}{COURSE_API}/courses", verify=hub.ca, timeout=30)
+    assert r.status_code in (401, 403)
+    # a browser session of a plain user is refused too
+    s = hub.session(plain)
+    assert s.get(f"{hub.url}services/stackhub-courses/").status_code == 403
+    # the admin token may
+    assert course_api(hub, "GET", "courses").status_code == 200
+
+
+def homes_listing(hub, name):
+    return sh(hub, name, "find ~/notebooks -type f 2>/dev/null | sort; cat ~/notebooks/.stackhub/status.json 2>/dev/null")[1]
+
+
+def courses_volume(hub):
+    return hub.client.containers.get("stackhub-hub").exec_run(["ls", "-A", "/srv/stackhub/courses"])[1].decode().split()
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path):
+    instructor = user("inst")
+    make_instructor(hub, instructor)
+    token = token_for(hub, instructor)
+    bystander = user("by")
+    hub.spawn(bystander)
+    before_home, before_volume = homes_listing(hub, bystander), courses_volume(hub)
+
+    def put(name, **kw):
+        return course_api(hub, "PUT", "courses/" + requests.utils.quote(name, safe=""), token=token, **kw)
+
+    good = {"json": {"git": "https://127.0.0.1:9/x.git"}}
+    for name, needle in (("a/b", "must not contain '/'"), ("..", "must not contain '..'"), ("", "needs a name")):
+        r = put(name, **good)
+        assert r.status_code == 400 and needle in r.json()["message"], (name, r.text)
+    r = put("x", json={"git": "https://stackhub-nowhere.invalid/tutorial.git"})
+    assert r.status_code == 400 and "cannot fetch the git repository" in r.json()["message"], r.text
+    out = cli(hub, "publish", "x", str(repo), "--ref", "no-such-branch", token=token)
+    assert out.returncode == 2 and "unknown git ref 'no-such-branch'" in out.stderr and "main" in out.stderr
+    os.symlink("/etc/passwd", repo / "passwd.ipynb")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "link out")
+    out = cli(hub, "publish", "x", str(repo), token=token)
+    assert out.returncode == 2 and "passwd.ipynb is a symlink to /etc/passwd, outside the course" in out.stderr
+
+    r = course_api(hub, "POST", "sync", token=token, json={"users": [bystander]})
+    assert r.status_code == 200
+    assert homes_listing(hub, bystander) == before_home
+    assert courses_volume(hub) == before_volume and "x" not in courses_volume(hub)
+    hub.stop(bystander)
