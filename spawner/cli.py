@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import CONFIG_ENV, ConfigError, json_schema, load_config
+from .hubconfig import SESSIONS_SERVICE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,8 @@ def cmd_up(args) -> int:
         print(f"login: {cfg.auth.type} (OAuth)")
     print(f"ca: {tls.ca if tls.ca else '(operator certificate ' + str(tls.cert) + ')'}")
     print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
+    print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
+          "(stack tags, sessions, pre-warm; docs/sessions.md)")
     print("logs: docker logs stackhub-hub; docker logs stackhub-proxy")
     return 0
 
