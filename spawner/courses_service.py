@@ -33,7 +33,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote
 
 from tornado import web
 
@@ -211,8 +210,7 @@ class CoursesHandler(Base):
 
 
 class CourseHandler(Base):
-    async def put(self, name):
-        name = unquote(name)
+    async def put(self, name):  # tornado has already decoded the path argument
         ctype = (self.request.headers.get("Content-Type") or "application/json").split(";")[0].strip()
         try:
             validate_name(name)
@@ -241,7 +239,6 @@ class CourseHandler(Base):
         self.send({**{k: v for k, v in current.items() if k != "files"}, "files": len(current["files"])}, 201)
 
     async def delete(self, name):
-        name = unquote(name)
         try:
             async with self.ctx.lock(name):
                 removed = await self.ctx.blocking(self.ctx.store.remove, name)

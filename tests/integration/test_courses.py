@@ -110,7 +110,7 @@ def test_publish_spawn_edit_update_sync(hub, user, repo):
     v2 = git(repo, "rev-parse", "HEAD")
     bundle = subprocess.run(["git", "-C", str(repo), "bundle", "create", "-", "HEAD", "--branches"],
                             capture_output=True, check=True).stdout
-    r = course_api(hub, "PUT", f"{course}".join(["courses/", "?ref=main&source=laptop"]), token=token, data=bundle,
+    r = course_api(hub, "PUT", f"courses/{course}?ref=main&source=laptop", token=token, data=bundle,
                    headers={"Content-Type": "application/x-git-bundle"})
     assert r.status_code == 201, r.text
     assert r.json()["version"] == v2[:12] and r.json()["publisher"] == instructor
@@ -194,8 +194,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path
     hub.spawn(bystander)
     before_home, before_volume = homes_listing(hub, bystander), courses_volume(hub)
 
-    def put(name, **kw):
-        return course_api(hub, "PUT", "courses/" + requests.utils.quote(name, safe=""), token=token, **kw)
+    def put(name, **kw):  # dots encoded too, so no client normalises "courses/.." away
+        quoted = requests.utils.quote(name, safe="").replace(".", "%2E")
+        return course_api(hub, "PUT", "courses/" + quoted, token=token, **kw)
 
     good = {"json": {"git": "https://127.0.0.1:9/x.git"}}
     for name, needle in (("a/b", "must not contain '/'"), ("..", "must not contain '..'"), ("", "needs a name")):
