@@ -119,7 +119,24 @@ TEST_CONFIG = {
 }
 
 
+LOCK = Path("/tmp/stackhub-deployment.lock")
+_held = []
+
+
+def hold_deployment_lock():
+    """One test session at a time owns the deployment (fixed names and ports on one engine).
+
+    Held until the process exits; a second session waits here instead of tearing the first down.
+    """
+    import fcntl
+
+    f = open(LOCK, "w")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    _held.append(f)
+
+
 def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
+    hold_deployment_lock()
     client = docker.from_env()
     config = {**TEST_CONFIG, **(extra or {})}
     config_file = tmp / "stackhub.yaml"
