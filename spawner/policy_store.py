@@ -40,6 +40,11 @@ class PolicyStore:
         self._cache: tuple[tuple, Policy] | None = None
         self._mutex = threading.Lock()
 
+    def __deepcopy__(self, memo):
+        # one store per process: traitlets deep-copies config values into every spawner, and
+        # a copy would have its own lock and cache (and a lock cannot be copied at all)
+        return self
+
     def _stamp(self):
         try:
             st = os.stat(self.path)
@@ -132,6 +137,10 @@ class HubPolicy:
             if self.log:
                 self.log.error("stackhub: cannot read tag policy %s: %s", self.store.path, e)
             return Policy()
+
+    def __deepcopy__(self, memo):
+        # traitlets deep-copies config values into every spawner: all share this one store reader
+        return self
 
     async def restriction_for(self, user) -> Restriction:
         groups = [g.name for g in getattr(user, "groups", ()) or ()]

@@ -37,3 +37,13 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
     assert "--root=/srv/stackhub/courses" in service["command"] and "--mount-path=/opt/stackhub/courses" in service["command"]
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "course-instructors")
     assert role["groups"] == ["instructors"] and role["scopes"] == ["access:services!service=stackhub-courses"]
+
+
+def test_every_spawner_shares_the_config_and_policy_objects(tmp_path):
+    """traitlets deep-copies config values per spawner: ours must survive that (and not be copied)."""
+    from spawner.docker_spawner import LSSTDockerSpawner
+
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    a, b = LSSTDockerSpawner(config=c), LSSTDockerSpawner(config=c)
+    assert a.stackhub_config is b.stackhub_config is c.LSSTDockerSpawner.stackhub_config
+    assert a.policy is b.policy
