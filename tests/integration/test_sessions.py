@@ -66,6 +66,16 @@ def cli(hub, *args, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def service_up(hub):
+    """The hub starts its services after it answers: wait for the sessions service's route."""
+    deadline = time.monotonic() + 60
+    while (r := svc(hub, "GET", "tags")).status_code == 404:
+        assert time.monotonic() < deadline, "stackhub-sessions did not come up"
+        time.sleep(0.5)
+    ok(r)
+
+
 @pytest.fixture
 def tags(hub):
     """(recommended, two other tags) as the service sees them."""
