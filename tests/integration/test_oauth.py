@@ -1,0 +1,247 @@
+"""OAuth login end to end: a real OpenID Connect provider (Dex), the real hub, headless Chromium.
+
+The hub is reconfigured for ``auth.type: oidc`` against Dex for this module and restored to the
+shared-password default afterwards. Chromium (Debian's, driven by Playwright) trusts the stackhub
+CA through a fresh NSS database; no certificate error is ignored. Screenshots of every step go to
+test-artifacts/oauth/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from spawner.deploy import hub_container
+
+from .conftest import TEST_USERS
+from .dex import ADA, EVE, GRACE, NAME as DEX_NAME, start_dex
+from .hubfixture import ARTIFACTS, TEST_CONFIG
+
+SHOTS = ARTIFACTS / "oauth"
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+
+def oauth_config(hub, dex) -> dict:
+    return {
+        "auth": {
+            "type": "oidc",
+            "clientId": dex.client_id,
+            "issuer": dex.issuer,
+            "caFile": str(Path(hub.ca).resolve()),
+            "loginService": "Dex",
+            "allowedGroups": ["lsst-tutorial"],
+            "adminGroups": ["lsst-admins"],
+            "instructorGroups": ["lsst-teachers"],
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def dex(hub, docker_client, tmp_path_factory):
+    d = start_dex(docker_client, workdir=tmp_path_factory.mktemp("dex"), ca_dir=Path(hub.ca).parent,
+                  network=hub.deployment.cfg.hub.network, redirect_uri=f"{hub.url}hub/oauth_callback",
+                  client_secret=secrets.token_urlsafe(24))
+    yield d
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "oauth-dex.log").write_bytes(d.logs())
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def oauth_hub(hub, dex):
+    """The test hub logging in through Dex; the shared-password default is restored afterwards."""
+    TEST_USERS.update(u.username for u in (ADA, GRACE, EVE))  # their containers and homes go at the end
+    try:
+        hub.reconfigure(oauth_config(hub, dex), environment={"STACKHUB_OAUTH_CLIENT_SECRET": dex.client_secret})
+        yield hub
+    finally:
+        hub.dump_logs("oauth")
+        for u in (ADA, GRACE, EVE):
+            q = u.username
+            if hub.api("GET", f"/users/{q}").status_code == 200:
+                hub.api("DELETE", f"/users/{q}/server")
+        hub.reconfigure()
+
+
+@pytest.fixture(scope="module")
+def browser(hub, tmp_path_factory):
+    """Debian's Chromium, trusting the stackhub CA through its own NSS database (a fresh HOME)."""
+    from playwright.sync_api import sync_playwright
+
+    home = tmp_path_factory.mktemp("chromium-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-n", "stackhub local CA", "-t", "C,,",
+                    "-i", hub.ca], check=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            env={**os.environ, "HOME": str(home)},
+            args=["--no-sandbox", "--disable-background-networking",
+                  # the browser reaches Dex at the issuer URL the hub uses (container name, same port)
+                  f"--host-resolver-rules=MAP {DEX_NAME} 127.0.0.1"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser profile (no cookies) per test; its console goes to the artifacts on failure."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    console = []
+    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    yield pg
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{request.node.name}-failure.png"))
+        (SHOTS / f"{request.node.name}-console.log").write_text("\n".join([f"url: {pg.url}", *console]))
+    context.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def login(page, hub, user, prefix):
+    """Open the hub, follow it to Dex, log in there; return the response of the hub's callback."""
+    page.goto(hub.url)
+    page.wait_for_url(re.compile(r"/hub/login"))
+    shot(page, f"{prefix}-1-hub-login")
+    button = page.get_by_role("button", name="Sign in with Dex")
+    with page.expect_navigation(url=re.compile(rf"https://{DEX_NAME}:\d+/dex/")):
+        button.click()
+    page.wait_for_selector("#login")
+    shot(page, f"{prefix}-2-provider-login")
+    page.fill("#login", user.email)
+    page.fill("#password", user.password)
+    with page.expect_response(lambda r: "/hub/oauth_callback" in r.url) as callback:
+        page.click("#submit-login")
+    page.wait_for_load_state()
+    return callback.value
+
+
+def test_login_spawn_run_butler_and_stop(oauth_hub, page, stack_tags):
+    hub = oauth_hub
+    login(page, hub, ADA, "ada")
+    page.wait_for_url(re.compile(r"/hub/spawn"))
+    shot(page, "ada-3-spawn-form")
+
+    # a tag other than the one the form checks by default, so the pick must take effect
+    unchecked = page.locator("input[name=image_tag]:not(:checked)")
+    tag = next(v for v in (unchecked.nth(i).get_attribute("value") for i in range(unchecked.count()))
+               if v in stack_tags)
+    page.check(f"input[name=image_tag][value='{tag}']")
+    shot(page, "ada-4-tag-picked")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(rf"/user/{ADA.username}/lab"), timeout=240_000)
+    page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
+    shot(page, "ada-5-jupyterlab")
+
+    model = hub.api("GET", f"/users/{ADA.username}").json()
+    assert model["servers"][""]["user_options"]["image_tag"] == tag
+
+    page.locator('.jp-LauncherCard[data-category="Notebook"][title="LSST"]').click()
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content")
+    # run only once the kernel is up (a cell run before that is not sent to any kernel)
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"LSST \| Idle")).first.wait_for(timeout=120_000)
+    page.locator(".jp-NotebookPanel .jp-Cell .cm-content").first.click()
+    page.keyboard.type("import lsst.daf.butler\nprint('butler', lsst.daf.butler.__version__)")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel .jp-OutputArea-output").first
+    output.wait_for(timeout=120_000)
+    text = output.inner_text()
+    shot(page, "ada-6-butler-cell")
+    assert re.match(r"butler \d+\.\d+", text.strip()), text
+
+    page.goto(f"{hub.url}hub/home")
+    shot(page, "ada-7-hub-home")
+    page.click("#stop")
+    page.wait_for_selector("#start:has-text('Start My Server')", timeout=90_000)
+    shot(page, "ada-8-server-stopped")
+    deadline = time.monotonic() + 60  # the page says stopped once the hub accepted the stop
+    while "" in hub.api("GET", f"/users/{ADA.username}").json()["servers"]:
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.5)
+
+    # logout clears the hub session: the home page asks for a login again
+    page.goto(f"{hub.url}hub/logout")
+    page.goto(f"{hub.url}hub/home")
+    page.wait_for_url(re.compile(r"/hub/login"))
+    shot(page, "ada-9-logged-out")
+
+
+def test_instructors_group_from_the_provider(oauth_hub, page):
+    hub = oauth_hub
+    login(page, hub, ADA, "instructor")
+    page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
+    user = hub.api("GET", f"/users/{ADA.username}").json()
+    assert "instructors" in user["groups"], user
+    assert user["admin"] is False
+    group = hub.api("GET", "/groups/instructors").json()
+    assert ADA.username in group["users"]
+    assert page.goto(f"{hub.url}hub/admin").status == 403  # an instructor is no admin
+
+
+def test_user_outside_allowed_groups_is_refused(oauth_hub, page):
+    hub = oauth_hub
+    response = login(page, hub, EVE, "eve")
+    assert response.status == 403
+    body = page.inner_text("body")
+    shot(page, "eve-3-refused")
+    assert "403" in body
+    assert "not allowed to use this hub" in body and "not in a group this hub admits" in body
+    assert hub.api("GET", f"/users/{EVE.username}").status_code == 404  # no user was created
+
+
+def test_admin_group_user_sees_admin_page(oauth_hub, page):
+    hub = oauth_hub
+    login(page, hub, GRACE, "grace")
+    page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
+    assert hub.api("GET", f"/users/{GRACE.username}").json()["admin"] is True
+    response = page.goto(f"{hub.url}hub/admin")
+    assert response.status == 200
+    page.get_by_text(GRACE.username, exact=True).first.wait_for()  # the React admin page lists users
+    shot(page, "grace-3-admin-page")
+
+
+@pytest.mark.parametrize("auth_change, environment, needle", [
+    ({}, {}, "STACKHUB_OAUTH_CLIENT_SECRET"),
+    ({"issuer": "https://stackhub-nowhere:5556/dex"}, {"STACKHUB_OAUTH_CLIENT_SECRET": "never-logged-4711"},
+     "https://stackhub-nowhere:5556/dex/.well-known/openid-configuration"),
+])
+def test_hub_refuses_to_start_half_configured(hub, dex, tmp_path, auth_change, environment, needle):
+    """Missing secret or unreachable provider: the hub process exits naming the setting or URL."""
+    import yaml
+
+    from spawner.config import load_config
+
+    config = {**TEST_CONFIG, **oauth_config(hub, dex)}
+    config["auth"] = {**config["auth"], **auth_change}
+    config_file = tmp_path / "stackhub.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    spec = hub_container(load_config(config_file), hub.deployment.paths, config_file, environment)
+    spec.update(name=f"stackhub-hub-badauth-{secrets.token_hex(3)}", restart_policy=None, detach=True,
+                labels={"stackhub.role": "test"})
+    c = hub.client.containers.run(**spec)
+    try:
+        result = c.wait(timeout=120)
+        logs = c.logs().decode(errors="replace")
+    finally:
+        c.remove(force=True)
+    assert result["StatusCode"] != 0, logs
+    assert needle in logs, logs
+    assert "never-logged-4711" not in logs
