@@ -82,6 +82,7 @@ class Hub:
     def session(self, username, password=None):
         """A logged-in browser-like session (shared-password login form)."""
         s = requests.Session()
+        s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides s.verify
         s.verify = self.ca
         r = s.get(f"{self.url}hub/login")
         xsrf = s.cookies.get("_xsrf")
