@@ -31,7 +31,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 from tornado import web
 
@@ -144,7 +143,6 @@ class TagsHandler(Base):
 
 class TagHandler(Base):
     async def put(self, tag):
-        tag = unquote(tag)
         hidden = self.body().get("hidden")
         if not isinstance(hidden, bool):
             raise web.HTTPError(400, 'send {"hidden": true} or {"hidden": false}')
@@ -175,7 +173,6 @@ class SessionsHandler(Base):
 
 class SessionHandler(Base):
     async def put(self, name):
-        name = unquote(name)
         data = self.body()
         unknown = sorted(set(data) - {"tag", "group", "start", "end"})
         if unknown:
@@ -196,7 +193,6 @@ class SessionHandler(Base):
         self.send({**policy.session(name).to_json(), "status": session.status(now_utc())})
 
     async def delete(self, name):
-        name = unquote(name)
         old = self.ctx.store.load().session(name)
         await self.change(lambda p: close_session(p, name), "session.close",
                           old.to_json() if old else {"name": name})
