@@ -214,7 +214,9 @@ def test_admin_group_user_sees_admin_page(oauth_hub, page):
     assert hub.api("GET", f"/users/{GRACE.username}").json()["admin"] is True
     response = page.goto(f"{hub.url}hub/admin")
     assert response.status == 200
-    page.get_by_text(GRACE.username, exact=True).first.wait_for()  # the React admin page lists users
+    # the React admin page renders its controls and lists the users
+    page.get_by_test_id("stop-all").wait_for()
+    page.locator("[data-testid=user-row-name]", has_text=GRACE.username).first.wait_for()
     shot(page, "grace-3-admin-page")
 
 
