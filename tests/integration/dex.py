@@ -55,7 +55,9 @@ USERS = (ADA, GRACE, EVE)
 
 def install_dex() -> Path:
     """Path of the Dex binary, built once by scripts/install-dex.sh (cached under var/dex/)."""
-    out = subprocess.run([str(ROOT / "scripts" / "install-dex.sh")], check=True, capture_output=True, text=True)
+    out = subprocess.run([str(ROOT / "scripts" / "install-dex.sh")], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/install-dex.sh failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
