@@ -186,3 +186,33 @@ def test_a_config_with_an_unknown_key_stops_the_hub_naming_key_and_file(tmp_path
         capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "hub.httpsPrt" in out.stderr and "/cfg/stackhub.yaml" in out.stderr
+
+
+def test_spawn_progress_names_image_volume_and_container(hub, user, stack_tags):
+    """The spawn page's event stream (the same one the browser reads) tells what is happening."""
+    import json
+    import threading
+
+    name = user("progress")
+    # the POST answers only when the spawn is done (or after 10 s): listen while it runs
+    post = threading.Thread(target=hub.api, args=("POST", f"/users/{name}/server"),
+                            kwargs={"json": {"image_tag": stack_tags[0]}})
+    post.start()
+    events = []
+    deadline = time.monotonic() + 60
+    while not events and time.monotonic() < deadline:
+        with hub.api("GET", f"/users/{name}/server/progress", stream=True, timeout=120) as stream:
+            if stream.status_code != 200:
+                continue
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event.get("message", ""))
+                    if event.get("ready") or event.get("failed"):
+                        break
+    post.join()
+    text = "\n".join(events)
+    assert "Image stackhub/lsst-stack:" in text, text
+    assert "home volume" in text and "Starting container" in text
+    hub.wait_ready(name)
+    hub.stop(name)
