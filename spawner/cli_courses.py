@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from .cli_sessions import ApiError, _guard, _table, client
-from .courses import SKIP_DIRS, _URL
+from .courses import _URL, SKIP_DIRS, CourseError, validate_name
 from .hubconfig import COURSES_SERVICE
 
 
@@ -64,6 +64,10 @@ def directory_tar(root: str) -> bytes:
 
 
 def publish(args) -> dict:
+    try:  # the service checks too; "." and ".." could not even travel in a URL path
+        validate_name(args.name)
+    except CourseError as e:
+        raise ApiError(str(e)) from None
     api = client(COURSES_SERVICE, args.token or os.environ.get("STACKHUB_TOKEN"))
     name = quote(args.name, safe="")
     kind, where = classify(args.source)
