@@ -124,6 +124,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"stackhub: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # deployment failures: the message says what and where to look
+        print(f"stackhub: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -202,7 +202,9 @@ class Deployment:
             except (urllib.error.URLError, OSError) as e:
                 last = e
             hub = self.client.containers.get(HUB_NAME)
-            if hub.status == "exited":
+            # with a restart policy a hub that cannot start loops through "restarting"
+            if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
+                hub.stop(timeout=1)
                 raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
             time.sleep(1)
         raise RuntimeError(f"the hub did not answer at {url} within {timeout:.0f} s ({last}); see `docker logs {HUB_NAME}`")
