@@ -1,6 +1,6 @@
 """``stackhub``: the operator's command line (``make up`` / ``down`` / ``token`` call it).
 
-Subcommands: ``up``, ``down``, ``token``, ``status``, ``schema``, ``images`` (stack and hub images);
+Subcommands: ``up``, ``down``, ``token``, ``check``, ``schema``, ``images`` (stack and hub images);
 the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``);
 the instructors' ``course publish|list|remove|sync`` (see ``cli_courses``).
 Errors end in one line on stderr and exit status 2; nothing is printed that holds a secret except

@@ -216,3 +216,32 @@ def test_spawn_progress_names_image_volume_and_container(hub, user, stack_tags):
     assert "home volume" in text and "Starting container" in text
     hub.wait_ready(name)
     hub.stop(name)
+
+
+def test_up_prints_the_login_block_token_and_down_keeps_homes(hub, user, stack_tags):
+    """`make up` / `make token` / `make down` as a newcomer runs them (the CLI behind the targets)."""
+    import os
+    import sys
+
+    name = user("updown")
+    hub.spawn(name, {"image_tag": stack_tags[0]})
+    env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
+    cli = [sys.executable, "-m", "spawner.cli"]
+    up = subprocess.run(cli + ["up"], env=env, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    block = dict(line.split(": ", 1) for line in up.stdout.splitlines() if re.match(r"^[a-z-]+: ", line))
+    assert block["url"] == "https://localhost:8443/"
+    assert block["password"] == hub.password and block["ca"] == hub.ca
+    assert requests.get(block["url"] + "hub/api/", verify=block["ca"], timeout=10).status_code == 200
+    token = subprocess.run(cli + ["token"], env=env, capture_output=True, text=True).stdout.splitlines()[-1]
+    assert token == hub.token
+    assert hub.api("GET", f"/users/{name}").json()["servers"][""]["ready"]  # up again kept the server
+
+    down = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert gone(hub, "stackhub-hub") and gone(hub, container_name(name))
+    hub.client.volumes.get(home_volume_name(name))  # the home is kept
+    hub.client.volumes.get(hub.deployment.cfg.hub.state_volume)  # and the hub's state
+    hub.deployment.up()
+    model = hub.api("GET", f"/users/{name}").json()
+    assert model["name"] == name and not model["servers"]  # the user is remembered, the server stopped
