@@ -2,7 +2,7 @@
 of the sync at spawn.
 
     python bench/courses.py sync  [--homes 30] [--notebooks 100] [--parallel 8] [--image IMAGE]
-    python bench/courses.py spawn [--rounds 5] [--notebooks 100]     (needs a running hub: `make up`)
+    python bench/courses.py spawn [--rounds 5] [--notebooks 100]     (starts its own test deployment)
 
 ``sync``: publishes a course with ``CourseStore`` into a host directory (bind-mounted read-only like
 the courses volume), starts ``--homes`` containers of the stack image as uid 1000, each with its
@@ -11,8 +11,10 @@ stackhub-course-sync --json``, ``--parallel`` at once): first delivery, a resync
 and a v2 changing 10 notebooks while every user has edited one of them. Also times one sync at
 container start (``stackhub-start``'s hook) in a fresh home.
 
-``spawn``: starts and stops a user's server through the hub's REST API ``--rounds`` times with no
-course published, then with a course of ``--notebooks`` notebooks, and prints the medians.
+``spawn``: starts the test deployment of tests/integration (hub, proxy, its own volumes; stop any
+other deployment first: the container names are fixed), then starts and stops servers through the
+REST API ``--rounds`` times each: no course published; a course of ``--notebooks`` notebooks into
+fresh homes; and again into a home that has it. Prints the medians.
 
 Results: bench/RESULTS-courses.md. Everything created is removed afterwards (names start with
 ``stackhub-bench-``).
@@ -143,56 +145,52 @@ def bench_sync(args):
 
 
 def bench_spawn(args):
+    """Spawn to ready through the REST API of a test deployment (tests/integration/hubfixture)."""
     import requests
 
-    from spawner.cli import _host_paths
-    from spawner.cli_sessions import client as service_client
-    from spawner.hubconfig import COURSES_SERVICE
+    from tests.integration.hubfixture import remove_user_objects, start_hub
 
-    api = service_client(COURSES_SERVICE)  # admin token, the deployment's CA
-    base = api.base.split("/services/")[0] + "/hub/api"
-    headers = {"Authorization": f"token {api.token}"}
-    ca = _host_paths().tls / "ca.pem"
-    verify = str(ca) if ca.exists() else True
+    with tempfile.TemporaryDirectory(prefix="stackhub-bench-hub-") as tmp:
+        hub = start_hub(Path(tmp))
+        users = []
+        try:
+            def courses(method, path, **kw):
+                return requests.request(method, f"{hub.url}services/stackhub-courses/api/{path}", verify=hub.ca,
+                                        headers={"Authorization": f"token {hub.token}", **kw.pop("headers", {})},
+                                        timeout=120, **kw)
 
-    def call(method, path, **kw):
-        r = requests.request(method, base + path, headers=headers, verify=verify, timeout=60, **kw)
-        return r
+            deadline = time.monotonic() + 60
+            while courses("GET", "courses").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
 
-    user = f"bench-{uuid.uuid4().hex[:6]}"
-    call("POST", f"/users/{user}")
+            def spawn_once(fresh: bool) -> float:
+                name = f"stackhub-bench-{uuid.uuid4().hex[:6]}" if fresh or not users else users[-1]
+                if name not in users:
+                    users.append(hub.create_user(name))
+                t0 = time.monotonic()
+                hub.spawn(name)
+                took = time.monotonic() - t0
+                hub.stop(name)
+                return took
 
-    def one_spawn() -> float:
-        t0 = time.monotonic()
-        r = call("POST", f"/users/{user}/server", json={})
-        assert r.status_code in (201, 202), r.text
-        while True:
-            srv = call("GET", f"/users/{user}").json()["servers"].get("")
-            if srv and srv.get("ready"):
-                break
-            time.sleep(0.1)
-        took = time.monotonic() - t0
-        call("DELETE", f"/users/{user}/server")
-        while call("GET", f"/users/{user}").json()["servers"]:
-            time.sleep(0.2)
-        return took
-
-    try:
-        name = f"bench-{uuid.uuid4().hex[:4]}"
-        without = [one_spawn() for _ in range(args.rounds)]
-        api("PUT", f"courses/{name}?source=bench", data=course_tar(args.notebooks).getvalue(),
-            content_type="application/x-tar")
-        call("DELETE", f"/users/{user}")  # a fresh home: the first delivery is the expensive one
-        call("POST", f"/users/{user}")
-        withc = [one_spawn() for _ in range(args.rounds)]
-        api("DELETE", f"courses/{name}")
-        print(f"spawn to ready, {args.rounds} rounds: without a course median {statistics.median(without):.2f} s "
-              f"(min {min(without):.2f}); with {args.notebooks} notebooks median {statistics.median(withc):.2f} s "
-              f"(min {min(withc):.2f}, first {withc[0]:.2f})")
-    finally:
-        call("DELETE", f"/users/{user}/server")
-        time.sleep(2)
-        call("DELETE", f"/users/{user}")
+            spawn_once(True)  # warm-up: image layers and hub caches
+            without, first, again = [], [], []
+            upload = course_tar(args.notebooks).getvalue()
+            for _ in range(args.rounds):  # interleaved, so a drift of the machine hits all three alike
+                assert courses("DELETE", "courses/bench").status_code in (200, 404)
+                without.append(spawn_once(True))
+                r = courses("PUT", "courses/bench?source=bench", data=upload,
+                            headers={"Content-Type": "application/x-tar"})
+                assert r.status_code == 201, r.text
+                first.append(spawn_once(True))    # a fresh home: the first delivery
+                again.append(spawn_once(False))   # the same home: nothing new to copy
+            med = statistics.median
+            print(f"spawn to ready (REST API, {args.rounds} rounds each, medians): no course {med(without):.2f} s "
+                  f"(min {min(without):.2f}); {args.notebooks}-notebook course, fresh home {med(first):.2f} s "
+                  f"(min {min(first):.2f}); same home again {med(again):.2f} s (min {min(again):.2f})")
+        finally:
+            hub.deployment.down()
+            remove_user_objects(hub.client, set(users))
 
 
 def main():
