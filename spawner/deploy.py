@@ -7,6 +7,7 @@ containers, and waiting until the hub answers. ``make up`` / ``make down`` call 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -186,28 +187,44 @@ class Deployment:
         self.wait_ready(tls)
         return tls
 
+    def _services_with_pages(self) -> set[str]:
+        from .hubconfig import COURSES_SERVICE, SESSIONS_SERVICE
+
+        return {SESSIONS_SERVICE} | ({COURSES_SERVICE} if self.cfg.courses.enabled else set())
+
     def wait_ready(self, tls: TLSFiles, timeout: float = 180):
+        """Wait until the hub answers and the proxy routes its service pages.
+
+        The hub answers before its managed services are routed; a page opened in that second
+        would get the hub's 404, so "ready" includes the routes.
+        """
         if tls.ca:
             ctx, host = ssl.create_default_context(cafile=str(tls.ca)), "localhost"
         else:  # an operator's certificate names the public host; this is only a readiness probe
             ctx, host = ssl._create_unverified_context(), "127.0.0.1"
-        url = f"https://{host}:{self.cfg.hub.https_port}/hub/api/"
+        base = f"https://{host}:{self.cfg.hub.https_port}/hub/api"
+        token = (self.paths.secrets / "admin-token").read_text().strip()
+        routes = {f"/services/{name}/" for name in self._services_with_pages()}
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as e:
+                req = urllib.request.Request(f"{base}/proxy", headers={"Authorization": f"token {token}"})
+                with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                    table = json.load(resp)
+                missing = routes - set(table)
+                if not missing:
+                    return
+                last = f"waiting for routes {', '.join(sorted(missing))}"
+            except (urllib.error.URLError, OSError, ValueError) as e:
                 last = e
             hub = self.client.containers.get(HUB_NAME)
             # with a restart policy a hub that cannot start loops through "restarting"
             if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
                 hub.stop(timeout=1)
                 raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
-            time.sleep(1)
-        raise RuntimeError(f"the hub did not answer at {url} within {timeout:.0f} s ({last}); see `docker logs {HUB_NAME}`")
+            time.sleep(0.5)
+        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); see `docker logs {HUB_NAME}`")
 
     def down(self):
         """Stop hub, proxy and user servers; homes, data and hub state stay."""
