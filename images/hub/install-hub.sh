@@ -14,6 +14,8 @@ src=$(mktemp -d)
 cp -r pyproject.toml spawner "$src/"
 /opt/stackhub/bin/pip install -c constraints.txt "$src" oauthenticator jupyterhub-idle-culler dockerspawner
 rm -rf "$src"
+# the same slow-importing IRI checker as in the stack image (images/lsst-stack/install-shared.sh)
+/opt/stackhub/bin/pip uninstall -y -q rfc3987-syntax
 npm install -g --no-fund --no-audit "${npm_ca[@]}" configurable-http-proxy@5.3.0
 npm cache clean --force 2>/dev/null || true
 rm -rf /root/.npm /root/.cache /tmp/*
