@@ -3,7 +3,7 @@
 #
 # Used by `make up`, `make test` and .ci/run. On a machine where an engine already runs
 # (Docker Desktop, a systemd-managed dockerd) it does nothing. Otherwise it installs
-# Debian's docker.io (root only) and starts dockerd in the background, logging to
+# Debian's docker.io and debootstrap (root only) and starts dockerd in the background, logging to
 # $STACKHUB_STATE/dockerd.log.
 set -euo pipefail
 
@@ -14,14 +14,18 @@ if docker info >/dev/null 2>&1; then
   exit 0
 fi
 
-if ! command -v dockerd >/dev/null 2>&1; then
+# debootstrap comes along: with no registry the base image is bootstrapped from Debian packages
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
-    echo "stackhub: no Docker engine answers and dockerd is not installed; install Docker (as root: apt-get install docker.io)" >&2
+    echo "stackhub: no Docker engine answers and ${missing[*]} is not installed; install it (as root: apt-get install ${missing[*]})" >&2
     exit 1
   fi
-  echo "stackhub: installing Debian's docker.io ..."
+  echo "stackhub: installing Debian's ${missing[*]} ..."
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ "$(id -u)" != 0 ]; then
