@@ -144,6 +144,8 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
     config_file.write_text(yaml.safe_dump(config))
     cfg = load_config(config_file)
     paths = HostPaths(tmp / "var")
+    dep = Deployment(client=client, cfg=cfg, paths=paths, config_file=config_file, log=lambda m: None)
+    dep.down()  # whatever ran before (`make up`, an aborted session) lets go of the volumes
     # fresh hub state (and no courses) for the test session
     for vol in (cfg.hub.state_volume, cfg.courses.volume):
         try:
@@ -151,7 +153,6 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
         except docker.errors.NotFound:
             pass
     seed_data(client, "stackhub-test-data")
-    dep = Deployment(client=client, cfg=cfg, paths=paths, config_file=config_file, log=lambda m: None)
     tls: TLSFiles = dep.up()
     secrets = paths.secrets
     return Hub(

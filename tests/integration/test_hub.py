@@ -53,6 +53,12 @@ def test_home_survives_a_tag_change_and_data_is_read_only(hub, user, stack_tags)
     r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
     assert r.status_code == 200, r.text
+    # a tutorial's lab asks no one about news and fetches nothing from outside
+    auth = {"Authorization": f"token {hub.token}"}
+    settings = requests.get(f"{hub.url}user/{name}/lab/api/settings/@jupyterlab/apputils-extension:notification",
+                            headers=auth, verify=hub.ca, timeout=30).json()
+    props = settings["schema"]["properties"]
+    assert props["fetchNews"]["default"] == "false" and props["checkForUpdates"]["default"] is False
 
     hub.stop(name)
     assert gone(hub, container_name(name)), "container kept after stop"  # so a new tag takes effect
