@@ -337,6 +337,24 @@ def shared_image(client, log: Log, base: str, ca_bundle: str | None) -> str:
     return ref
 
 
+def stale_shared(shared_refs: Iterable[str], stack_labels_seen: Iterable[Mapping[str, str]]) -> list[str]:
+    """Shared-layer tags no stack image is built on any more (their inputs changed since)."""
+    used = {labels.get("stackhub.shared") for labels in stack_labels_seen}
+    return sorted(ref for ref in shared_refs if ref not in used)
+
+
+def prune_shared(client, log: Log) -> None:
+    """Untag (and so free) shared layers left behind by earlier builds; kept while a tag uses one."""
+    shared = [t for img in client.images.list(name=SHARED_REPO) for t in img.tags]
+    labels = [img.labels for img in client.images.list(name=STACK_REPO)]
+    for ref in stale_shared(shared, labels):
+        try:
+            client.images.remove(ref)
+            log(f"shared layer {ref}: removed (no stack tag uses it)")
+        except Exception as e:  # noqa: BLE001 - pruning is housekeeping, never a build failure
+            log(f"shared layer {ref}: kept ({e})")
+
+
 def stack_image(client, log: Log, tag: str, pins: Mapping[str, str], shared: str, ca_bundle: str | None) -> str:
     """``stackhub/lsst-stack:<tag>``; kept when an image of the same pins and shared layer exists."""
     ref = f"{STACK_REPO}:{tag}"
@@ -384,6 +402,7 @@ def build_stacks(
         log(f"[{i}/{len(plan.tags)}] building {tag} ... ({short})")
         built.append(stack_image(client, log, tag, pins[tag], shared, ca_bundle))
         log(f"[{i}/{len(plan.tags)}] {tag} done in {_fmt_secs(time.monotonic() - t0)}")
+    prune_shared(client, log)
     if plan.recommended:
         client.images.get(f"{STACK_REPO}:{plan.recommended}").tag(STACK_REPO, "recommended")
         log(f"{STACK_REPO}:recommended -> {plan.recommended}")

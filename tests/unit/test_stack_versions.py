@@ -190,3 +190,12 @@ def test_pypi_certificate_refused_names_the_ca_option(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(PyPIUnavailable, match="refused our TLS check.*--ca-bundle"):
         fetch_versions(["lsst-utils"])
+
+
+def test_only_shared_layers_no_tag_uses_are_stale():
+    from spawner.images import stale_shared
+
+    shared = ["stackhub/lsst-stack-base:aaa", "stackhub/lsst-stack-base:bbb", "stackhub/lsst-stack-base:ccc"]
+    tags = [{"stackhub.shared": "stackhub/lsst-stack-base:bbb"}, {"stackhub.shared": "stackhub/lsst-stack-base:bbb"},
+            {"stackhub.shared": "stackhub/lsst-stack-base:ccc"}, {}]
+    assert stale_shared(shared, tags) == ["stackhub/lsst-stack-base:aaa"]
