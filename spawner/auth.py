@@ -34,9 +34,10 @@ INSTRUCTORS_GROUP = "instructors"
 AUTHENTICATORS = {
     "github": "oauthenticator.github.GitHubOAuthenticator",
     "cilogon": "oauthenticator.cilogon.CILogonOAuthenticator",
-    "oidc": "oauthenticator.generic.GenericOAuthenticator",
+    "oidc": "spawner.oidc.StackhubOIDCAuthenticator",  # GenericOAuthenticator + nonce, clear provider errors
 }
-# the config section of each authenticator class (traitlets config is keyed by class name)
+# the config section of each authenticator class (traitlets config is keyed by class name; a
+# subclass such as StackhubOIDCAuthenticator reads its parent's section)
 SECTIONS = {"github": "GitHubOAuthenticator", "cilogon": "CILogonOAuthenticator", "oidc": "GenericOAuthenticator"}
 DEFAULT_GROUPS_CLAIM = {"oidc": "groups", "cilogon": "isMemberOf"}
 # where each authenticator keeps the provider's user info in auth_state
@@ -115,6 +116,45 @@ def discover(auth: OAuthAuth, timeout: float = 10, opener=urllib.request.urlopen
     if missing:
         raise OAuthSetupError(f"auth.issuer: {url} has no {', '.join(missing)}")
     return doc
+
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")  # what oauthenticator can send
+USUAL_SCOPES = ("openid", "profile", "email", "groups")
+STANDARD_SCOPES = ("openid", "profile", "email")  # defined by OIDC Core itself
+
+
+def token_endpoint_auth_method(auth: OAuthAuth, doc: dict) -> str:
+    """How the hub authenticates at the token endpoint: the config's choice, else discovery's.
+
+    ``client_secret_basic`` wherever it is offered: it is the default of RFC 6749 and RFC 7591 (and
+    what a provider that lists no methods means). A provider that offers neither method that a
+    client with a secret can use stops the hub with a message that names what it offers.
+    """
+    if auth.token_endpoint_auth_method:
+        return auth.token_endpoint_auth_method
+    offered = doc.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    for method in AUTH_METHODS:
+        if method in offered:
+            return method
+    raise OAuthSetupError(
+        f"auth.issuer: the provider's token endpoint accepts {', '.join(map(str, offered))}; the hub can use "
+        f"{' or '.join(AUTH_METHODS)} (set auth.tokenEndpointAuthMethod if the provider accepts one anyway)"
+    )
+
+
+def oidc_scopes(doc: dict, configured: list[str]) -> list[str]:
+    """Scopes to request: the usual ones that discovery advertises, plus those the config names.
+
+    ``openid`` always (it makes the request OIDC). When discovery lists no ``scopes_supported``
+    (it is only RECOMMENDED), only OIDC Core's own standard scopes are asked for, never ``groups``
+    on a guess: a site whose provider has one names it in auth.scopes.
+    """
+    offered = doc.get("scopes_supported")
+    if isinstance(offered, list):
+        usual = [s for s in USUAL_SCOPES if s == "openid" or s in offered]
+    else:
+        usual = list(STANDARD_SCOPES)
+    return usual + [s for s in configured if s not in usual]
 
 
 @dataclass(frozen=True)
@@ -228,12 +268,6 @@ def update_oauth(c, cfg: StackhubConfig, paths=None, *, environ=os.environ, disc
         else:
             section.userdata_from_id_token = True
         section.username_claim = auth.username_claim
-        if auth.scopes:
-            section.scope = auth.scopes
-        else:
-            offered = doc.get("scopes_supported")
-            scopes = ["openid", "profile", "email"]
-            if offered is None or "groups" in offered:
-                scopes.append("groups")
-            section.scope = scopes
+        section.basic_auth = token_endpoint_auth_method(auth, doc) == "client_secret_basic"
+        section.scope = oidc_scopes(doc, auth.scopes or [])
     return c

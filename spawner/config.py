@@ -101,7 +101,8 @@ class OAuthAuth(Model):
     issuer: str | None = Field(None, description="OIDC issuer URL (oidc only); endpoints come from its discovery document, fetched at start.")
     username_claim: str = Field("preferred_username", description="Claim used as the JupyterHub username (oidc; CILogon sets it per IdP in idps).")
     groups_claim: str | None = Field(None, description="Claim holding the user's groups. None: 'groups' (oidc), 'isMemberOf' (cilogon).")
-    scopes: list[str] | None = Field(None, description="Scopes to request. None: the provider's usual ones (oidc: openid profile email, plus groups when the provider offers it).")
+    scopes: list[str] | None = Field(None, description="Scopes to request. oidc: requested besides the usual ones the provider advertises (openid, profile, email, groups); github/cilogon: instead of the usual ones.")
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] | None = Field(None, description="oidc: how the hub sends the client secret to the token endpoint. None: follow the discovery document's token_endpoint_auth_methods_supported (client_secret_basic where offered, the OAuth default).")
     ca_file: Path | None = Field(None, description="CA bundle to trust for the provider's TLS (a private IdP).")
     idps: list[CILogonIdP] = Field(default_factory=list, description="CILogon only: the identity providers offered on CILogon's page (at least one).")
 
@@ -111,6 +112,8 @@ class OAuthAuth(Model):
             raise ValueError("auth.issuer is required when auth.type is 'oidc'")
         if self.type != "oidc" and self.issuer:
             raise ValueError(f"auth.issuer is for auth.type 'oidc' only, not {self.type!r}")
+        if self.type != "oidc" and self.token_endpoint_auth_method:
+            raise ValueError(f"auth.tokenEndpointAuthMethod is for auth.type 'oidc' only, not {self.type!r}")
         if self.type == "cilogon" and not self.idps:
             raise ValueError("auth.idps needs at least one identity provider when auth.type is 'cilogon'")
         if self.type != "cilogon" and self.idps:

@@ -1,7 +1,10 @@
-"""OAuth login end to end: a real OpenID Connect provider (Dex), the real hub, headless Chromium.
+"""OAuth login end to end: a real OpenID Connect provider, the real hub, headless Chromium.
 
-The hub is reconfigured for ``auth.type: oidc`` against Dex for this module and restored to the
-shared-password default afterwards. Chromium (Debian's, driven by Playwright) trusts the stackhub
+The provider (oidc_provider.py, on Authlib) is registered the strict way many sites run theirs:
+the client may only authenticate with ``client_secret_basic`` and every authorization request
+must carry a ``nonce``. A second provider accepts only ``client_secret_post`` (the hub must follow
+discovery, not assume). The hub is reconfigured for ``auth.type: oidc`` for this module and
+restored to the shared-password default afterwards. Chromium (Debian's, driven by Playwright) trusts the stackhub
 CA through a fresh NSS database; no certificate error is ignored. Screenshots of every step go to
 test-artifacts/oauth/.
 """
@@ -20,7 +23,7 @@ import pytest
 from spawner.deploy import hub_container
 
 from .conftest import TEST_USERS
-from .dex import ADA, EVE, GRACE, NAME as DEX_NAME, start_dex
+from .idp import ADA, EVE, GRACE, start_provider
 from .hubfixture import ARTIFACTS, TEST_CONFIG
 
 SHOTS = ARTIFACTS / "oauth"
@@ -29,14 +32,17 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
 
-def oauth_config(hub, dex) -> dict:
+LOGIN_SERVICE = "Test IdP"
+
+
+def oauth_config(hub, idp) -> dict:
     return {
         "auth": {
             "type": "oidc",
-            "clientId": dex.client_id,
-            "issuer": dex.issuer,
+            "clientId": idp.client_id,
+            "issuer": idp.issuer,
             "caFile": str(Path(hub.ca).resolve()),
-            "loginService": "Dex",
+            "loginService": LOGIN_SERVICE,
             "allowedGroups": ["lsst-tutorial"],
             "adminGroups": ["lsst-admins"],
             "instructorGroups": ["lsst-teachers"],
@@ -44,31 +50,40 @@ def oauth_config(hub, dex) -> dict:
     }
 
 
+def provider(hub, docker_client, workdir, **kw):
+    return start_provider(docker_client, workdir=workdir, ca_dir=Path(hub.ca).parent,
+                          network=hub.deployment.cfg.hub.network, redirect_uri=f"{hub.url}hub/oauth_callback",
+                          client_secret=secrets.token_urlsafe(24), **kw)
+
+
 @pytest.fixture(scope="module")
-def dex(hub, docker_client, tmp_path_factory):
-    d = start_dex(docker_client, workdir=tmp_path_factory.mktemp("dex"), ca_dir=Path(hub.ca).parent,
-                  network=hub.deployment.cfg.hub.network, redirect_uri=f"{hub.url}hub/oauth_callback",
-                  client_secret=secrets.token_urlsafe(24))
-    yield d
+def idp(hub, docker_client, tmp_path_factory):
+    """The strict provider: client_secret_basic only, nonce required."""
+    p = provider(hub, docker_client, tmp_path_factory.mktemp("idp"))
+    yield p
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "oauth-dex.log").write_bytes(d.logs())
-    d.stop()
+    (ARTIFACTS / "oauth-idp.log").write_text(p.logs())
+    p.stop()
+
+
+def restore(hub):
+    hub.dump_logs("oauth")
+    for u in (ADA, GRACE, EVE):
+        q = u.username
+        if hub.api("GET", f"/users/{q}").status_code == 200:
+            hub.api("DELETE", f"/users/{q}/server")
+    hub.reconfigure()
 
 
 @pytest.fixture(scope="module")
-def oauth_hub(hub, dex):
-    """The test hub logging in through Dex; the shared-password default is restored afterwards."""
+def oauth_hub(hub, idp):
+    """The test hub logging in through the strict provider; the shared-password default is restored afterwards."""
     TEST_USERS.update(u.username for u in (ADA, GRACE, EVE))  # their containers and homes go at the end
     try:
-        hub.reconfigure(oauth_config(hub, dex), environment={"STACKHUB_OAUTH_CLIENT_SECRET": dex.client_secret})
+        hub.reconfigure(oauth_config(hub, idp), environment={"STACKHUB_OAUTH_CLIENT_SECRET": idp.client_secret})
         yield hub
     finally:
-        hub.dump_logs("oauth")
-        for u in (ADA, GRACE, EVE):
-            q = u.username
-            if hub.api("GET", f"/users/{q}").status_code == 200:
-                hub.api("DELETE", f"/users/{q}/server")
-        hub.reconfigure()
+        restore(hub)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +101,7 @@ def browser(hub, tmp_path_factory):
         b = p.chromium.launch(
             executable_path=CHROMIUM,
             env={**os.environ, "HOME": str(home)},
-            args=["--no-sandbox", "--disable-background-networking",
-                  # the browser reaches Dex at the issuer URL the hub uses (container name, same port)
-                  f"--host-resolver-rules=MAP {DEX_NAME} 127.0.0.1"],
+            args=["--no-sandbox", "--disable-background-networking"],
         )
         yield b
         b.close()
@@ -116,14 +129,16 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def login(page, hub, user, prefix):
-    """Open the hub, follow it to Dex, log in there; return the response of the hub's callback."""
+def login(page, hub, user, prefix, issuer):
+    """Open the hub, follow it to the provider, log in there; return the response of the hub's callback."""
     page.goto(hub.url)
     page.wait_for_url(re.compile(r"/hub/login"))
     shot(page, f"{prefix}-1-hub-login")
-    button = page.get_by_role("button", name="Sign in with Dex")
-    with page.expect_navigation(url=re.compile(rf"https://{DEX_NAME}:\d+/dex/")):
+    button = page.get_by_role("button", name=f"Sign in with {LOGIN_SERVICE}")
+    with page.expect_navigation(url=re.compile(re.escape(issuer) + "/auth")):
         button.click()
+    # the hub sent a nonce (the strict provider would have refused the request before its login page)
+    assert "nonce=" in page.url
     page.wait_for_selector("#login")
     shot(page, f"{prefix}-2-provider-login")
     page.fill("#login", user.email)
@@ -134,9 +149,9 @@ def login(page, hub, user, prefix):
     return callback.value
 
 
-def test_login_spawn_run_butler_and_stop(oauth_hub, page, stack_tags):
+def test_login_spawn_run_butler_and_stop(oauth_hub, idp, page, stack_tags):
     hub = oauth_hub
-    login(page, hub, ADA, "ada")
+    login(page, hub, ADA, "ada", idp.issuer)
     page.wait_for_url(re.compile(r"/hub/spawn"))
     shot(page, "ada-3-spawn-form")
 
@@ -184,9 +199,9 @@ def test_login_spawn_run_butler_and_stop(oauth_hub, page, stack_tags):
     shot(page, "ada-9-logged-out")
 
 
-def test_instructors_group_from_the_provider(oauth_hub, page):
+def test_instructors_group_from_the_provider(oauth_hub, idp, page):
     hub = oauth_hub
-    login(page, hub, ADA, "instructor")
+    login(page, hub, ADA, "instructor", idp.issuer)
     page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
     user = hub.api("GET", f"/users/{ADA.username}").json()
     assert "instructors" in user["groups"], user
@@ -196,9 +211,9 @@ def test_instructors_group_from_the_provider(oauth_hub, page):
     assert page.goto(f"{hub.url}hub/admin").status == 403  # an instructor is no admin
 
 
-def test_user_outside_allowed_groups_is_refused(oauth_hub, page):
+def test_user_outside_allowed_groups_is_refused(oauth_hub, idp, page):
     hub = oauth_hub
-    response = login(page, hub, EVE, "eve")
+    response = login(page, hub, EVE, "eve", idp.issuer)
     assert response.status == 403
     body = page.inner_text("body")
     shot(page, "eve-3-refused")
@@ -207,9 +222,9 @@ def test_user_outside_allowed_groups_is_refused(oauth_hub, page):
     assert hub.api("GET", f"/users/{EVE.username}").status_code == 404  # no user was created
 
 
-def test_admin_group_user_sees_admin_page(oauth_hub, page):
+def test_admin_group_user_sees_admin_page(oauth_hub, idp, page):
     hub = oauth_hub
-    login(page, hub, GRACE, "grace")
+    login(page, hub, GRACE, "grace", idp.issuer)
     page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
     assert hub.api("GET", f"/users/{GRACE.username}").json()["admin"] is True
     response = page.goto(f"{hub.url}hub/admin")
@@ -220,18 +235,60 @@ def test_admin_group_user_sees_admin_page(oauth_hub, page):
     shot(page, "grace-3-admin-page")
 
 
+def test_provider_error_on_the_callback_is_a_page_naming_it(oauth_hub, page):
+    response = page.goto(f"{oauth_hub.url}hub/oauth_callback?error=access_denied&error_description=User+said+no")
+    shot(page, "callback-error")
+    assert response.status == 400
+    body = page.inner_text("body")
+    assert f"The login provider {LOGIN_SERVICE} refused the login: access_denied (User said no)" in body, body
+
+
+def test_wrong_client_secret_is_a_page_naming_the_providers_answer(oauth_hub, idp, page):
+    """The provider refuses the token request (401 invalid_client): a 502 page quoting it, not a 500."""
+    hub = oauth_hub
+    hub.reconfigure(oauth_config(hub, idp), environment={"STACKHUB_OAUTH_CLIENT_SECRET": "not-the-secret"})
+    try:
+        response = login(page, hub, ADA, "wrong-secret", idp.issuer)
+        shot(page, "wrong-secret-3-error")
+        body = page.inner_text("body")
+        assert response.status == 502, body
+        assert f"The login provider {LOGIN_SERVICE} refused the hub's token request (HTTP 401 invalid_client" in body
+        assert "not-the-secret" not in body
+    finally:
+        hub.reconfigure(oauth_config(hub, idp), environment={"STACKHUB_OAUTH_CLIENT_SECRET": idp.client_secret})
+
+
+def test_provider_that_takes_the_secret_only_in_the_form(oauth_hub, idp, docker_client, tmp_path, page):
+    """Discovery lists only client_secret_post (and no nonce is required): the hub follows it."""
+    hub = oauth_hub
+    post = provider(hub, docker_client, tmp_path / "idp-post", auth_method="client_secret_post",
+                    require_nonce=False)
+    try:
+        hub.reconfigure(oauth_config(hub, post), environment={"STACKHUB_OAUTH_CLIENT_SECRET": post.client_secret})
+        login(page, hub, GRACE, "post", post.issuer)
+        page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
+        shot(page, "post-3-logged-in")
+        assert hub.api("GET", f"/users/{GRACE.username}").json()["admin"] is True
+        assert "POST /token" in post.logs() and " 200 " in post.logs()
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "oauth-idp-post.log").write_text(post.logs())
+        post.stop()
+        hub.reconfigure(oauth_config(hub, idp), environment={"STACKHUB_OAUTH_CLIENT_SECRET": idp.client_secret})
+
+
 @pytest.mark.parametrize("auth_change, environment, needle", [
     ({}, {}, "STACKHUB_OAUTH_CLIENT_SECRET"),
     ({"issuer": "https://stackhub-nowhere:5556/dex"}, {"STACKHUB_OAUTH_CLIENT_SECRET": "never-logged-4711"},
      "https://stackhub-nowhere:5556/dex/.well-known/openid-configuration"),
 ])
-def test_hub_refuses_to_start_half_configured(hub, dex, tmp_path, auth_change, environment, needle):
+def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, environment, needle):
     """Missing secret or unreachable provider: the hub process exits naming the setting or URL."""
     import yaml
 
     from spawner.config import load_config
 
-    config = {**TEST_CONFIG, **oauth_config(hub, dex)}
+    config = {**TEST_CONFIG, **oauth_config(hub, idp)}
     config["auth"] = {**config["auth"], **auth_change}
     config_file = tmp_path / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))

@@ -16,6 +16,7 @@ from traitlets.config import Config
 from spawner.auth import GroupMapper, OAuthSetupError, client_secret, discover, update_oauth
 from spawner.config import ConfigError, StackhubConfig, load_config
 from spawner.hubconfig import HubPaths, apply_config
+from spawner.oidc import NonceLoginHandler, ProviderErrorCallbackHandler, StackhubOIDCAuthenticator
 from spawner.tls import ensure_local_tls
 
 SECRET = "s3cret-value-never-logged"
@@ -46,7 +47,7 @@ OIDC = {"type": "oidc", "clientId": "stackhub", "issuer": ISSUER, "allowedGroups
 
 def test_oidc_uses_generic_authenticator_with_discovered_endpoints():
     c = apply(OIDC)
-    assert c.JupyterHub.authenticator_class == "oauthenticator.generic.GenericOAuthenticator"
+    assert c.JupyterHub.authenticator_class == "spawner.oidc.StackhubOIDCAuthenticator"
     g = c.GenericOAuthenticator
     assert g.client_id == "stackhub"
     assert g.client_secret == SECRET
@@ -71,7 +72,45 @@ def test_oidc_groups_scope_only_when_offered_and_id_token_without_userinfo():
     assert g.scope == ["openid", "profile", "email"]
     assert g.userdata_from_id_token is True
     g = apply({**OIDC, "scopes": ["openid", "lsst"]}).GenericOAuthenticator
-    assert g.scope == ["openid", "lsst"]
+    assert g.scope == ["openid", "profile", "email", "groups", "lsst"]
+
+
+def test_oidc_without_scopes_supported_asks_only_standard_scopes_plus_configured():
+    doc = {k: v for k, v in DISCOVERY.items() if k != "scopes_supported"}
+    assert apply(OIDC, doc=doc).GenericOAuthenticator.scope == ["openid", "profile", "email"]
+    g = apply({**OIDC, "scopes": ["groups"]}, doc=doc).GenericOAuthenticator
+    assert g.scope == ["openid", "profile", "email", "groups"]
+    # openid is always asked for, even if a provider forgets to list it
+    g = apply(OIDC, doc={**DISCOVERY, "scopes_supported": ["email", "groups"]}).GenericOAuthenticator
+    assert g.scope == ["openid", "email", "groups"]
+
+
+@pytest.mark.parametrize("offered, basic", [
+    (None, True),  # not listed: RFC 8414's default is client_secret_basic
+    (["client_secret_basic", "client_secret_post"], True),
+    (["client_secret_post", "client_secret_basic"], True),
+    (["client_secret_post"], False),
+    (["private_key_jwt", "client_secret_basic"], True),
+])
+def test_token_endpoint_auth_method_follows_discovery(offered, basic):
+    doc = {**DISCOVERY, **({"token_endpoint_auth_methods_supported": offered} if offered else {})}
+    assert apply(OIDC, doc=doc).GenericOAuthenticator.basic_auth is basic
+
+
+def test_token_endpoint_auth_method_config_wins_and_unusable_provider_stops_the_hub():
+    doc = {**DISCOVERY, "token_endpoint_auth_methods_supported": ["client_secret_basic"]}
+    g = apply({**OIDC, "tokenEndpointAuthMethod": "client_secret_post"}, doc=doc).GenericOAuthenticator
+    assert g.basic_auth is False
+    doc = {**DISCOVERY, "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"]}
+    with pytest.raises(OAuthSetupError, match="accepts private_key_jwt, tls_client_auth.*tokenEndpointAuthMethod"):
+        apply(OIDC, doc=doc)
+
+
+def test_oidc_authenticator_adds_nonce_and_provider_error_handlers():
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
+    assert isinstance(a, GenericOAuthenticator)
+    assert a.login_handler is NonceLoginHandler and a.callback_handler is ProviderErrorCallbackHandler
+    assert a.basic_auth is True and a.client_secret == SECRET
 
 
 def test_explicit_admin_users_and_callback_and_public_port_kept():
@@ -121,7 +160,7 @@ def test_cilogon_idps_and_groups_claim():
 
 
 @pytest.mark.parametrize("auth, cls", [
-    (OIDC, GenericOAuthenticator),
+    (OIDC, StackhubOIDCAuthenticator),
     ({"type": "github", "clientId": "x", "allowedGroups": ["lsst"], "adminGroups": ["lsst:admins"]},
      GitHubOAuthenticator),
     ({"type": "cilogon", "clientId": "x", "allowedGroups": ["g"],
@@ -135,7 +174,7 @@ def test_authenticator_class_accepts_the_config(auth, cls):
 
 
 async def test_groups_claim_decides_allowed_admin_and_instructors():
-    a = GenericOAuthenticator(config=apply(OIDC))
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
 
     async def login(groups):
         model = {"name": "u", "admin": None, "auth_state": {"oauth_user": {"preferred_username": "u", "groups": groups}}}
@@ -271,7 +310,7 @@ def test_apply_config_routes_oauth_to_update_oauth(tmp_path, monkeypatch, discov
         (tmp_path / name).write_text("v\n")
     monkeypatch.setenv("STACKHUB_OAUTH_CLIENT_SECRET", SECRET)
     c = apply_config(Config(), cfg({**OIDC, "issuer": issuer, "caFile": str(ca)}), HubPaths(tmp_path, tmp_path))
-    assert c.JupyterHub.authenticator_class.endswith("GenericOAuthenticator")
+    assert c.JupyterHub.authenticator_class.endswith("StackhubOIDCAuthenticator")
     assert c.GenericOAuthenticator.client_secret == SECRET
 
 
@@ -280,6 +319,10 @@ def test_apply_config_routes_oauth_to_update_oauth(tmp_path, monkeypatch, discov
     ({"type": "github", "clientId": "x"}, "nobody could log in"),
     ({"type": "github", "clientId": "x", "allowAll": True, "issuer": ISSUER}, "for auth.type 'oidc' only"),
     ({"type": "cilogon", "clientId": "x", "allowedGroups": ["g"]}, "at least one identity provider"),
+    ({"type": "github", "clientId": "x", "allowAll": True, "tokenEndpointAuthMethod": "client_secret_post"},
+     "tokenEndpointAuthMethod is for auth.type 'oidc' only"),
+    ({"type": "oidc", "clientId": "x", "issuer": ISSUER, "allowAll": True, "tokenEndpointAuthMethod": "none"},
+     "tokenEndpointAuthMethod"),
     ({"type": "oidc", "clientId": "x", "issuer": ISSUER, "allowedGroups": ["g"], "clientSecret": "inline"},
      "clientSecret"),
 ])
@@ -302,3 +345,65 @@ def test_hub_environment_forwards_the_secret_variable_only(tmp_path):
     assert hub_environment(cfg({**OIDC, "clientSecretFile": str(f)}), {}) == {}  # mounted, not in the env
     with pytest.raises(SystemExit, match="STACKHUB_OAUTH_CLIENT_SECRET"):
         hub_environment(cfg(OIDC), {})
+
+
+class FakeHandler:
+    def __init__(self, nonce):
+        self.cookies = {"stackhub-oidc-nonce": nonce}
+
+    def get_secure_cookie(self, name):
+        value = self.cookies.get(name)
+        return value.encode() if value else None
+
+    def clear_cookie(self, name):
+        self.cookies.pop(name, None)
+
+
+@pytest.mark.parametrize("sent, claims, status", [
+    ("n-1", {"nonce": "n-1"}, None),
+    ("n-1", {"nonce": "n-2"}, 403),   # a token for another login attempt
+    ("n-1", {}, 403),                 # the provider ignored the nonce
+    (None, {"nonce": "n-1"}, 403),    # no login started in this browser
+    ("n-1", {"nonce": 7}, 403),
+])
+def test_id_token_must_carry_this_logins_nonce(sent, claims, status):
+    import jwt
+    from tornado.web import HTTPError
+
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
+    handler = FakeHandler(sent)
+    token_info = {"access_token": "a", "id_token": jwt.encode({"sub": "x", **claims}, "k" * 32, "HS256")}
+    if status is None:
+        a.check_nonce(handler, token_info)
+    else:
+        with pytest.raises(HTTPError) as e:
+            a.check_nonce(handler, token_info)
+        assert e.value.status_code == status
+    assert handler.cookies == {}  # a nonce is good for one callback only
+
+
+def test_token_response_without_id_token_is_a_502_naming_the_provider():
+    from tornado.web import HTTPError
+
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
+    with pytest.raises(HTTPError) as e:
+        a.check_nonce(FakeHandler("n"), {"access_token": "a"})
+    assert e.value.status_code == 502
+    assert "idp.example.org" in e.value.log_message % e.value.args
+
+
+def test_provider_answer_quotes_oauth_error_fields_only():
+    from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+    import io
+
+    from spawner.oidc import provider_answer
+
+    def err(code, body):
+        resp = HTTPResponse(HTTPRequest("https://idp/token"), code, buffer=io.BytesIO(body))
+        return HTTPClientError(code, response=resp)
+
+    body = b'{"error": "invalid_client", "error_description": "bad secret", "secret": "x"}'
+    assert provider_answer(err(401, body)) == "HTTP 401 invalid_client: bad secret"
+    assert provider_answer(err(503, b"down for maintenance")) == "HTTP 503: down for maintenance"
+    assert provider_answer(err(500, b"")) == "HTTP 500"
+    assert provider_answer(HTTPClientError(599, "Connection refused")).startswith("HTTP 599")
