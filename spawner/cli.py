@@ -52,9 +52,11 @@ def cmd_up(args) -> int:
     print(f"url: https://{cfg.hub.public_host}{port}/")
     if cfg.auth.type == "shared-password":
         password_file = cfg.auth.password_file or paths.secrets / "shared-password"
-        print("user: any name you like (admins: " + ", ".join(cfg.hub.admin_users) + ")")
-        print(f"password: {password_file.read_text().strip()}")
+        print("user: a free name of one's own, claimed at the first login with the room code and a password "
+              "of one's own (admins: " + ", ".join(cfg.hub.admin_users) + ", with the admin password)")
+        print(f"room-code: {password_file.read_text().strip()}")
         print(f"admin-password-file: {paths.secrets / 'admin-password'}")
+        print("reset a user's password: stackhub users reset-password NAME")
     else:
         print(f"login: {cfg.auth.type} (OAuth)")
     print(f"ca: {tls.ca if tls.ca else '(operator certificate ' + str(tls.cert) + ')'}")

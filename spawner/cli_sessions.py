@@ -28,10 +28,11 @@ class ApiError(Exception):
 
 
 class Client:
-    """JSON calls to one hub-managed service's REST API; ``data`` sends raw bytes (uploads) instead."""
+    """JSON calls to one hub-managed service's REST API (``service=None``: the hub's own API);
+    ``data`` sends raw bytes (uploads) instead."""
 
-    def __init__(self, base: str, token: str, cafile: str | None, service: str = SESSIONS_SERVICE):
-        self.base = base.rstrip("/") + f"/services/{service}/api/"
+    def __init__(self, base: str, token: str, cafile: str | None, service: str | None = SESSIONS_SERVICE):
+        self.base = base.rstrip("/") + (f"/services/{service}/api/" if service else "/hub/api/")
         self.token = token
         self.ssl = ssl.create_default_context(cafile=cafile)
 
@@ -54,7 +55,7 @@ class Client:
             raise ApiError(f"cannot reach {self.base}: {e.reason} (is the hub up? `make up`)") from None
 
 
-def client(service: str = SESSIONS_SERVICE, token: str | None = None) -> Client:
+def client(service: str | None = SESSIONS_SERVICE, token: str | None = None) -> Client:
     """A client of ``service`` with ``token`` (default: the admin token of this deployment)."""
     from .cli import _host_paths
     from .config import load_config
@@ -194,6 +195,14 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_users(args) -> int:
+    """``users reset-password NAME``: a new generated tutorial password for NAME, printed once."""
+    out = client(service=None)("POST", f"stackhub/users/{quote(args.user, safe='')}/password")
+    print(f"user: {out['name']}")
+    print(f"password: {out['password']}")
+    return 0
+
+
 def _guard(fn):
     def run(args) -> int:
         try:
@@ -228,6 +237,13 @@ def register(sub):
     cl.add_argument("name", metavar="NAME")
     ssub.add_parser("list", help="sessions and their status (scheduled, active, ended)")
     sess.set_defaults(func=_guard(cmd_session))
+
+    users = sub.add_parser("users", help="tutorial login accounts")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    rp = usub.add_parser("reset-password", help="give USER a new generated password (prints it once); "
+                                                 "also how instructors get theirs")
+    rp.add_argument("user", metavar="USER")
+    users.set_defaults(func=_guard(cmd_users))
 
     st = sub.add_parser("start", help="start USER's server with a tag (as an admin) and wait until it is ready")
     st.add_argument("user", metavar="USER")

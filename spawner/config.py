@@ -18,10 +18,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from . import usernames
+
 from .tags import TagError, parse_tag
 
 CONFIG_ENV = "STACKHUB_CONFIG"
 _MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
+
+
+def memory_size(value: str, key: str) -> str:
+    if not _MEMORY.match(value):
+        raise ValueError(f"{key} {value!r} must look like 512M, 2G or 1.5G")
+    return value
 
 
 class Model(BaseModel):
@@ -64,8 +72,17 @@ class TLSSettings(Model):
 
 
 class SharedPasswordAuth(Model):
+    """The tutorial login: the room code admits new people, each name then opens only with its owner's password.
+
+    An attendee claims a free name on first login with the room code and a password of their own;
+    from then on only that password opens it. Admins (hub.adminUsers) log in with the admin secret;
+    instructors' and admins' accounts never open with the room code.
+    """
+
     type: Literal["shared-password"] = "shared-password"
-    password_file: Path | None = Field(None, description="File holding the shared tutorial password. None: generated on first start.")
+    password_file: Path | None = Field(None, description="File holding the room code (the shared tutorial secret that lets new attendees claim a name). None: generated on first start.")
+    min_password_length: int = Field(8, ge=6, le=128, description="Shortest password an attendee may choose for their name.")
+    username_pattern: str = Field(usernames.DEFAULT_PATTERN, description="Regular expression every (normalised, lower-case) username must match.")
 
 
 class CILogonIdP(Model):
@@ -136,9 +153,7 @@ class Size(Model):
     @field_validator("memory")
     @classmethod
     def _memory(cls, v):
-        if not _MEMORY.match(v):
-            raise ValueError(f"memory {v!r} must look like 512M, 2G or 1.5G")
-        return v
+        return memory_size(v, "memory")
 
 
 class StackSettings(Model):
@@ -194,6 +209,15 @@ class SpawnerSettings(Model):
     backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
     docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
     uid: int = Field(1000, description="User id the stack image runs as.")
+    pids_limit: int = Field(2048, ge=64, description="Most processes and threads one user server may run (a fork bomb stops there, not the host).")
+    nofile: int = Field(8192, ge=256, description="Open files one process in a user server may hold (soft and hard ulimit).")
+    read_only_root: bool = Field(True, description="Mount the image's root filesystem read-only; the home, /tmp (tmpfs) and the data mounts stay as they are.")
+    tmp_size: str = Field("1G", description="Size of the tmpfs at /tmp (counts against the server's memory).")
+
+    @field_validator("tmp_size")
+    @classmethod
+    def _tmp_size(cls, v):
+        return memory_size(v, "tmpSize")
 
 
 class StackhubConfig(Model):

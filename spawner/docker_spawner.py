@@ -22,6 +22,7 @@ from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Any, Integer, default
 
+from . import names
 from .catalog import CatalogSource
 from .config import StackhubConfig
 from .options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
@@ -168,6 +169,35 @@ class LSSTDockerSpawner(DockerSpawner):
         self.mem_limit = spec.mem_limit
         self.network_name = spec.network
         self.extra_create_kwargs = {**self.extra_create_kwargs, "labels": spec.labels, "user": str(spec.uid)}
+        self.extra_host_config = {**self.extra_host_config, **spec.hardening.as_docker_host_config()}
+
+    # -- only ever this user's own server ----------------------------------------------------
+
+    def _is_mine(self, obj: dict) -> bool:
+        labels = (obj.get("Config") or {}).get("Labels") or {}
+        return (labels.get(names.LABEL_ROLE) == "server" and labels.get(names.LABEL_USER) == self.user.name
+                and labels.get(names.LABEL_SERVER, "") == (self.name or ""))
+
+    async def get_object(self):
+        """DockerSpawner's lookup by name, but a container that is not this user's server is not ours.
+
+        Its labels must say role=server and this user and server name; anything else (an
+        infrastructure container, another user's server) is never started, stopped or removed.
+        """
+        obj = await super().get_object()
+        if obj is not None and not self._is_mine(obj):
+            self.log.error("stackhub: container %s is not %s's server %r (labels %s); leaving it alone",
+                           self.object_name, self.user.name, self.name or "",
+                           (obj.get("Config") or {}).get("Labels"))
+            self.object_id = ""
+            return None
+        return obj
+
+    async def stop(self, now=False):
+        if not self.object_id:  # nothing of ours to stop (never created, or not ours)
+            self.clear_state()
+            return
+        await super().stop(now=now)
 
     # -- start, with progress ------------------------------------------------------------------
 
@@ -184,6 +214,13 @@ class LSSTDockerSpawner(DockerSpawner):
 
     async def start(self):
         spec = self.server_spec
+        try:
+            existing = await self.docker("inspect_container", spec.name)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None and not self._is_mine(existing):
+            raise web.HTTPError(409, f"a container named {spec.name} exists and is not this server; "
+                                     "the hub leaves it alone. Ask an admin to look at it.")
         self._event(10, f"Image {spec.image}")
         await self.ensure_volumes(spec)
         self._event(40, f"Starting container {spec.name}")

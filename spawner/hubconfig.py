@@ -26,6 +26,10 @@ HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container
 SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
 PREWARM_CONCURRENCY = 3
+LOGIN_ANNOUNCEMENT = (
+    "First time here? Type a name, the room code you were given, and a password of your own "
+    "(at least {n} characters). Next time: your name and your password."
+)
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,16 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
 def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
     auth = cfg.auth
     if auth.type == "shared-password":
-        c.JupyterHub.authenticator_class = "shared-password"
-        c.SharedPasswordAuthenticator.user_password = (
-            auth.password_file.read_text().strip() if auth.password_file else paths.secret("shared-password")
-        )
-        c.SharedPasswordAuthenticator.admin_password = paths.secret("admin-password")
-        c.SharedPasswordAuthenticator.allow_all = True
+        # the room code only admits new names; each name is its owner's (spawner.tutorial_auth)
+        c.JupyterHub.authenticator_class = "spawner.tutorial_auth.TutorialAuthenticator"
+        t = c.TutorialAuthenticator
+        t.room_code = auth.password_file.read_text().strip() if auth.password_file else paths.secret("shared-password")
+        t.admin_password = paths.secret("admin-password")
+        t.dbm_path = str(paths.state / "tutorial-passwords")
+        t.min_password_length = auth.min_password_length
+        t.username_pattern = auth.username_pattern
+        t.allow_all = True
+        c.JupyterHub.template_vars = {"announcement_login": LOGIN_ANNOUNCEMENT.format(n=auth.min_password_length)}
     else:
         from .auth import update_oauth
 

@@ -416,18 +416,38 @@ def hub_version() -> str:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
+def hub_inputs(client) -> str:
+    """The hash of what the hub image is made of: recipe, spawner package, config, constraints, base."""
+    parts = dir_parts(HUB_DIR) + dir_parts(REPO / "spawner", "spawner/")
+    parts += [("base", client.images.get(f"{BASE_REPO}:{DEBIAN_SUITE}").id.encode())]
+    parts += [(n, (REPO / n).read_bytes()) for n in ("pyproject.toml", "constraints.txt", "jupyterhub_config.py") if (REPO / n).is_file()]
+    return inputs_hash((n, d) for n, d in parts if "__pycache__" not in n)
+
+
+def hub_checkout_ref(client=None) -> str:
+    """``stackhub/hub:<version>-<inputs>``: the hub image of exactly this checkout's code.
+
+    Test deployments run this tag, so two checkouts on one engine (or a test run beside a live
+    ``make up``) never run each other's hub code through the shared ``<version>`` tag.
+    """
+    client = client or _client()
+    return f"{HUB_REPO}:{hub_version()}-{hub_inputs(client)[:12]}"
+
+
 def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
     """``stackhub/hub:<version>`` from images/hub/Dockerfile (context: the repo root); kept when
-    its inputs (the spawner package, config, constraints, recipe, base) are unchanged."""
+    its inputs (the spawner package, config, constraints, recipe, base) are unchanged. Also tagged
+    ``<version>-<inputs>`` (``hub_checkout_ref``)."""
     t0 = time.monotonic()
     version = hub_version()
     client = _client()
     base = ensure_base(client, log)
     ref = f"{HUB_REPO}:{version}"
-    parts = dir_parts(HUB_DIR) + dir_parts(REPO / "spawner", "spawner/") + [("base", client.images.get(base).id.encode())]
-    parts += [(n, (REPO / n).read_bytes()) for n in ("pyproject.toml", "constraints.txt", "jupyterhub_config.py") if (REPO / n).is_file()]
-    digest = inputs_hash((n, d) for n, d in parts if "__pycache__" not in n)
-    if (_image_labels(client, ref) or {}).get("stackhub.inputs") == digest:
+    digest = hub_inputs(client)
+    checkout_ref = f"{HUB_REPO}:{version}-{digest[:12]}"
+    labels = _image_labels(client, checkout_ref) or {}
+    if labels.get("stackhub.inputs") == digest:
+        client.images.get(checkout_ref).tag(HUB_REPO, version)
         log(f"hub {ref}: up to date")
         return ref
     log(f"hub {ref}: building")
@@ -445,6 +465,7 @@ def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
         message=f"stackhub: hub {version} (pip + npm)",
     )
     client.images.get(image_id).tag(HUB_REPO, version)
+    client.images.get(image_id).tag(HUB_REPO, f"{version}-{digest[:12]}")
     log(f"hub {ref}: built in {_fmt_secs(time.monotonic() - t0)}")
     return ref
 

@@ -14,6 +14,7 @@ from escapism import escape
 
 _SAFE = set(string.ascii_lowercase + string.digits)
 PREFIX = "stackhub"
+USER_PREFIX = f"{PREFIX}-user-"  # every user server's container; nothing else is named so
 
 
 def escape_name(name: str) -> str:
@@ -22,8 +23,12 @@ def escape_name(name: str) -> str:
 
 
 def container_name(username: str, server_name: str = "") -> str:
-    """Container (or Swarm service) of one server of one user."""
-    base = f"{PREFIX}-{escape_name(username)}"
+    """Container (or Swarm service) of one server of one user.
+
+    Under ``<prefix>-user-``, a namespace none of the deployment's own objects use: a user named
+    ``hub`` or ``proxy`` gets ``stackhub-user-hub``, never the hub's or proxy's container.
+    """
+    base = f"{USER_PREFIX}{escape_name(username)}"
     return f"{base}--{escape_name(server_name)}" if server_name else base
 
 

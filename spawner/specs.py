@@ -45,6 +45,41 @@ class ServerSpec:
     mem_limit: str | None = None
     network: str = "stackhub"
     uid: int = 1000
+    hardening: Hardening = field(default_factory=lambda: Hardening())
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What a user's container may not do, the same on every backend.
+
+    No capabilities at all (the server runs as a non-root user and needs none), no privilege gain
+    through setuid files, a process limit (a fork bomb stops there), an open-files limit, and a
+    read-only image with a tmpfs ``/tmp``: a user's writes go to their home and nowhere else.
+    """
+
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    pids_limit: int = 2048
+    nofile: int = 8192
+    read_only_root: bool = True
+    tmpfs: dict = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=1G,mode=1777"})
+
+    def as_docker_host_config(self) -> dict:
+        """Keyword arguments of docker-py's ``create_host_config``."""
+        return {
+            "cap_drop": list(self.cap_drop),
+            "security_opt": ["no-new-privileges:true"] if self.no_new_privileges else [],
+            "pids_limit": self.pids_limit,
+            "ulimits": [{"name": "nofile", "soft": self.nofile, "hard": self.nofile}],
+            "read_only": self.read_only_root,
+            "tmpfs": dict(self.tmpfs),
+        }
+
+
+def hardening(config: StackhubConfig) -> Hardening:
+    sp = config.spawner
+    return Hardening(pids_limit=sp.pids_limit, nofile=sp.nofile, read_only_root=sp.read_only_root,
+                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={sp.tmp_size},mode=1777"})
 
 
 def home_dir(username: str) -> str:
@@ -103,4 +138,5 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
         mem_limit=choice.size.memory,
         network=config.hub.network,
         uid=config.spawner.uid,
+        hardening=hardening(config),
     )

@@ -8,7 +8,7 @@ failure the hub's and proxy's logs are written to test-artifacts/.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -34,6 +34,7 @@ class Hub:
     config_file: Path
     tls: TLSFiles
     client: docker.DockerClient
+    passwords: dict = field(default_factory=dict)  # tutorial passwords the tests gave their users
 
     def api(self, method, path, **kw):
         kw.setdefault("timeout", 30)
@@ -79,16 +80,30 @@ class Hub:
             time.sleep(0.5)
         raise AssertionError(f"server {name}/{server} did not stop")
 
-    def session(self, username, password=None):
-        """A logged-in browser-like session (shared-password login form)."""
+    def user_password(self, name: str) -> str:
+        """A tutorial password of ``name``'s own, set through the admins' reset API (once per test session)."""
+        if name not in self.passwords:
+            r = self.api("POST", f"/stackhub/users/{requests.utils.quote(name, safe='')}/password")
+            assert r.status_code == 200, r.text
+            self.passwords[name] = r.json()["password"]
+        return self.passwords[name]
+
+    def session(self, username, password=None, room_code=""):
+        """A logged-in browser-like session through the tutorial login form.
+
+        Without ``password``: the admin secret for ``admin``, else a password of the user's own.
+        """
+        if password is None:
+            password = self.admin_password if username == "admin" else self.user_password(username)
         s = requests.Session()
         s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides s.verify
         s.verify = self.ca
-        r = s.get(f"{self.url}hub/login")
+        s.get(f"{self.url}hub/login")
         xsrf = s.cookies.get("_xsrf")
-        r = s.post(f"{self.url}hub/login", data={"username": username, "password": password or self.password,
+        r = s.post(f"{self.url}hub/login", data={"username": username, "password": password, "otp": room_code,
                                                   "_xsrf": xsrf}, allow_redirects=True)
         assert r.status_code == 200, r.status_code
+        assert "/hub/login" not in r.url, f"login as {username} refused: {r.url}"
         return s
 
     def reconfigure(self, extra: dict | None = None, environment: dict | None = None):
@@ -139,6 +154,7 @@ def hold_deployment_lock():
 def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
     hold_deployment_lock()
     client = docker.from_env()
+    TEST_CONFIG["hub"]["image"] = checkout_hub_image(client)
     config = {**TEST_CONFIG, **(extra or {})}
     config_file = tmp / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -167,6 +183,18 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
         tls=tls,
         client=client,
     )
+
+
+def checkout_hub_image(client) -> str:
+    """The hub image built from this checkout (`make hub-image`), never another checkout's."""
+    from spawner.images import hub_checkout_ref
+
+    ref = hub_checkout_ref(client)
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise AssertionError(f"no hub image {ref} for this checkout's code: run `make hub-image`") from None
+    return ref
 
 
 def seed_data(client, volume):

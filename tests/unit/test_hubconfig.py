@@ -15,8 +15,11 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.JupyterHub.spawner_class.__name__ == "LSSTDockerSpawner"
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.JupyterHub.cleanup_servers is False
-    assert c.JupyterHub.authenticator_class == "shared-password"
-    assert c.SharedPasswordAuthenticator.user_password.startswith("shared-password-value")
+    assert c.JupyterHub.authenticator_class == "spawner.tutorial_auth.TutorialAuthenticator"
+    assert c.TutorialAuthenticator.room_code.startswith("shared-password-value")
+    assert c.TutorialAuthenticator.admin_password.startswith("admin-password-value")
+    assert c.TutorialAuthenticator.dbm_path == str(tmp_path / "tutorial-passwords")
+    assert "room code" in c.JupyterHub.template_vars["announcement_login"]
     assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler",
                                                            "stackhub-courses"}
     assert c.JupyterHub.public_url == "https://localhost:8443/"

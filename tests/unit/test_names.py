@@ -28,3 +28,13 @@ def test_named_servers_share_the_users_home_volume():
     assert home_volume_name("ann") == "stackhub-home-ann"
     assert container_name("ann", "big") != container_name("ann")
     assert escape_name("ann") == "ann"
+
+
+def test_user_servers_live_in_a_namespace_the_deployment_never_uses():
+    from spawner.hubconfig import COURSES_SERVICE, HUB_NAME, PROXY_NAME, SESSIONS_SERVICE
+
+    infra = {HUB_NAME, PROXY_NAME, COURSES_SERVICE, SESSIONS_SERVICE}
+    for user in ("hub", "proxy", "courses", "sessions", "user-hub", "-hub"):
+        assert container_name(user) not in infra
+        assert container_name(user).startswith("stackhub-user-")
+    assert container_name("hub") == "stackhub-user-hub"
