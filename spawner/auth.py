@@ -68,6 +68,12 @@ def client_secret(auth: OAuthAuth, environ=os.environ) -> str:
             raise OAuthSetupError(f"auth.clientSecretFile {path} is empty: it must hold the OAuth client secret")
         return value
     value = environ.get(auth.client_secret_env, "").strip()
+    if not value and environ.get(f"{auth.client_secret_env}_FILE"):
+        # how `stackhub up` hands the hub a secret from the operator's environment (deploy.secret_environment)
+        try:
+            value = Path(environ[f"{auth.client_secret_env}_FILE"]).read_text().strip()
+        except OSError as e:
+            raise OAuthSetupError(f"{auth.client_secret_env}_FILE: cannot read the OAuth client secret ({e.strerror})") from None
     if not value:
         raise OAuthSetupError(
             f"the OAuth client secret is missing: set the environment variable {auth.client_secret_env} "

@@ -129,6 +129,18 @@ def ensure_secrets(paths: HostPaths) -> dict[str, Path]:
     return out
 
 
+def secret_environment(paths: HostPaths, environment: dict | None) -> dict:
+    """Secrets from the operator's environment (the OAuth client secret) become 0600 files in the
+    secrets directory, and the hub gets ``NAME_FILE`` pointing at them: an environment variable
+    would show in ``docker inspect`` to anyone who may run it."""
+    out = {}
+    for name, value in (environment or {}).items():
+        path = paths.secrets / f"env-{name.lower()}"
+        _write_private(path, value.encode() + b"\n")
+        out[f"{name}_FILE"] = f"{HUB_SECRETS}/{path.name}"
+    return out
+
+
 def tls_files(cfg: StackhubConfig, paths: HostPaths) -> TLSFiles:
     if cfg.tls.cert_file:
         return TLSFiles(None, cfg.tls.cert_file.resolve(), cfg.tls.key_file.resolve())
@@ -182,7 +194,8 @@ class Deployment:
         self._remove(PROXY_NAME)
         self._remove(HUB_NAME)
         self.client.containers.run(**proxy_container(self.cfg, self.paths, tls))
-        self.client.containers.run(**hub_container(self.cfg, self.paths, self.config_file, environment))
+        env = secret_environment(self.paths, environment)
+        self.client.containers.run(**hub_container(self.cfg, self.paths, self.config_file, env))
         self.log("[4/4] waiting for the hub to answer")
         self.wait_ready(tls)
         return tls

@@ -93,11 +93,12 @@ def validate_options(
         raise OptionsError(f"unknown user_options {', '.join(unknown)}; allowed keys: image_tag, size")
     tag = options.get("image_tag", RECOMMENDED)
     size_name = options.get("size", default_size)
-    if not isinstance(tag, str) or not isinstance(size_name, str):
-        raise OptionsError("image_tag and size must be strings")
-
     catalog = restriction.catalog(catalog)
     allowed = allowed_tags(catalog, restriction)
+    if not isinstance(tag, str):
+        raise OptionsError(f"image_tag must be a string; allowed: {', '.join(allowed)}")
+    if not isinstance(size_name, str):
+        raise OptionsError(f"size must be a string; allowed: {', '.join(s.name for s in sizes)}")
     if restriction.only:
         if tag not in (restriction.only, RECOMMENDED):
             raise OptionsError(f"{restriction.reason}: only image_tag {restriction.only!r} may be started, not {tag!r}")

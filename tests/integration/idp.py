@@ -32,19 +32,23 @@ from .oidc_provider import ADA, EVE, GRACE, USERS  # noqa: F401  (the tests' use
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def issue_cert(ca_dir: Path, out_dir: Path, ip: str) -> tuple[Path, Path]:
-    """A server certificate for ``ip`` signed by the stackhub local CA in ``ca_dir``."""
+def issue_cert(ca_dir: Path, out_dir: Path, host: str, name: str = "idp") -> tuple[Path, Path]:
+    """A server certificate for ``host`` (a DNS name or an IP address) signed by the stackhub local CA."""
+    try:
+        san = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host)
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
     ca_key = serialization.load_pem_private_key((ca_dir / "ca-key.pem").read_bytes(), None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
         .issuer_name(ca_cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         # Python 3.13's default (strict) verification wants the key ids
@@ -53,7 +57,7 @@ def issue_cert(ca_dir: Path, out_dir: Path, ip: str) -> tuple[Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = out_dir / "idp.pem", out_dir / "idp-key.pem"
+    cert_path, key_path = out_dir / f"{name}.pem", out_dir / f"{name}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))

@@ -39,11 +39,11 @@ def client():
 
 
 def require_image(client, ref: str, how: str = "make images"):
-    """The image, or a clean skip naming the command that builds it."""
+    """The image, or a failure naming the command that builds it (`make test` builds them first)."""
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"{ref} is not built: run `{how}`")
+        pytest.fail(f"{ref} is not built: run `{how}`")
 
 
 @pytest.fixture(scope="module", params=img.DEFAULT_TAGS)
@@ -97,10 +97,18 @@ def test_default_command_is_the_start_script(client, stack):
 
 def test_start_script_makes_home_and_execs_singleuser(client, stack):
     _, ref = stack
-    out = client.containers.run(
-        ref, ["stackhub-start", "--version"], remove=True, environment={"HOME": "/home/newperson"},
-    ).decode()
-    assert re.search(r"^5\.", out.strip(), re.M), out  # jupyterhub-singleuser --version, same major as the hub
+    vol = client.volumes.create(f"stackhub-test-home-{uuid.uuid4().hex[:8]}")
+    try:
+        out = client.containers.run(
+            ref, ["stackhub-start", "--version"], remove=True, environment={"HOME": "/home/newperson"},
+            volumes={vol.name: {"bind": "/home", "mode": "rw"}},
+        ).decode()
+        assert re.search(r"^5\.", out.strip(), re.M), out  # jupyterhub-singleuser --version, same major as the hub
+        owner = client.containers.run(ref, ["stat", "-c", "%U %F", "/home/newperson"], remove=True, entrypoint=[],
+                                      volumes={vol.name: {"bind": "/home", "mode": "ro"}}).decode().strip()
+        assert owner == "lsst directory"  # made by the start script, as the user
+    finally:
+        vol.remove(force=True)
 
 
 def test_bash_login_has_lsst_distrib(box):
@@ -238,7 +246,11 @@ def _pem_blocks(data: bytes) -> set[bytes]:
 
 def _layer_findings(layer: bytes, needles: list[bytes], bundle_sha: str) -> list[str]:
     found = []
-    with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+    try:
+        t = tarfile.open(fileobj=io.BytesIO(layer))
+    except tarfile.ReadError:  # an OCI blob that is no layer (config, manifest): scan its bytes
+        return ["host-only CA certificate in an image blob"] if any(n in layer for n in needles) else []
+    with t:
         for m in t:
             if m.name.endswith("ca.pem") or "stackhub-ca" in m.name:
                 found.append(f"file named like the build CA: {m.name}")
@@ -255,8 +267,9 @@ def _layer_findings(layer: bytes, needles: list[bytes], bundle_sha: str) -> list
 def _check_no_ca(client, ref: str) -> None:
     try:
         bundle = open(HOST_CA, "rb").read()
-    except OSError:
-        pytest.skip(f"no host CA bundle at {HOST_CA}")
+    except OSError as e:
+        pytest.fail(f"no host CA bundle at {HOST_CA} ({e.strerror}): this check looks for copies of it; "
+                    "install Debian's ca-certificates")
     bundle_sha = hashlib.sha256(bundle).hexdigest()
     # certificates added to the host's bundle locally (e.g. a proxy's CA): not Mozilla's public list
     # on the host, nor Debian's list in the image
@@ -270,14 +283,18 @@ def _check_no_ca(client, ref: str) -> None:
     history = json.dumps(client.api.history(ref)) + json.dumps(client.images.get(ref).attrs["Config"])
     assert "ca.pem" not in history and "PIP_CERT" not in history and "cafile" not in history, history
     findings = []
+    layers = 0
     with tempfile_tar(client, ref) as saved:
         for m in saved:
-            if not m.name.endswith("layer.tar"):
+            # the classic `docker save` layout (<id>/layer.tar) or the OCI one (blobs/sha256/<digest>)
+            if not m.isfile() or not (m.name.endswith("layer.tar") or m.name.startswith("blobs/sha256/")):
                 continue
             key = m.name
             if key not in _SEEN_LAYERS:
                 _SEEN_LAYERS[key] = _layer_findings(saved.extractfile(m).read(), needles, bundle_sha)
             findings += _SEEN_LAYERS[key]
+            layers += 1
+    assert layers > 0, f"no layers found in `docker save {ref}`"
     assert findings == []
 
 

@@ -11,6 +11,7 @@ test-artifacts/oauth/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -304,3 +305,43 @@ def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, e
     assert result["StatusCode"] != 0, logs
     assert needle in logs, logs
     assert "never-logged-4711" not in logs
+
+
+def test_client_secret_from_the_environment_is_not_in_docker_inspect(oauth_hub, idp):
+    inspect = json.dumps(oauth_hub.client.api.inspect_container("stackhub-hub"))
+    assert "STACKHUB_OAUTH_CLIENT_SECRET_FILE" in inspect and idp.client_secret not in inspect
+
+
+def test_client_secret_file_is_mounted_read_only_and_not_in_docker_inspect(oauth_hub, idp, tmp_path):
+    hub = oauth_hub
+    secret_file = tmp_path / "oidc-secret"
+    secret_file.touch(0o600)
+    secret_file.write_text(idp.client_secret + "\n")
+    config = oauth_config(hub, idp)
+    config["auth"]["clientSecretFile"] = str(secret_file)
+    try:
+        hub.reconfigure(config)  # no secret in the environment: the file is the only route
+        inspect = hub.client.api.inspect_container("stackhub-hub")
+        mount = next(m for m in inspect["Mounts"] if m["Source"] == str(secret_file))
+        assert mount["RW"] is False
+        assert idp.client_secret not in json.dumps(inspect)
+    finally:
+        hub.reconfigure(oauth_config(hub, idp), environment={"STACKHUB_OAUTH_CLIENT_SECRET": idp.client_secret})
+
+
+def test_up_refuses_a_missing_secret_before_it_starts_anything(oauth_hub, idp, tmp_path):
+    import sys
+
+    import yaml
+
+    hub = oauth_hub
+    config_file = tmp_path / "stackhub.yaml"
+    config_file.write_text(yaml.safe_dump({**TEST_CONFIG, **oauth_config(hub, idp)}))
+    before = {c.name: c.id for c in hub.client.containers.list(all=True)}
+    env = {k: v for k, v in os.environ.items() if k != "STACKHUB_OAUTH_CLIENT_SECRET"}
+    env.update(STACKHUB_STATE=str(hub.deployment.paths.root), STACKHUB_CONFIG=str(config_file))
+    up = subprocess.run([sys.executable, "-m", "spawner.cli", "up"], env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert up.returncode != 0
+    assert "STACKHUB_OAUTH_CLIENT_SECRET" in up.stderr, up.stderr
+    assert {c.name: c.id for c in hub.client.containers.list(all=True)} == before  # nothing (re)started

@@ -14,8 +14,9 @@ def golden(request):
     def check(name, data):
         path = GOLDEN / f"{name}.json"
         text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-        if request.config.getoption("--regen-golden") or not path.exists():
+        if request.config.getoption("--regen-golden"):
             path.write_text(text)
+        assert path.exists(), f"no golden file {path}: run pytest --regen-golden, then review and commit it"
         assert json.loads(path.read_text()) == json.loads(text), f"differs from {path} (--regen-golden to accept)"
     return check
 

@@ -223,12 +223,19 @@ def test_missing_or_empty_secret_file_names_the_file(tmp_path):
         client_secret(auth, ENV)
 
 
-def test_secret_never_in_the_error_or_repr():
+def test_secret_never_in_the_error_or_repr(discovery_server, caplog):
+    """The secret is read first; every later failure of the same start must not carry it."""
     c = apply(OIDC)
+    assert c.GenericOAuthenticator.client_secret == SECRET  # the secret did enter this path
     assert SECRET not in repr(c.GenericOAuthenticator.auth_state_groups_key)
-    with pytest.raises(SystemExit) as e:
-        apply({**OIDC, "clientSecretEnv": "OTHER"})
-    assert SECRET not in str(e.value)
+    assert SECRET not in repr(cfg(OIDC))
+    base, docs, ca = discovery_server
+    docs["/w/.well-known/openid-configuration"] = json.dumps({**DISCOVERY, "issuer": "https://elsewhere"})
+    for issuer in (f"{base}/none", f"{base}/w"):  # the provider answers 404; names another issuer
+        with pytest.raises(SystemExit) as e:
+            update_oauth(Config(), cfg({**OIDC, "issuer": issuer, "caFile": str(ca)}), environ=ENV)
+        assert issuer in str(e.value) and SECRET not in str(e.value)
+    assert SECRET not in caplog.text
 
 
 def test_unreachable_issuer_names_the_url():

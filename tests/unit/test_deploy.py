@@ -10,3 +10,61 @@ def test_hub_mounts_the_courses_volume_read_write_unless_courses_are_off():
     assert "stackhub-courses:/srv/stackhub/courses:rw" in on["volumes"]
     off = hub_container(StackhubConfig.model_validate({"courses": {"enabled": False}}), paths, None)
     assert not any("courses" in v for v in off["volumes"])
+
+
+def test_generated_secrets_are_0600_in_a_0700_directory_and_kept(tmp_path):
+    import stat
+
+    from spawner.deploy import SECRET_NAMES, HostPaths, ensure_secrets
+
+    paths = HostPaths(tmp_path)
+    first = {n: p.read_text() for n, p in ensure_secrets(paths).items()}
+    assert set(first) == set(SECRET_NAMES)
+    for name in SECRET_NAMES:
+        assert stat.S_IMODE((paths.secrets / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(paths.secrets.stat().st_mode) == 0o700
+    assert {n: p.read_text() for n, p in ensure_secrets(paths).items()} == first  # never regenerated
+
+
+def test_generated_certificate_names_the_public_host(tmp_path):
+    from cryptography import x509
+
+    from spawner.config import StackhubConfig
+    from spawner.deploy import HostPaths, tls_files
+
+    cfg = StackhubConfig.model_validate({"hub": {"publicHost": "tutorial.example.org"}})
+    files = tls_files(cfg, HostPaths(tmp_path))
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "tutorial.example.org" in names
+
+
+def test_operator_certificate_is_used_as_given(tmp_path):
+    from spawner.config import StackhubConfig
+    from spawner.deploy import HostPaths, tls_files
+
+    (tmp_path / "c.pem").write_text("x")
+    (tmp_path / "k.pem").write_text("x")
+    cfg = StackhubConfig.model_validate({"tls": {"certFile": str(tmp_path / "c.pem"), "keyFile": str(tmp_path / "k.pem")}})
+    files = tls_files(cfg, HostPaths(tmp_path / "state"))
+    assert (files.ca, files.cert, files.key) == (None, tmp_path / "c.pem", tmp_path / "k.pem")
+    assert not (tmp_path / "state" / "tls").exists()  # no local CA made
+
+
+def test_a_secret_from_the_environment_reaches_the_hub_as_a_private_file(tmp_path):
+    import stat
+
+    from spawner.auth import client_secret
+    from spawner.config import StackhubConfig
+    from spawner.deploy import HostPaths, hub_container, secret_environment
+
+    paths = HostPaths(tmp_path)
+    env = secret_environment(paths, {"STACKHUB_OAUTH_CLIENT_SECRET": "s3cret-4711"})
+    assert env == {"STACKHUB_OAUTH_CLIENT_SECRET_FILE": "/srv/stackhub/secrets/env-stackhub_oauth_client_secret"}
+    spec = hub_container(StackhubConfig(), paths, None, env)
+    assert "s3cret-4711" not in repr(spec)  # what `docker inspect` would show
+    on_host = paths.secrets / "env-stackhub_oauth_client_secret"
+    assert stat.S_IMODE(on_host.stat().st_mode) == 0o600
+    auth = StackhubConfig.model_validate({"auth": {"type": "github", "clientId": "x", "allowAll": True}}).auth
+    # the hub reads it back (here with the host path in place of the container's)
+    assert client_secret(auth, {"STACKHUB_OAUTH_CLIENT_SECRET_FILE": str(on_host)}) == "s3cret-4711"

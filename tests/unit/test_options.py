@@ -26,7 +26,8 @@ def test_named_tag_and_size(catalog):
     ({"image_tag": "../../etc"}, "unknown image_tag"),
     ({"size": "huge"}, "allowed: small, medium, large"),
     ({"image": "evil/image"}, "allowed keys: image_tag, size"),
-    ({"image_tag": 3}, "must be strings"),
+    ({"image_tag": 3}, "image_tag must be a string; allowed: recommended, v30_0_0, w_2026_43"),
+    ({"size": ["small"]}, "size must be a string; allowed: small, medium, large"),
     ([1, 2], "JSON object"),
 ])
 def test_bad_options_name_what_is_allowed(catalog, options, needle):
