@@ -54,3 +54,19 @@ def test_a_size_larger_than_the_host_stops_the_hub_at_start_naming_it(hub):
     text = out.decode()
     assert code == 1, text
     assert f"size 'huge' (cpu {ncpu + 1} > {ncpu} cores)" in text and f"{ncpu} cores and" in text, text
+
+
+def test_a_default_size_the_host_cannot_give_is_neither_offered_nor_started(hub, user):
+    """The embedded sizes are small (1 core), medium (2), large (4 cores): large fits only a 4-core host."""
+    name = user("sizes")
+    fits = hub.client.info()["NCPU"] >= 4
+    html = hub.session(name).get(f"{hub.url}hub/spawn").text
+    assert ('value="large"' in html) is fits and 'value="small"' in html
+    r = hub.api("POST", f"/users/{requests.utils.quote(name, safe='')}/server", json={"size": "large"})
+    if fits:
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready(name)
+        hub.stop(name)
+    else:
+        assert r.status_code == 400 and "unknown size 'large'; allowed: small, medium" in r.json()["message"], r.text
+        assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
