@@ -2,16 +2,18 @@
 
 All settings come from the stackhub config (stackhub.yaml, path in $STACKHUB_CONFIG; embedded
 defaults otherwise); see spawner/config.py for every key. A bad file stops the hub with a message
-naming the file and the key.
+naming the file and the key, and so does a size larger than the host.
 """
 
 import sys
 
 from spawner.config import ConfigError, load_config
+from spawner.host import fit_to_engine
 from spawner.hubconfig import apply_config
 
 try:
-    stackhub = load_config()
+    # a size larger than the host (cores, memory from the Docker engine) stops the hub here
+    stackhub = fit_to_engine(load_config())
 except ConfigError as e:
     print(f"stackhub: {e}", file=sys.stderr)
     sys.exit(1)

@@ -125,6 +125,15 @@ def cmd_session(args) -> int:
         who = s["group"] or "everyone"
         print(f"session {s['name']!r}: {who} locked to {s['tag']} ({s['status']}; "
               f"{s['start'] or 'now'} to {s['end'] or 'until closed'})")
+    elif args.session_command in ("status", "repair"):
+        if args.session_command == "repair":
+            p = api("POST", "policy/repair", {"empty": args.empty})
+            print("repaired: " + ("the policy is now empty" if args.empty else "the last good policy is restored"))
+        else:
+            p = api("GET", "policy")
+        print(f"policy {p['file']}: " + ("ok" if p["ok"] else f"UNUSABLE: {p['problem']}"))
+        print(p["enforcing"])
+        return 0 if p["ok"] else 1
     elif args.session_command == "close":
         api("DELETE", f"sessions/{quote(args.name, safe='')}")
         print(f"session {args.name!r} closed")
@@ -236,6 +245,10 @@ def register(sub):
     cl = ssub.add_parser("close", help="end a session now and restore the normal menu")
     cl.add_argument("name", metavar="NAME")
     ssub.add_parser("list", help="sessions and their status (scheduled, active, ended)")
+    ssub.add_parser("status", help="is the stored policy usable? (exit 1 if not: what is enforced instead)")
+    rp = ssub.add_parser("repair", help="replace an unusable policy.json with the last good policy")
+    rp.add_argument("--empty", action="store_true",
+                    help="replace it with an empty policy instead (drops every hidden tag and session lock)")
     sess.set_defaults(func=_guard(cmd_session))
 
     users = sub.add_parser("users", help="tutorial login accounts")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -278,6 +279,62 @@ def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
             key = ".".join(str(p) for p in err["loc"])
             problems.append(f"  {key}: {err['msg']}")
         raise ConfigError(f"{path}: invalid config\n" + "\n".join(problems)) from None
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def memory_bytes(value: str) -> int:
+    """A size's memory (``512M``, ``2G``, ``1.5G``; no unit: bytes) in bytes, as Docker reads it."""
+    unit = value[-1] if value[-1:].isalpha() else ""
+    return int(float(value[: len(value) - len(unit)]) * _UNITS[unit.upper()])
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What the engine's host has (Docker's ``info``: NCPU, MemTotal)."""
+
+    cpus: float
+    memory: int  # bytes
+
+    def describe(self) -> str:
+        return f"{self.cpus:g} cores and {self.memory / 1024**3:.1f} GiB of memory"
+
+
+def sizes_too_large(sizes: list[Size], host: HostCapacity) -> list[str]:
+    """Why each size that cannot run on ``host`` cannot (empty: all fit). Equal to the host fits."""
+    problems = []
+    for s in sizes:
+        why = []
+        if s.cpu > host.cpus:
+            why.append(f"cpu {s.cpu:g} > {host.cpus:g} cores")
+        if memory_bytes(s.memory) > host.memory:
+            why.append(f"memory {s.memory} > {host.memory / 1024**3:.1f} GiB")
+        if why:
+            problems.append(f"size {s.name!r} ({', '.join(why)})")
+    return problems
+
+
+def fit_sizes_to_host(cfg: StackhubConfig, host: HostCapacity) -> tuple[StackhubConfig, list[str]]:
+    """Refuse sizes larger than the host (pure; the host's capacity comes from the engine at the edge).
+
+    Sizes the operator wrote in ``sizes`` must all fit: one that does not is a ConfigError naming it
+    and the host's capacity, so the hub does not start with a size no server could get. The
+    embedded default sizes (small, medium, large) are meant for any host, so those that do not fit
+    are dropped instead; the second value says which (for the log). The default size must remain.
+    """
+    problems = sizes_too_large(cfg.sizes, host)
+    if not problems:
+        return cfg, []
+    if "sizes" in cfg.model_fields_set:
+        raise ConfigError(f"sizes larger than this host ({host.describe()}): {'; '.join(problems)}. "
+                          "Make them smaller in stackhub.yaml or remove them")
+    too_large = set(n.name for n in cfg.sizes if sizes_too_large([n], host))
+    if cfg.stack.default_size in too_large:
+        raise ConfigError(f"the default size {cfg.stack.default_size!r} is larger than this host "
+                          f"({host.describe()}): {'; '.join(problems)}. Set smaller sizes in stackhub.yaml")
+    kept = [s for s in cfg.sizes if s.name not in too_large]
+    return cfg.model_copy(update={"sizes": kept}), problems
 
 
 def json_schema() -> dict:

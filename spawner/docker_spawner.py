@@ -27,6 +27,7 @@ from .catalog import CatalogSource
 from .config import StackhubConfig
 from .options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
                       validate_options)
+from .policy_store import PolicyUnavailable
 from .specs import ServerSpec, build_server_spec
 
 
@@ -127,7 +128,10 @@ class LSSTDockerSpawner(DockerSpawner):
     async def restriction(self) -> Restriction:
         if self.policy is None:
             return Restriction()
-        return await self.policy.restriction_for(self.user)
+        try:
+            return await self.policy.restriction_for(self.user)
+        except PolicyUnavailable as e:  # a bad policy file and no last good one: refuse, never fail open
+            raise web.HTTPError(503, str(e)) from None
 
     async def render_options_form(self) -> str:
         catalog = await self.catalog_source().get()

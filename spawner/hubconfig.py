@@ -8,6 +8,7 @@ tests call it on a plain ``Config()``. Secrets are read from files at start (gen
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     c.JupyterHub.spawner_class = LSSTDockerSpawner
     c.LSSTDockerSpawner.stackhub_config = cfg
     # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
-    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state))
+    # a bad policy file keeps the last good policy and is logged at error level in the hub's log
+    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
     c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120

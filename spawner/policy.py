@@ -119,7 +119,21 @@ class Session:
                 "end": _iso(self.end), "opened_by": self.opened_by, "opened_at": _iso(self.opened_at)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Session":
+    def from_json(cls, data) -> "Session":
+        """A stored session, checked strictly: a wrong type or unknown key is a PolicyError."""
+        if not isinstance(data, dict):
+            raise PolicyError(f"a session must be an object, not {type(data).__name__}")
+        unknown = sorted(set(data) - _SESSION_KEYS)
+        if unknown:
+            raise PolicyError(f"unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(_SESSION_KEYS))}")
+        for key in ("name", "tag"):
+            if not isinstance(data.get(key), str):
+                raise PolicyError(f"{key} must be a string, not {_kind(data.get(key))}")
+        for key in ("group", "start", "end", "opened_at"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise PolicyError(f"{key} must be a string or null, not {_kind(data[key])}")
+        if not isinstance(data.get("opened_by", ""), str):
+            raise PolicyError(f"opened_by must be a string, not {_kind(data['opened_by'])}")
         return cls(name=data["name"], tag=data["tag"], group=data.get("group"),
                    start=parse_time(data.get("start")), end=parse_time(data.get("end")),
                    opened_by=data.get("opened_by", ""), opened_at=parse_time(data.get("opened_at")))
@@ -141,13 +155,55 @@ class Policy:
                 "sessions": [s.to_json() for s in self.sessions]}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Policy":
-        """Tolerant of missing keys (an older or empty file); a newer version is refused."""
+    def from_json(cls, data) -> "Policy":
+        """The stored policy, checked against its schema; any violation is a PolicyError naming it.
+
+        Missing keys are allowed (an older or empty file); a wrong type, an unknown key (a typo such
+        as ``sesions`` would otherwise drop every lock), a bad tag or time, two sessions of one name
+        and a newer version are not.
+        """
+        if not isinstance(data, dict):
+            raise PolicyError(f"the top level must be a JSON object, not {_kind(data)}")
+        unknown = sorted(set(data) - _POLICY_KEYS)
+        if unknown:
+            raise PolicyError(f"unknown keys {', '.join(unknown)}; allowed: {', '.join(sorted(_POLICY_KEYS))}")
         version = data.get("version", STATE_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise PolicyError(f"version must be an integer, not {_kind(version)}")
         if version > STATE_VERSION:
             raise PolicyError(f"policy state version {version} is newer than this stackhub ({STATE_VERSION})")
-        return cls(hidden=frozenset(data.get("hidden") or ()), recommended=data.get("recommended"),
-                   sessions=tuple(Session.from_json(s) for s in data.get("sessions") or ()))
+        hidden = data.get("hidden") or []
+        if not isinstance(hidden, list):
+            raise PolicyError(f"hidden must be a list of tags, not {_kind(hidden)}")
+        for i, tag in enumerate(hidden):
+            _at(f"hidden[{i}]", check_tag, tag)
+        recommended = data.get("recommended")
+        if recommended is not None:
+            _at("recommended", check_tag, recommended)
+        sessions = data.get("sessions") or []
+        if not isinstance(sessions, list):
+            raise PolicyError(f"sessions must be a list, not {_kind(sessions)}")
+        parsed = tuple(_at(f"sessions[{i}]", Session.from_json, s) for i, s in enumerate(sessions))
+        names = [s.name for s in parsed]
+        if len(set(names)) != len(names):
+            raise PolicyError(f"sessions: a name is used twice ({', '.join(sorted(names))})")
+        return cls(hidden=frozenset(hidden), recommended=recommended, sessions=parsed)
+
+
+_POLICY_KEYS = {"version", "hidden", "recommended", "sessions"}
+_SESSION_KEYS = {"name", "tag", "group", "start", "end", "opened_by", "opened_at"}
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _at(where: str, fn, value):
+    """``fn(value)``, a PolicyError prefixed with where in the file it happened."""
+    try:
+        return fn(value)
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {e}") from None
 
 
 # --- evaluation ---------------------------------------------------------------------------------

@@ -18,6 +18,14 @@ REST API (JSON; under ``/services/stackhub-sessions/api``)::
     POST   jobs                  {"action": "start"|"stop", "user"|"group", "tag"?, "size"?, "concurrency"?}
     GET    jobs | jobs/<id>      progress of starts, pre-warms and stops
     GET    audit?limit=N
+    GET    policy                the policy file's health: ok, problem, what is enforced
+    POST   policy/repair         {"empty": false|true}   overwrite a bad policy.json with the
+                                 last good policy (or, with "empty": true, with no policy)
+
+A bad ``policy.json`` (not JSON, wrong types, ...) never lifts a lock: the last good policy stays
+in force, the page shows the problem at the top, and a change made here applies to what is
+enforced and replaces the bad file (kept as ``policy.json.rejected``). With no last good policy,
+reads and changes answer 503 until ``policy/repair``.
 
 The policy itself is stored by ``policy_store`` in the hub's state volume, where the spawner in the
 hub process reads it.
@@ -41,7 +49,7 @@ from .hubservice import ServiceHandler, routes, serve
 from .jobs import Job, Jobs, Row
 from .policy import (Policy, PolicyConflict, PolicyError, Session, close_session, hide, open_session, parse_time, recommend,
                      show)
-from .policy_store import PolicyStore, now_utc
+from .policy_store import PolicyStore, PolicyUnavailable, now_utc
 
 log = logging.getLogger("stackhub.sessions")
 MAX_CONCURRENCY = 16
@@ -121,9 +129,18 @@ class Base(ServiceHandler):
     def denied_message(self, model: dict) -> str:
         return f"{model.get('kind', 'user')} {model['name']} is not a hub admin"
 
+    def policy(self) -> Policy:
+        """The enforced policy; 503 naming the problem when the file is bad and no last good one is known."""
+        try:
+            return self.ctx.store.load()
+        except PolicyUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
+
     async def change(self, fn, action: str, detail: dict):
         try:
             return self.ctx.store.change(fn, who=self.who, action=action, detail=detail)
+        except PolicyUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
         except PolicyError as e:
             raise web.HTTPError(409 if isinstance(e, PolicyConflict) else 400, str(e)) from None
 
@@ -133,12 +150,12 @@ class PageHandler(Base):
 
     async def get(self):
         self.render_page("sessions.html", sizes=self.ctx.cfg.sizes, default_size=self.ctx.cfg.stack.default_size,
-                         concurrency=self.ctx.concurrency)
+                         concurrency=self.ctx.concurrency, policy=self.ctx.store.state())
 
 
 class TagsHandler(Base):
     async def get(self):
-        self.send(tags_view(await self.ctx.catalog.get(), self.ctx.store.load()))
+        self.send(tags_view(await self.ctx.catalog.get(), self.policy()))
 
 
 class TagHandler(Base):
@@ -148,7 +165,7 @@ class TagHandler(Base):
             raise web.HTTPError(400, 'send {"hidden": true} or {"hidden": false}')
         catalog = await self.ctx.catalog.get()
         if hidden:
-            rec = effective(catalog, self.ctx.store.load()).recommended
+            rec = effective(catalog, self.policy()).recommended
             policy = await self.change(lambda p: hide(p, tag, effective_recommended=rec), "tags.hide", {"tag": tag})
         else:
             policy = await self.change(lambda p: show(p, tag), "tags.show", {"tag": tag})
@@ -168,7 +185,7 @@ class RecommendedHandler(Base):
 
 class SessionsHandler(Base):
     async def get(self):
-        self.send(sessions_view(self.ctx.store.load()))
+        self.send(sessions_view(self.policy()))
 
 
 class SessionHandler(Base):
@@ -187,16 +204,33 @@ class SessionHandler(Base):
                               opened_by=self.who, opened_at=now_utc())
         except PolicyError as e:
             raise web.HTTPError(400, str(e)) from None
-        replaced = self.ctx.store.load().session(name) is not None
+        replaced = self.policy().session(name) is not None
         policy = await self.change(lambda p: open_session(p, session, known=catalog.names()),
                                    "session.update" if replaced else "session.open", session.to_json())
         self.send({**policy.session(name).to_json(), "status": session.status(now_utc())})
 
     async def delete(self, name):
-        old = self.ctx.store.load().session(name)
+        old = self.policy().session(name)
         await self.change(lambda p: close_session(p, name), "session.close",
                           old.to_json() if old else {"name": name})
         self.send({"closed": name})
+
+
+class PolicyHandler(Base):
+    async def get(self):
+        self.send({**self.ctx.store.state().to_json(), "file": str(self.ctx.store.path)})
+
+
+class PolicyRepairHandler(Base):
+    async def post(self):
+        empty = self.body().get("empty", False)
+        if not isinstance(empty, bool):
+            raise web.HTTPError(400, 'send {"empty": false} (restore the last good policy) or {"empty": true}')
+        try:
+            state = self.ctx.store.repair(empty=empty, who=self.who)
+        except PolicyError as e:
+            raise web.HTTPError(409, str(e)) from None
+        self.send({**state.to_json(), "file": str(self.ctx.store.path)})
 
 
 class UsersHandler(Base):
@@ -279,6 +313,8 @@ def make_app(ctx: Context) -> web.Application:
         ("recommended", RecommendedHandler),
         ("sessions", SessionsHandler),
         (r"sessions/([^/]+)", SessionHandler),
+        ("policy", PolicyHandler),
+        ("policy/repair", PolicyRepairHandler),
         ("users", UsersHandler),
         ("groups", GroupsHandler),
         ("jobs", JobsHandler),
@@ -294,7 +330,9 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=3, help="servers a pre-warm starts at the same time")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
-    ctx = Context.from_config(load_config(), state=args.state, concurrency=args.concurrency)
+    from .host import fit_to_engine
+
+    ctx = Context.from_config(fit_to_engine(load_config(), log=log), state=args.state, concurrency=args.concurrency)
     serve(make_app(ctx), args.port, log)
     return 0
 

@@ -239,6 +239,81 @@ def test_cli_tags_and_sessions(hub, user, tags):
     assert bad.returncode == 2 and "no session" in bad.stderr
 
 
+HUB_STATE = "/srv/stackhub/state"  # the hub state volume (hub.stateVolume) in the hub container
+
+
+def hub_container(hub):
+    return hub.client.containers.get("stackhub-hub")
+
+
+def state_file(hub, name, text=None) -> str:
+    """Read (or, with ``text``, overwrite in place, as a careless editor would) a file of the hub's state."""
+    path = f"{HUB_STATE}/{name}"
+    if text is None:
+        code, out = hub_container(hub).exec_run(["cat", path])
+    else:
+        code, out = hub_container(hub).exec_run(["sh", "-c", 'printf %s "$1" > "$2"', "sh", text, path])
+    assert code == 0, out
+    return out.decode()
+
+
+def until(what, check, timeout=60):
+    """Poll ``check`` until it returns something true, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.5)
+    return result
+
+
+def test_a_corrupt_policy_file_keeps_the_lock_logs_and_shows_on_the_page(hub, user, tags):
+    """Issue 10 point 6: a corrupt policy.json never fails open, also across a hub restart."""
+    _, locked, other = tags
+    member = user("corrupt")
+    group = make_group(hub, [member])
+    session = f"locked {uuid.uuid4().hex[:4]}"
+    q = requests.utils.quote(session, safe="")
+    ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group}))
+    good = state_file(hub, "policy.json")
+    assert session in state_file(hub, "policy.json.last-good")
+    try:
+        state_file(hub, "policy.json", '{"version": 1, "sessions": [{"name": "' + session[:3])  # truncated
+        since = int(time.time()) - 1
+        for restarted in (False, True):
+            # the lock still holds: another tag is refused with 400 naming the session, nothing starts
+            r = spawn_status(hub, member, {"image_tag": other})
+            assert r.status_code == 400 and session in r.json()["message"], (restarted, r.status_code, r.text)
+            assert hub.api("GET", f"/users/{member}").json()["servers"] == {}
+            assert offered(form(hub, member)) == {locked}  # the form is the locked one, not a 500
+            # the sessions page and API say what is wrong and what is enforced
+            state = ok(svc(hub, "GET", "policy"))
+            assert not state["ok"] and state["source"] == "last-good", state
+            assert f"{HUB_STATE}/policy.json: not valid JSON" in state["problem"], state
+            page = admin_page(hub).get(f"{hub.url}{SERVICE}").text
+            assert "The session policy file is unusable" in page and "not valid JSON" in page
+            assert session in [s["name"] for s in ok(svc(hub, "GET", "sessions"))["sessions"]]
+            # the hub's log has it at error level, naming the file
+            needle = f"the tag policy is unusable, {HUB_STATE}/policy.json: not valid JSON".encode()
+            until("the error in the hub's log", lambda: needle in hub_container(hub).logs(since=since))
+            if not restarted:  # a restarted hub (nothing in memory) reads the last good policy from disk
+                since = int(time.time())
+                hub_container(hub).restart()
+                hub.deployment.wait_ready(hub.tls)
+                until("stackhub-sessions after the restart", lambda: svc(hub, "GET", "policy").status_code == 200)
+        # an admin repairs it from the page's API: the last good policy comes back, the bad file is kept
+        repaired = ok(svc(hub, "POST", "policy/repair", json={"empty": False}))
+        assert repaired["ok"] and repaired["source"] == "file", repaired
+        assert session in state_file(hub, "policy.json")
+        assert state_file(hub, "policy.json.rejected").startswith('{"version": 1, "sessions"')
+        assert 'id="policy-problem" role="alert" hidden' in admin_page(hub).get(f"{hub.url}{SERVICE}").text
+    finally:
+        if not ok(svc(hub, "GET", "policy"))["ok"]:
+            state_file(hub, "policy.json", good)
+        ok(svc(hub, "DELETE", f"sessions/{q}"))
+    assert ok(svc(hub, "GET", "policy"))["ok"]
+    assert other in offered(form(hub, member))
+
+
 @pytest.mark.browser
 def test_the_page_in_a_browser_starts_a_users_server_and_hides_a_tag(hub, user, tags):
     """The admin's page driven in Chromium: the Users table's Start, then Hide/Show of a tag."""

@@ -41,3 +41,60 @@ def test_schema_forbids_unknown_keys():
     schema = json_schema()
     assert schema["additionalProperties"] is False
     assert "httpsPort" in schema["$defs"]["HubSettings"]["properties"]
+
+
+# --- sizes against the host's capacity -------------------------------------------------------------
+
+from spawner.config import HostCapacity, fit_sizes_to_host, memory_bytes  # noqa: E402
+
+GIB = 1024**3
+TWO_CORES = HostCapacity(cpus=2, memory=24 * GIB)
+
+
+@pytest.mark.parametrize("value,expected", [("512M", 512 * 1024**2), ("2G", 2 * GIB), ("1.5G", int(1.5 * GIB)),
+                                            ("1T", 1024 * GIB), ("1000", 1000), ("64K", 65536)])
+def test_memory_is_read_as_docker_reads_it(value, expected):
+    assert memory_bytes(value) == expected
+
+
+def test_a_configured_size_larger_than_the_host_is_refused_naming_it_and_the_host(tmp_path):
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("sizes:\n  - {name: small, cpu: 1, memory: 2G}\n  - {name: huge, cpu: 8, memory: 2G}\n"
+                 "  - {name: fat, cpu: 1, memory: 64G}\n")
+    with pytest.raises(ConfigError) as e:
+        fit_sizes_to_host(load_config(f), TWO_CORES)
+    message = str(e.value)
+    assert "'huge' (cpu 8 > 2 cores)" in message and "'fat' (memory 64G > 24.0 GiB)" in message
+    assert "2 cores and 24.0 GiB" in message and "'small'" not in message
+
+
+def test_a_size_equal_to_the_host_fits(tmp_path):
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("sizes:\n  - {name: small, cpu: 2, memory: 24G}\n")
+    cfg, dropped = fit_sizes_to_host(load_config(f), TWO_CORES)
+    assert dropped == [] and [s.name for s in cfg.sizes] == ["small"]
+
+
+def test_default_sizes_larger_than_the_host_are_dropped_not_fatal():
+    cfg, dropped = fit_sizes_to_host(StackhubConfig(), TWO_CORES)
+    assert [s.name for s in cfg.sizes] == ["small", "medium"]
+    assert dropped == ["size 'large' (cpu 4 > 2 cores)"]
+    assert fit_sizes_to_host(StackhubConfig(), HostCapacity(cpus=64, memory=256 * GIB))[0].sizes == StackhubConfig().sizes
+
+
+def test_a_host_too_small_for_the_default_size_is_refused():
+    with pytest.raises(ConfigError, match="default size 'small'"):
+        fit_sizes_to_host(StackhubConfig(), HostCapacity(cpus=1, memory=1 * GIB))
+
+
+def test_the_engine_edge_reads_ncpu_and_memtotal_and_skips_other_backends():
+    from spawner.host import engine_capacity, fit_to_engine
+
+    class Engine:
+        def info(self):
+            return {"NCPU": 2, "MemTotal": 24 * GIB}
+
+    assert engine_capacity(Engine()) == TWO_CORES
+    assert [s.name for s in fit_to_engine(StackhubConfig(), Engine()).sizes] == ["small", "medium"]
+    k8s = StackhubConfig.model_validate({"spawner": {"backend": "kubernetes"}})
+    assert fit_to_engine(k8s, Engine()) is k8s

@@ -50,3 +50,15 @@ def test_every_spawner_shares_the_config_and_policy_objects(tmp_path):
     a, b = LSSTDockerSpawner(config=c), LSSTDockerSpawner(config=c)
     assert a.stackhub_config is b.stackhub_config is c.LSSTDockerSpawner.stackhub_config
     assert a.policy is b.policy
+
+
+def test_named_servers_are_capped_per_user_by_jupyterhubs_own_limit(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    assert c.JupyterHub.allow_named_servers is True and c.JupyterHub.named_server_limit_per_user == 3
+    cfg = StackhubConfig.model_validate({"hub": {"namedServers": {"limit": 1}}})
+    assert apply_config(Config(), cfg, paths(tmp_path)).JupyterHub.named_server_limit_per_user == 1
+
+
+def test_the_hub_logs_policy_problems_in_its_own_log(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    assert c.LSSTDockerSpawner.policy.store.log.name == "JupyterHub"

@@ -11,7 +11,7 @@ from spawner.config import StackhubConfig
 from spawner.options import OptionsError, Restriction, allowed_tags, build_menu, render_form, validate_options
 from spawner.policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time,
                             recommend, restriction, session_for, show)
-from spawner.policy_store import HubPolicy, PolicyStore
+from spawner.policy_store import HubPolicy, PolicyStore, PolicyUnavailable
 
 UTC = dt.timezone.utc
 NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -229,7 +229,188 @@ async def test_hub_policy_reads_user_groups_and_admin(tmp_path):
     assert (await hp.restriction_for(admin)).only is None
 
 
-async def test_unreadable_policy_file_means_no_policy(tmp_path):
+# --- fail closed: a bad policy.json keeps the last good policy ------------------------------------
+
+ANN = SimpleNamespace(name="ann", admin=False, groups=[SimpleNamespace(name="dm")])
+ADMIN = SimpleNamespace(name="root", admin=True, groups=[])
+
+
+def locked_store(tmp_path, **kw):
+    """A store whose policy locks group dm to w_2026_41 (written through the store, as the service does)."""
+    store = PolicyStore(tmp_path, **kw)
+    store.change(lambda p: open_session(p, tutorial(), known=KNOWN), who="admin", action="session.open", detail={})
+    return store
+
+
+def corrupt(tmp_path, text):
+    """Overwrite policy.json by hand (a new inode and size, as an editor would)."""
+    path = tmp_path / "policy.json"
+    path.unlink()
+    path.write_text(text)
+
+
+BAD_FILES = {
+    "not json": ("{not json", "not valid JSON"),
+    "truncated": ('{"version": 1, "sessions": [{"name": "x", "ta', "not valid JSON"),
+    "top level a list": ("[]", "top level must be a JSON object"),
+    "hidden a string": ('{"hidden": "w_2026_42"}', "hidden must be a list"),
+    "sessions an object": ('{"sessions": {"name": "x"}}', "sessions must be a list"),
+    "session tag a number": ('{"sessions": [{"name": "x", "tag": 43}]}', "sessions[0]: tag must be a string"),
+    "session without tag": ('{"sessions": [{"name": "x"}]}', "sessions[0]: tag must be a string"),
+    "session bad time": ('{"sessions": [{"name": "x", "tag": "w_2026_41", "end": "tomorrow"}]}', "sessions[0]: time"),
+    "typo in a key": ('{"sesions": []}', "unknown keys sesions"),
+    "version a string": ('{"version": "1"}', "version must be an integer"),
+    "recommended not a tag": ('{"recommended": "recommended"}', "recommended: 'recommended' is not a stack tag"),
+    "hidden tag with a slash": ('{"hidden": ["../x"]}', "hidden[0]:"),
+    "not utf-8": (b"\xff\xfe{}".decode("latin-1"), "not"),
+}
+
+
+@pytest.mark.parametrize("text,needle", BAD_FILES.values(), ids=BAD_FILES.keys())
+async def test_a_corrupt_or_invalid_policy_keeps_the_last_good_one_and_says_why(tmp_path, text, needle, caplog):
+    store = locked_store(tmp_path)
+    hp = HubPolicy(store, clock=lambda: NOON)
+    assert (await hp.restriction_for(ANN)).only == "w_2026_41"
+    if text.startswith("\xff"):
+        (tmp_path / "policy.json").write_bytes(text.encode("latin-1"))
+    else:
+        corrupt(tmp_path, text)
+    with caplog.at_level("ERROR"):
+        assert (await hp.restriction_for(ANN)).only == "w_2026_41"  # the lock holds
+    state = store.state()
+    assert state.source == "last-good" and not state.ok
+    assert str(tmp_path / "policy.json") in state.problem and needle in state.problem, state.problem
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and str(tmp_path / "policy.json") in errors[0].getMessage() and needle in errors[0].getMessage()
+
+
+async def test_a_restarted_hub_with_a_corrupt_file_still_enforces_the_last_good_policy(tmp_path):
+    locked_store(tmp_path)
+    assert json.loads((tmp_path / "policy.json.last-good").read_text())["sessions"][0]["tag"] == "w_2026_41"
+    corrupt(tmp_path, '{"sessions": "oops"}')
+    fresh = HubPolicy(PolicyStore(tmp_path), clock=lambda: NOON)  # a new process: nothing in memory
+    assert (await fresh.restriction_for(ANN)).only == "w_2026_41"
+    assert fresh.state().last_good_at
+
+
+async def test_the_last_good_policy_is_the_newest_good_one_read(tmp_path):
+    store = locked_store(tmp_path)
+    # an admin edits the file by hand, validly: that becomes the last good policy
+    (tmp_path / "policy.json").unlink()
+    (tmp_path / "policy.json").write_text(json.dumps({"sessions": [tutorial(tag="w_2026_42").to_json()]}))
+    assert store.load().sessions[0].tag == "w_2026_42"
+    corrupt(tmp_path, "{")
+    assert PolicyStore(tmp_path).load().sessions[0].tag == "w_2026_42"
+
+
+async def test_a_corrupt_file_and_no_last_good_refuses_non_admins_with_the_problem(tmp_path, caplog):
     (tmp_path / "policy.json").write_text("{not json")
     hp = HubPolicy(PolicyStore(tmp_path))
-    assert await hp.restriction_for(SimpleNamespace(name="a", admin=False, groups=[])) == Restriction()
+    with pytest.raises(PolicyUnavailable) as e, caplog.at_level("ERROR"):
+        await hp.restriction_for(ANN)
+    message = str(e.value)
+    assert "the session policy is unreadable" in message and str(tmp_path / "policy.json") in message
+    assert "not valid JSON" in message and "stackhub session repair" in message and "sessions page" in message
+    assert any("policy.json" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    # admins are never restricted, so they are not refused
+    assert await hp.restriction_for(ADMIN) == Restriction()
+    assert hp.state().source == "none"
+
+
+async def test_the_spawner_turns_an_unusable_policy_into_503_not_500(tmp_path):
+    from tornado import web
+
+    from spawner.docker_spawner import LSSTDockerSpawner
+
+    (tmp_path / "policy.json").write_text("[")
+    spawner = SimpleNamespace(policy=HubPolicy(PolicyStore(tmp_path)), user=ANN)
+    with pytest.raises(web.HTTPError) as e:
+        await LSSTDockerSpawner.restriction(spawner)
+    assert e.value.status_code == 503 and "the session policy is unreadable" in e.value.log_message
+
+
+def test_only_an_absent_file_means_the_empty_policy(tmp_path):
+    store = PolicyStore(tmp_path)
+    assert store.state().source == "absent" and store.load() == Policy()
+    (tmp_path / "policy.json").write_text("")
+    assert store.state().source == "none"
+    with pytest.raises(PolicyUnavailable):
+        store.load()
+
+
+def test_an_unreadable_file_keeps_the_last_good_policy(tmp_path):
+    store = locked_store(tmp_path)
+    (tmp_path / "policy.json").unlink()
+    (tmp_path / "policy.json").mkdir()  # read fails with an OSError (also as root, unlike chmod 000)
+    state = store.state()
+    assert state.source == "last-good" and "cannot read" in state.problem
+    assert store.load().sessions[0].tag == "w_2026_41"
+
+
+def test_the_problem_is_logged_once_per_bad_file_not_per_spawn(tmp_path, caplog):
+    store = locked_store(tmp_path)
+    corrupt(tmp_path, "{")
+    with caplog.at_level("ERROR"):
+        for _ in range(5):
+            store.load()
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+
+
+def test_a_change_while_the_file_is_bad_applies_to_the_last_good_and_keeps_the_bad_file(tmp_path):
+    store = locked_store(tmp_path)
+    corrupt(tmp_path, "{garbage")
+    store.change(lambda p: hide(p, "w_2026_42", effective_recommended=None), who="admin", action="tags.hide",
+                 detail={})
+    p = PolicyStore(tmp_path).load()
+    assert p.hidden == {"w_2026_42"} and p.sessions[0].tag == "w_2026_41"
+    assert (tmp_path / "policy.json.rejected").read_text() == "{garbage"
+    assert store.state().ok
+    assert [e["action"] for e in store.audit()][:2] == ["tags.hide", "policy.replace-unusable"]
+
+
+def test_without_a_last_good_policy_changes_are_refused_until_an_explicit_repair(tmp_path):
+    (tmp_path / "policy.json").write_text("{")
+    store = PolicyStore(tmp_path)
+    with pytest.raises(PolicyUnavailable):
+        store.change(lambda p: show(p, "w_2026_42"), who="admin", action="tags.show", detail={})
+    with pytest.raises(PolicyError, match="no last good policy"):
+        store.repair(empty=False, who="admin")
+    assert (tmp_path / "policy.json").read_text() == "{"
+    state = store.repair(empty=True, who="admin")
+    assert state.ok and store.load() == Policy()
+    assert store.audit()[0]["action"] == "policy.repair" and store.audit()[0]["detail"]["restored"] == "empty"
+
+
+def test_repair_restores_the_last_good_policy_and_refuses_a_good_file(tmp_path):
+    store = locked_store(tmp_path)
+    with pytest.raises(PolicyError, match="nothing to repair"):
+        store.repair(empty=False, who="admin")
+    corrupt(tmp_path, "nope")
+    assert store.repair(empty=False, who="admin").source == "file"
+    assert PolicyStore(tmp_path).load().sessions[0].tag == "w_2026_41"
+
+
+@pytest.mark.parametrize("fail", ["os.replace", "os.fsync"])
+def test_an_interrupted_write_leaves_the_old_file_whole_and_no_partial_file(tmp_path, monkeypatch, fail):
+    store = locked_store(tmp_path)
+    before = (tmp_path / "policy.json").read_bytes()
+
+    def boom(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fail, boom)
+    with pytest.raises(OSError):
+        store.change(lambda p: hide(p, "w_2026_42", effective_recommended=None), who="a", action="x", detail={})
+    monkeypatch.undo()
+    assert (tmp_path / "policy.json").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["policy-audit.jsonl", "policy.json", "policy.json.last-good",
+                                            "policy.json.lock"]
+    assert PolicyStore(tmp_path).load().hidden == frozenset()
+
+
+def test_policy_files_are_written_whole_with_their_modes(tmp_path):
+    locked_store(tmp_path)
+    assert (tmp_path / "policy.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "policy.json.last-good").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "policy.json.last-good").read_text()) == json.loads(
+        (tmp_path / "policy.json").read_text())

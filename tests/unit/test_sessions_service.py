@@ -31,6 +31,7 @@ TOKENS = {
 class FakeAuth:
     access_scopes = {"access:services!service=stackhub-sessions"}
     cookie_name = "stackhub-sessions"
+    base_url = "/"
 
     async def get_user(self, handler, sync=False):
         token = handler.request.headers.get("Authorization", "").removeprefix("token ")
@@ -117,7 +118,7 @@ async def service(tmp_path, catalog, monkeypatch):
         except HTTPClientError as e:
             return e.code, json.loads(e.response.body)
 
-    call.ctx, call.hub = ctx, hub
+    call.ctx, call.hub, call.port = ctx, hub, port
     yield call
     server.stop()
     client.close()
@@ -230,3 +231,62 @@ def test_cli_times_without_offset_are_local():
     assert local_iso("2026-12-01T09:00+01:00") == "2026-12-01T09:00:00+01:00"
     assert local_iso("2026-12-01T09:00").startswith("2026-12-01T09:00:00") and local_iso("2026-12-01T09:00")[19:]
     assert local_iso(None) is None
+
+
+async def test_a_corrupt_policy_shows_on_the_page_and_api_and_the_lock_holds(service, tmp_path):
+    ok_state = (await service("GET", "policy"))[1]
+    assert ok_state["ok"] and ok_state["source"] == "absent"
+    code, _ = await service("PUT", "sessions/tut", {"tag": "w_2026_41", "group": "dm"})
+    assert code == 200
+    (tmp_path / "policy.json").unlink()
+    (tmp_path / "policy.json").write_text('{"sessions": 42}')
+    code, state = await service("GET", "policy")
+    assert code == 200 and not state["ok"] and state["source"] == "last-good"
+    assert "sessions must be a list" in state["problem"] and str(tmp_path / "policy.json") in state["problem"]
+    # what the page and the API show is what is enforced: the last good policy
+    assert [s["name"] for s in (await service("GET", "sessions"))[1]["sessions"]] == ["tut"]
+    client = AsyncHTTPClient(force_instance=True)
+    port = service.port
+    page = (await client.fetch(f"http://127.0.0.1:{port}{PREFIX}", headers={"Authorization": "token admin-token"})).body.decode()
+    client.close()
+    assert "The session policy file is unusable" in page and "sessions must be a list" in page
+    assert 'id="policy-problem" role="alert" hidden' not in page
+    # repair puts the last good policy back and keeps the bad file
+    code, state = await service("POST", "policy/repair", {"empty": False})
+    assert code == 200 and state["ok"], state
+    assert (tmp_path / "policy.json.rejected").read_text() == '{"sessions": 42}'
+    assert (await service("GET", "audit?limit=1"))[1]["audit"][0]["action"] == "policy.repair"
+
+
+async def test_with_no_last_good_policy_reads_and_changes_answer_503_until_repaired(service, tmp_path):
+    (tmp_path / "policy.json").write_text("{")
+    for method, path, body in [("GET", "sessions", None), ("GET", "tags", None),
+                               ("PUT", "tags/w_2026_42", {"hidden": True})]:
+        code, data = await service(method, path, body)
+        assert code == 503 and "the session policy is unreadable" in data["message"], (path, data)
+    assert (await service("POST", "policy/repair", {"empty": False}))[0] == 409
+    assert (await service("POST", "policy/repair", {"empty": "yes"}))[0] == 400
+    code, state = await service("POST", "policy/repair", {"empty": True})
+    assert code == 200 and state["ok"]
+    assert (await service("GET", "sessions"))[0] == 200
+
+
+def test_cli_session_status_and_repair(monkeypatch, capsys):
+    import argparse
+
+    from spawner import cli_sessions
+
+    calls = []
+    bad = {"ok": False, "source": "last-good", "problem": "/s/policy.json: not valid JSON", "file": "/s/policy.json",
+           "enforcing": "enforcing the last good policy"}
+
+    def api(method, path, body=None):
+        calls.append((method, path, body))
+        return bad if method == "GET" else {**bad, "ok": True, "problem": None, "enforcing": "enforcing policy.json"}
+
+    monkeypatch.setattr(cli_sessions, "client", lambda: api)
+    assert cli_sessions.cmd_session(argparse.Namespace(session_command="status")) == 1
+    assert "UNUSABLE: /s/policy.json: not valid JSON" in capsys.readouterr().out
+    assert cli_sessions.cmd_session(argparse.Namespace(session_command="repair", empty=False)) == 0
+    assert "the last good policy is restored" in capsys.readouterr().out
+    assert calls[-1] == ("POST", "policy/repair", {"empty": False})
