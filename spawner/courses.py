@@ -128,6 +128,7 @@ def clone(source: str, dest: Path, *, timeout: float = 120, max_bytes: int = 2**
           resolve: list[str] = ()):
     """Clone ``source`` (URL or bundle file) into ``dest``; stops at ``max_bytes`` on disk or ``timeout``."""
     shown = "(uploaded bundle)" if source.startswith("/") else strip_credentials(source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     err = dest.parent / f".{dest.name}.stderr"
     with open(err, "w+b") as errf:
         try:
@@ -166,7 +167,7 @@ def resolve_ref(repo: Path, ref: str) -> str:
         if proc.returncode == 0:
             return proc.stdout.decode().strip()
     names = _git(["for-each-ref", "--format=%(refname:short)", "refs/remotes", "refs/tags", "refs/heads"], cwd=repo)
-    known = sorted({n.removeprefix("origin/") for n in names.stdout.decode().split() if n != "origin/HEAD"})
+    known = sorted({n.removeprefix("origin/") for n in names.stdout.decode().split() if n not in ("origin/HEAD", "origin")})
     raise CourseError(f"unknown git ref {ref!r}; the repository has: {', '.join(known[:20]) or 'no branches'}")
 
 
@@ -395,6 +396,8 @@ def fetch_main(argv=None) -> int:
         result = {"ok": True, **fetch_tree(request, Path(argv[2]), Path(argv[3]) if len(argv) == 4 else None)}
     except CourseError as e:
         result = {"ok": False, "error": str(e), "status": e.status}
+    except OSError as e:
+        result = {"ok": False, "error": scrub(f"fetching the source failed: {e}"), "status": 500}
     print(json.dumps(result))
     return 0
 

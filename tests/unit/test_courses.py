@@ -294,3 +294,19 @@ def test_fetch_program_answers_one_json_line(tmp_path, capsys):
     assert fetch_main(["fetch", str(req), str(tmp_path / "work2"), str(up)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is False and out["status"] == 413
+
+
+def test_a_git_url_with_credentials_is_cloned_with_them_but_stored_without(tmp_path):
+    class Fetcher:
+        def fetch(self, request, upload, staging):
+            self.request = request
+            (staging / "tree").mkdir()
+            (staging / "tree/A.ipynb").write_text("A1")
+            return {"commit": "0123456789abcdef"}
+
+    fetcher = Fetcher()
+    store = CourseStore(root=tmp_path, fetcher=fetcher, git_policy=GitPolicy(allowed_hosts=("gitlab.example.org",)))
+    cur = store.publish("g", Source("git", "https://oauth2:glpatSECRET@gitlab.example.org/x.git", "main"), publisher="i")
+    assert fetcher.request["url"] == "https://oauth2:glpatSECRET@gitlab.example.org/x.git"
+    assert cur["source"]["location"] == "https://gitlab.example.org/x.git"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
