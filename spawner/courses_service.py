@@ -218,8 +218,11 @@ class ContainerFetcher:
             with open(path, "wb") as f:
                 shutil.copyfileobj(upload, f)
             files["in/upload"] = path
-        c = self.client.containers.create(**fetch_container(self.image, request, network=self.network,
-                                                            lifetime=lifetime))
+        try:
+            c = self.client.containers.create(**fetch_container(self.image, request, network=self.network,
+                                                                lifetime=lifetime))
+        except docker_errors.DockerException as e:
+            raise CourseError(f"cannot start the fetch container ({self.image}): {e}", 500) from None
         try:
             c.start()
             c.put_archive("/tmp", _tar_of(files))
@@ -241,6 +244,8 @@ class ContainerFetcher:
             extract_tar(_Chunks(stream), staging, max_bytes=request["max_bytes"],
                         max_files=request["max_files"] + 1)
             return {"commit": result.get("commit")}
+        except docker_errors.DockerException as e:  # e.g. its time ran out and it is gone
+            raise CourseError(f"fetching the source failed: {e}", 500) from None
         finally:
             try:
                 c.remove(force=True)
