@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tarfile
 import time
@@ -330,7 +331,8 @@ class Context:
         client = docker.from_env(max_pool_size=8, timeout=max(settings.git_timeout * 3, settings.sync_seconds) + 60)
         store = CourseStore(root=args.root, keep_versions=settings.keep_versions, limits=limits(settings),
                             git_policy=git_policy(settings),
-                            fetcher=ContainerFetcher(client, args.image, network=settings.fetch_network))
+                            fetcher=ContainerFetcher(client, own_image(client, args.image),
+                                                     network=settings.fetch_network))
         servers = Servers(client=client, uid=args.uid, mount_path=settings.mount_path, executor=executor,
                           exec_timeout=settings.exec_timeout, sync_seconds=settings.sync_seconds)
         return cls(store=store, servers=servers, seen=Seen(args.state / "courses-seen.json"),
@@ -366,6 +368,11 @@ class Context:
 
 class Base(ServiceHandler):
     """The hub lets in who holds this service's access scope: the group 'instructors' and admins."""
+
+    def _request_summary(self) -> str:
+        # tornado's error log lines name the request: without the query, where a ?source= URL
+        # may carry credentials
+        return f"{self.request.method} {scrub(self.request.path)[:500]} ({self.request.remote_ip})"
 
     def denied_message(self, model: dict) -> str:
         return (f"{model.get('kind', 'user')} {model['name']} may not manage courses: "
@@ -468,6 +475,20 @@ def log_request(handler: web.RequestHandler):
     level("%d %s %s (%s) %.1fms", status, r.method, scrub(r.path)[:500], r.remote_ip, 1000 * r.request_time())
 
 
+def own_image(client, fallback: str) -> str:
+    """The image id of the container this service runs in (the hub's), else ``fallback``.
+
+    An id, not a tag: a rebuild that moves the tag must not change the code fetch containers run.
+    """
+    try:
+        return client.containers.get(socket.gethostname()).image.id
+    except Exception:  # noqa: BLE001 (not in a container, or another hostname)
+        try:
+            return client.images.get(fallback).id
+        except Exception:  # noqa: BLE001
+            return fallback
+
+
 def limits(settings: Courses) -> Limits:
     return Limits(max_bytes=settings.max_mb * 2**20, max_files=settings.max_files,
                   max_clone_bytes=settings.max_clone_mb * 2**20, timeout=settings.git_timeout)
@@ -500,7 +521,8 @@ def main(argv=None) -> int:
     ctx = Context.from_args(args)
     ctx.store.clean_staging()
     ctx.store.install_tool()
-    log.info("courses in %s, served at %s", args.root, ctx.prefix)
+    log.info("courses in %s, served at %s; sources are fetched in containers of %s", args.root, ctx.prefix,
+             ctx.store.fetcher.image)
     serve(make_app(ctx), args.port, log, max_body_size=args.settings.max_mb * 2**20 + 2**20)
     return 0
 

@@ -220,3 +220,29 @@ def test_the_fetch_container_is_unprivileged_without_socket_and_network_only_for
     assert spec["security_opt"] == ["no-new-privileges"] and spec["network_mode"] == network
     assert "volumes" not in spec and "mounts" not in spec and spec["auto_remove"]
     assert spec["entrypoint"] == ["sleep"] and spec["command"] == ["90"]
+
+
+async def test_error_log_lines_name_the_request_without_its_query(service, caplog):
+    caplog.set_level(logging.INFO)
+    call, ctx = service
+    code, _ = await call("PUT", "courses/x?source=https%3A%2F%2Fu%3AglpatSECRET%40h%2Fx.git", data=b"not a tar",
+                         ctype="application/x-tar")
+    assert code == 400 and "PUT /services/stackhub-courses/api/courses/x" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+def test_fetch_containers_run_the_hubs_own_image_by_id_not_a_tag_a_rebuild_may_move():
+    from types import SimpleNamespace
+
+    from spawner.courses_service import own_image
+
+    def missing(_):
+        raise LookupError
+
+    inside = SimpleNamespace(containers=SimpleNamespace(get=lambda _: SimpleNamespace(image=SimpleNamespace(id="sha256:own"))))
+    assert own_image(inside, "stackhub/hub:0.1.0") == "sha256:own"
+    outside = SimpleNamespace(containers=SimpleNamespace(get=missing),
+                              images=SimpleNamespace(get=lambda ref: SimpleNamespace(id=f"sha256:{ref}")))
+    assert own_image(outside, "hub:x") == "sha256:hub:x"
+    nothing = SimpleNamespace(containers=SimpleNamespace(get=missing), images=SimpleNamespace(get=missing))
+    assert own_image(nothing, "hub:x") == "hub:x"
