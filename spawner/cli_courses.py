@@ -4,7 +4,7 @@ They call the ``stackhub-courses`` REST API (``/services/stackhub-courses/api/``
 instructor's token (``--token`` or ``$STACKHUB_TOKEN``; make one on the hub's Token page) or, by
 default, the deployment's admin token. SOURCE may be:
 
-- a git URL (https://, git://, ssh://, user@host:path): the hub clones it at ``--ref``;
+- a git URL (https://; others only where the operator allows them): the hub clones it at ``--ref``;
 - a local git repository: its commits are sent as a git bundle and the hub checks out ``--ref``
   (default: its HEAD); uncommitted changes are not published;
 - a local directory: its files are sent as they are (``.git``, ``.ipynb_checkpoints`` and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -23,13 +24,16 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from .cli_sessions import ApiError, _guard, _table, client
-from .courses import _URL, SKIP_DIRS, CourseError, validate_name
+from .courses import SKIP_DIRS, CourseError, validate_name
 from .hubconfig import COURSES_SERVICE
+
+
+LOOKS_LIKE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+$")
 
 
 def classify(source: str) -> tuple[str, str]:
     """("git", URL) | ("bundle", repo dir) | ("directory", dir). Pure, apart from looking at the disk."""
-    if _URL.match(source):
+    if LOOKS_LIKE_URL.match(source):  # the hub decides which URLs it accepts
         return "git", source
     path = Path(source).expanduser()
     if not path.is_dir():

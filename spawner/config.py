@@ -204,6 +204,26 @@ class Courses(Model):
     keep_versions: int = Field(3, ge=1, description="Published versions kept per course (older ones are removed).")
     max_mb: int = Field(256, ge=1, description="Largest course accepted, in MiB (notebooks; put big data in a data volume).")
     git_timeout: int = Field(120, ge=5, description="Seconds a git clone of a course may take.")
+    max_files: int = Field(5000, ge=1, description="Most files in one course (a source with more is refused).")
+    max_clone_mb: int = Field(1024, ge=1, description="Largest git clone (history included) fetched for a course, in MiB; the clone stops there.")
+    git_schemes: list[Literal["https", "http", "git", "ssh"]] = Field(
+        default_factory=lambda: ["https"],
+        description="URL schemes a course's git source may use. Only https by default; add http, git or ssh to open them.")
+    git_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Git hosts (names) or networks (CIDR, e.g. 10.1.0.0/16) that may be private, loopback or link-local. "
+                    "By default a git URL must resolve to public addresses only.")
+    fetch_network: str = Field("bridge", description="Docker network of the throwaway container that clones a git URL (uploads get no network at all).")
+    exec_timeout: int = Field(10, ge=1, description="Seconds the service waits for a read from a user's server (status.json).")
+    sync_seconds: int = Field(60, ge=1, description="Time budget of one course sync in a server (at start-up and 'sync now'); what is left is delivered by the next sync.")
+
+    @field_validator("git_allowed_hosts")
+    @classmethod
+    def _hosts(cls, v):
+        for entry in v:
+            if not re.match(r"^[A-Za-z0-9.:/_-]+$", entry):
+                raise ValueError(f"{entry!r} is neither a host name nor a network (CIDR)")
+        return v
 
 
 class SpawnerSettings(Model):

@@ -8,7 +8,11 @@ sync program in users' containers) see the old publication or the new one, never
 here touches a home: bad input fails before anything is published.
 
 The layout and the file format are shared with ``coursesync`` (the program users' containers run).
-Git is the real ``git`` binary, with no prompts and a timeout.
+Git is the real ``git`` binary, with no prompts and a timeout. Fetching (the clone, ``git archive``
+and the extraction of an upload) is ``fetch_tree``: the course service runs it in a throwaway
+container without the Docker socket, as ``nobody`` (``courses_service.ContainerFetcher``, through
+``python -m spawner.courses fetch REQUEST``); ``LocalFetcher`` runs it in-process (tests). The
+checked tree then comes back through the same tar checks before anything is published.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import stat
 import subprocess
 import tarfile
@@ -28,23 +33,23 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from . import coursesync
+from .course_records import COURSE_NAME
+from .course_sources import GitPolicy, GitTarget, SourceRefused, check_git_url, scrub, strip_credentials
 from .coursesync import CURRENT, TOOL_NAME, TOOLS_DIR, VERSIONS, now, read_json, sha256_file, write_json
 
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(COURSE_NAME)
 _REF = re.compile(r"^[A-Za-z0-9._/@{}^~-]{1,200}$")
-_URL = re.compile(r"^(https?|git|ssh)://[^\s]+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:[^\s]+$")
 SKIP_DIRS = {".git", ".ipynb_checkpoints", "__pycache__"}
 STAGING = ".staging"
 HISTORY = "history.json"
-_FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
 
 
 class CourseError(Exception):
     """A request that cannot be done; ``status`` is the HTTP status the service answers with."""
 
     def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
+        super().__init__(scrub(message))  # never a token from a URL, in a reply or a log line
         self.status = status
 
 
@@ -68,53 +73,91 @@ def validate_ref(ref: str | None) -> str:
     return ref
 
 
-def validate_url(url: str) -> str:
-    if not url or url.startswith("-") or not _URL.match(url):
-        raise CourseError(
-            f"git source {url!r} must be an https://, http://, git:// or ssh:// URL (or user@host:path); "
-            "to publish a local repository or directory use `stackhub course publish NAME PATH`, which uploads it"
-        )
-    return url
-
-
 # --- git -----------------------------------------------------------------------------------------
 
 
-def _git(args: list[str], *, cwd: Path | None = None, timeout: float = 120, stdout=subprocess.PIPE):
-    env = {
+def _git_env(home: Path, protocols: str) -> dict:
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(cwd or "/tmp"),
+        "HOME": str(home),
         "GIT_TERMINAL_PROMPT": "0",  # never wait for a password
         "GIT_ASKPASS": "/bin/false",
         "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o ConnectTimeout=15",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_ALLOW_PROTOCOL": protocols,  # the checked scheme only: no file://, ext::, submodule tricks
         "LC_ALL": "C",
     }
+
+
+def _git(args: list[str], *, cwd: Path | None = None, timeout: float = 120, stdout=subprocess.PIPE):
     try:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
+        return subprocess.run(["git", *args], cwd=cwd, env=_git_env(cwd or Path("/tmp"), "file"), stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
     except FileNotFoundError:
         raise CourseError("git is not installed where the course service runs", 500) from None
     except subprocess.TimeoutExpired:
         raise CourseError(f"git {args[0]} took longer than {timeout:.0f} s; is the repository reachable?", 504) from None
 
 
-def _git_message(proc) -> str:
-    lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+def _git_message(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
     fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:", "ERROR"))]
     return (fatal or lines or ["(no message)"])[-1][:300]
 
 
-def clone(source: str, dest: Path, timeout: float = 120):
-    """Clone ``source`` (URL or bundle file) into ``dest`` without a checkout."""
-    proc = _git(["clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--", source, str(dest)],
-                timeout=timeout)
+def tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for n in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def clone_args(source: str, dest: Path, *, resolve: list[str] = ()) -> list[str]:
+    """``git clone`` of ``source`` without a checkout, pinned to the checked addresses, no redirects."""
+    pins = [a for entry in resolve for a in ("-c", f"http.curloptResolve={entry}")]
+    return ["git", "-c", "http.followRedirects=false", "-c", "transfer.fsckObjects=true", *pins,
+            "clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--", source, str(dest)]
+
+
+def clone(source: str, dest: Path, *, timeout: float = 120, max_bytes: int = 2**30, protocols: str = "https",
+          resolve: list[str] = ()):
+    """Clone ``source`` (URL or bundle file) into ``dest``; stops at ``max_bytes`` on disk or ``timeout``."""
+    shown = "(uploaded bundle)" if source.startswith("/") else strip_credentials(source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    err = dest.parent / f".{dest.name}.stderr"
+    with open(err, "w+b") as errf:
+        try:
+            proc = subprocess.Popen(clone_args(source, dest, resolve=resolve), env=_git_env(dest.parent, protocols),
+                                    stdout=subprocess.DEVNULL, stderr=errf)
+        except FileNotFoundError:
+            raise CourseError("git is not installed where courses are fetched", 500) from None
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                done = proc.poll() is not None
+                if dest.exists() and tree_size(dest) > max_bytes:
+                    raise CourseError(f"the git repository {shown} is larger than the clone limit of "
+                                      f"{max_bytes / 2**20:g} MiB (courses.maxCloneMb)", 413)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    raise CourseError(f"git clone of {shown} took longer than {timeout:.0f} s; is the repository "
+                                      "reachable?", 504)
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        errf.seek(0)
+        message = errf.read()
+    err.unlink()
     if proc.returncode:
-        raise CourseError(f"cannot fetch the git repository {_display(source)}: {_git_message(proc)}")
-
-
-def _display(source: str) -> str:
-    return "(uploaded bundle)" if source.startswith("/") else source
+        raise CourseError(f"cannot fetch the git repository {shown}: {_git_message(message)}")
 
 
 def resolve_ref(repo: Path, ref: str) -> str:
@@ -124,26 +167,42 @@ def resolve_ref(repo: Path, ref: str) -> str:
         if proc.returncode == 0:
             return proc.stdout.decode().strip()
     names = _git(["for-each-ref", "--format=%(refname:short)", "refs/remotes", "refs/tags", "refs/heads"], cwd=repo)
-    known = sorted({n.removeprefix("origin/") for n in names.stdout.decode().split() if n != "origin/HEAD"})
+    known = sorted({n.removeprefix("origin/") for n in names.stdout.decode().split() if n not in ("origin/HEAD", "origin")})
     raise CourseError(f"unknown git ref {ref!r}; the repository has: {', '.join(known[:20]) or 'no branches'}")
 
 
-def git_tree(repo: Path, commit: str, dest: Path, *, max_bytes: int, timeout: float = 120):
+def git_tree(repo: Path, commit: str, dest: Path, *, max_bytes: int, max_files: int, timeout: float = 120):
     """Extract the tree of ``commit`` into ``dest`` through ``git archive`` and the tar checks."""
     proc = subprocess.Popen(["git", "archive", "--format=tar", commit], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                                         "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo)})
+                            stderr=subprocess.PIPE, env=_git_env(repo, "file"))
     try:
-        extract_tar(proc.stdout, dest, max_bytes=max_bytes)
+        extract_tar(proc.stdout, dest, max_bytes=max_bytes, max_files=max_files)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     finally:
         proc.stdout.close()
         err = proc.stderr.read()
         proc.stderr.close()
-        if proc.wait(timeout=timeout):
-            raise CourseError(f"git archive failed: {err.decode(errors='replace').strip()[:300]}")
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise CourseError(f"git archive took longer than {timeout:.0f} s", 504) from None
+    if code:
+        raise CourseError(f"git archive failed: {err.decode(errors='replace').strip()[:300]}")
 
 
 # --- trees ---------------------------------------------------------------------------------------
+
+
+def too_big(max_bytes: int) -> CourseError:
+    return CourseError(f"the course is larger than the limit of {max_bytes / 2**20:g} MiB (courses.maxMb)", 413)
+
+
+def too_many(max_files: int) -> CourseError:
+    return CourseError(f"the course has more than the limit of {max_files} files (courses.maxFiles)", 413)
 
 
 def _inside(target: str, member_dir: PurePosixPath) -> bool:
@@ -161,14 +220,15 @@ def _inside(target: str, member_dir: PurePosixPath) -> bool:
     return True
 
 
-def extract_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int):
+def extract_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int, max_files: int = 5000):
     """Extract an uploaded or archived tree into ``dest``, refusing anything that leaves it.
 
     Absolute names, ``..``, devices, and links pointing outside the tree are errors (nothing of
-    the tree is published then). Counts bytes as it goes: a tree larger than ``max_bytes`` stops.
+    the tree is published then); tarfile's ``data`` filter (PEP 706) checks every member again.
+    Counts as it goes: a tree larger than ``max_bytes`` or with more than ``max_files`` entries stops.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    total = 0
+    total = count = 0
     try:
         with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
             for m in tar:
@@ -185,26 +245,28 @@ def extract_tar(fileobj: IO[bytes], dest: Path, *, max_bytes: int):
                 elif not (m.isfile() or m.isdir()):
                     raise CourseError(f"{m.name} is neither a file, a directory nor a symlink: refused")
                 total += m.size
+                count += 1
+                if count > max_files:
+                    raise too_many(max_files)
                 if total > max_bytes:
-                    raise CourseError(f"the course is larger than the limit of {max_bytes // 2**20} MiB", 413)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extract(m, dest, filter="data")
-                else:  # pragma: no cover (Python without PEP 706)
-                    tar.extract(m, dest)
-    except _FILTER_ERRORS as e:
+                    raise too_big(max_bytes)
+                tar.extract(m, dest, filter="data")
+    except tarfile.FilterError as e:
         raise CourseError(f"refused: {e}") from None
     except tarfile.TarError as e:
         raise CourseError(f"not a readable tar archive: {e}") from None
 
 
-def check_tree(root: Path) -> dict[str, str]:
+def check_tree(root: Path, *, max_bytes: int = 2**30, max_files: int = 5000) -> dict[str, str]:
     """Check a staged tree and return path -> sha256 of every file.
 
     Symlinks to files inside the tree become copies (a home gets plain files); symlinks that leave
-    the tree, dangle or name a directory are refused. Files are made world-readable.
+    the tree, dangle or name a directory are refused. Files are made world-readable. The limits
+    hold for the result (copies of links included).
     """
     root_real = root.resolve()
     files = {}
+    total = 0
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         dirnames[:] = [n for n in dirnames if n not in SKIP_DIRS]
@@ -226,6 +288,11 @@ def check_tree(root: Path) -> dict[str, str]:
             mode = p.lstat().st_mode
             if not stat.S_ISREG(mode):
                 raise CourseError(f"{p.relative_to(root).as_posix()} is not a regular file: refused")
+            total += p.lstat().st_size
+            if total > max_bytes:
+                raise too_big(max_bytes)
+            if len(files) >= max_files:
+                raise too_many(max_files)
             os.chmod(p, 0o644)
             files[p.relative_to(root).as_posix()] = sha256_file(p)
         for n in dirnames:
@@ -241,7 +308,7 @@ def content_version(files: dict[str, str]) -> str:
     return f"c{h[:12]}"
 
 
-# --- the store -----------------------------------------------------------------------------------
+# --- fetching (runs in a throwaway container; see courses_service.ContainerFetcher) -------------
 
 
 @dataclass(frozen=True)
@@ -253,14 +320,101 @@ class Source:
     ref: str | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much one publication may fetch (``courses.*`` in the config)."""
+
+    max_bytes: int = 256 * 2**20        # the course's files
+    max_files: int = 5000               # its files and directories
+    max_clone_bytes: int = 2**30        # the git clone, history included
+    timeout: float = 120                # each git step
+
+
+def fetch_request(source: Source, limits: Limits, target: GitTarget | None = None) -> dict:
+    """What ``fetch_tree`` is asked to do (JSON: it travels into the fetch container). Pure."""
+    if source.kind not in ("git", "bundle", "directory"):
+        raise CourseError(f"unknown source kind {source.kind!r}")
+    return {
+        "kind": source.kind,
+        "url": target.url if target else None,  # may hold credentials: never stored or logged
+        "protocols": target.scheme if target else "file",
+        "resolve": target.curl_resolve if target else [],
+        "ref": validate_ref(source.ref) if source.kind != "directory" else None,
+        "max_bytes": limits.max_bytes, "max_files": limits.max_files,
+        "max_clone_bytes": limits.max_clone_bytes, "timeout": limits.timeout,
+    }
+
+
+def fetch_tree(request: dict, work: Path, upload: Path | None = None) -> dict:
+    """Fetch and check a source into ``work/tree``; returns ``{"commit"}`` (None for a directory).
+
+    The untrusted part of publishing (git on a stranger's repository, an uploaded archive): the
+    service runs it as ``nobody`` in a throwaway container without the Docker socket.
+    """
+    tree = work / "tree"
+    limits = {k: request[k] for k in ("max_bytes", "max_files")}
+    commit = None
+    if request["kind"] == "directory":
+        with open(upload, "rb") as f:
+            extract_tar(f, tree, **limits)
+    else:
+        repo = work / "repo"
+        source = request["url"] if request["kind"] == "git" else str(upload)
+        clone(source, repo, timeout=request["timeout"], max_bytes=request["max_clone_bytes"],
+              protocols=request["protocols"], resolve=request["resolve"])
+        commit = resolve_ref(repo, request["ref"])
+        git_tree(repo, commit, tree, timeout=request["timeout"], **limits)
+        shutil.rmtree(repo)
+    check_tree(tree, **limits)
+    return {"commit": commit}
+
+
+class LocalFetcher:
+    """Runs ``fetch_tree`` in this process (unit tests; a deployment uses the container one)."""
+
+    def fetch(self, request: dict, upload: IO[bytes] | None, staging: Path) -> dict:
+        path = None
+        if upload is not None:
+            path = staging / "upload"
+            with open(path, "wb") as f:
+                shutil.copyfileobj(upload, f)
+        try:
+            return fetch_tree(request, staging, path)
+        finally:
+            if path:
+                path.unlink(missing_ok=True)
+
+
+def fetch_main(argv=None) -> int:
+    """``python -m spawner.courses fetch REQUEST WORK [UPLOAD]``: one JSON line on stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) not in (3, 4) or argv[0] != "fetch":
+        print("usage: python -m spawner.courses fetch REQUEST.json WORKDIR [UPLOAD]", file=sys.stderr)
+        return 2
+    try:
+        request = json.loads(Path(argv[1]).read_text())
+        result = {"ok": True, **fetch_tree(request, Path(argv[2]), Path(argv[3]) if len(argv) == 4 else None)}
+    except CourseError as e:
+        result = {"ok": False, "error": str(e), "status": e.status}
+    except OSError as e:
+        result = {"ok": False, "error": scrub(f"fetching the source failed: {e}"), "status": 500}
+    print(json.dumps(result))
+    return 0
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
 class CourseStore:
     """The courses volume as the course service sees it (read-write)."""
 
-    def __init__(self, *, root: Path, keep_versions: int = 3, max_bytes: int = 2**30, git_timeout: float = 120):
+    def __init__(self, *, root: Path, keep_versions: int = 3, limits: Limits = Limits(),
+                 git_policy: GitPolicy = GitPolicy(), fetcher=None):
         self.root = root
         self.keep_versions = keep_versions
-        self.max_bytes = max_bytes
-        self.git_timeout = git_timeout
+        self.limits = limits
+        self.git_policy = git_policy
+        self.fetcher = fetcher or LocalFetcher()
 
     # reading
 
@@ -294,35 +448,25 @@ class CourseStore:
         d.mkdir(parents=True)
         return d
 
-    def stage_git(self, staging: Path, source: str, ref: str | None) -> str:
-        """Clone ``source`` and extract ``ref``'s tree into ``staging/tree``; returns the commit."""
-        ref = validate_ref(ref)
-        repo = staging / "repo"
-        clone(source, repo, self.git_timeout)
-        commit = resolve_ref(repo, ref)
-        git_tree(repo, commit, staging / "tree", max_bytes=self.max_bytes, timeout=self.git_timeout)
-        shutil.rmtree(repo)
-        return commit
+    def request(self, source: Source) -> dict:
+        """Check the source (URL policy, ref) and say what to fetch; CourseError before any I/O."""
+        target = None
+        if source.kind == "git":
+            try:
+                target = check_git_url(source.location, self.git_policy)
+            except SourceRefused as e:
+                raise CourseError(str(e)) from None
+        return fetch_request(source, self.limits, target)
 
     def publish(self, name: str, source: Source, *, publisher: str, restore: bool = False,
                 upload: IO[bytes] | None = None) -> dict:
         """Fetch, check and publish; returns the new ``current.json``. Raises CourseError."""
         validate_name(name)
+        request = self.request(source)
         staging = self._staging()
         try:
-            if source.kind == "git":
-                commit = self.stage_git(staging, validate_url(source.location), source.ref)
-            elif source.kind == "bundle":
-                bundle = staging / "upload.bundle"
-                with open(bundle, "wb") as f:
-                    shutil.copyfileobj(upload, f)
-                commit = self.stage_git(staging, str(bundle), source.ref)
-            elif source.kind == "directory":
-                extract_tar(upload, staging / "tree", max_bytes=self.max_bytes)
-                commit = None
-            else:
-                raise CourseError(f"unknown source kind {source.kind!r}")
-            files = check_tree(staging / "tree")
+            commit = self.fetcher.fetch(request, upload, staging)["commit"]
+            files = check_tree(staging / "tree", max_bytes=self.limits.max_bytes, max_files=self.limits.max_files)
             version = commit[:12] if commit else content_version(files)
             return self._install(name, staging / "tree", version, {
                 "course": name,
@@ -332,7 +476,8 @@ class CourseStore:
                 "publisher": publisher,
                 "published": now(),
                 "restore": bool(restore),
-                "source": {"kind": source.kind, "location": source.location, "ref": source.ref},
+                "source": {"kind": source.kind, "location": strip_credentials(scrub(source.location))[:300],
+                           "ref": source.ref},
                 "files": files,
             })
         finally:
@@ -380,3 +525,7 @@ class CourseStore:
 
     def clean_staging(self):
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(fetch_main())

@@ -37,6 +37,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from pathlib import Path
 ROOT_ENV = "STACKHUB_COURSES"
 DEFAULT_ROOT = "/opt/stackhub/courses"
 ON_START_ENV = "STACKHUB_COURSE_SYNC_ON_START"
+BUDGET_ENV = "STACKHUB_COURSE_SYNC_SECONDS"
+HOME_JSON_MAX = 16 * 2**20  # a manifest or status file in the home larger than this is not trusted
 CURRENT = "current.json"
 VERSIONS = "versions"
 TOOLS_DIR = ".tools"
@@ -177,6 +180,26 @@ def read_json(path: Path, default=None):
         return default
 
 
+def read_home_json(path: Path, default=None, limit: int = HOME_JSON_MAX):
+    """A JSON file of the home (the user may have put anything there): a regular file, no symlink,
+    at most ``limit`` bytes, of the same type as ``default``; else ``default``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return default
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return default
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        return default
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return default
+    return data if default is None or isinstance(data, type(default)) else default
+
+
 # --- one course into one home --------------------------------------------------------------------
 
 
@@ -187,11 +210,13 @@ class CourseResult:
     previous: str | None
     counts: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    unfinished: int = 0  # files left for the next sync (the time budget ran out)
 
     def summary(self) -> str:
         done = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()) if k not in (SAME, KEEP, GONE))
         was = f" (was {self.previous})" if self.previous and self.previous != self.version else ""
-        return f"{self.course}: version {self.version}{was}" + (f": {done}" if done else ": up to date")
+        left = f"; {self.unfinished} files left for the next sync (time budget)" if self.unfinished else ""
+        return f"{self.course}: version {self.version}{was}" + (f": {done}" if done else ": up to date") + left
 
 
 def published(root: Path) -> list[tuple[str, dict]]:
@@ -208,11 +233,15 @@ def published(root: Path) -> list[tuple[str, dict]]:
     return out
 
 
-def sync_course(root: Path, notebooks: Path, course: str, current: dict) -> CourseResult:
+def sync_course(root: Path, notebooks: Path, course: str, current: dict,
+                deadline: float | None = None) -> CourseResult:
     state = notebooks / STATE_DIR
     manifest_path = state / f"{course}.json"
-    manifest = read_json(manifest_path, {}) or {}
+    manifest = read_home_json(manifest_path, {})
     entries = manifest.get("files", {}) if manifest.get("format") == MANIFEST_VERSION else {}
+    if not isinstance(entries, dict):
+        entries = {}
+    entries = {p: e for p, e in entries.items() if isinstance(e, dict) and isinstance(e.get("sha256"), str)}
     delivered = {p: e["sha256"] for p, e in entries.items()}
     upstream = current["files"]
     dest = notebooks / course
@@ -225,6 +254,11 @@ def sync_course(root: Path, notebooks: Path, course: str, current: dict) -> Cour
     result = CourseResult(course, current["version"], manifest.get("version"))
     new_entries = {}
     for a in actions:
+        if deadline is not None and time.monotonic() > deadline:  # out of time: the next sync goes on
+            if a.path in entries:
+                new_entries[a.path] = entries[a.path]
+            result.unfinished += 1
+            continue
         result.counts[a.kind] = result.counts.get(a.kind, 0) + 1
         target = dest / a.path
         try:
@@ -287,18 +321,22 @@ class Lock:
         self.f.close()
 
 
-def sync_all(root: Path, home: Path, courses: list[str] | None = None, log=print) -> list[CourseResult]:
+def sync_all(root: Path, home: Path, courses: list[str] | None = None, log=print,
+             budget: float | None = None) -> list[CourseResult]:
+    """Sync every published course (or ``courses``); stop copying after ``budget`` seconds."""
+    deadline = time.monotonic() + budget if budget else None
     notebooks = home / "notebooks"
     state = notebooks / STATE_DIR
     results = []
-    with Lock(state / ".lock"):
-        status = read_json(state / STATUS_FILE, {}) or {}
+    with Lock(state / ".lock", timeout=min(60, budget or 60)):
+        status = read_home_json(state / STATUS_FILE, {})
         for course, current in published(root):
             if courses and course not in courses:
                 continue
-            res = sync_course(root, notebooks, course, current)
+            res = sync_course(root, notebooks, course, current, deadline)
             results.append(res)
-            status[course] = {"version": res.version, "publication": current.get("publication"), "synced": now()}
+            if not res.unfinished:  # a partly delivered version is not this home's version yet
+                status[course] = {"version": res.version, "publication": current.get("publication"), "synced": now()}
             log(res.summary())
             for note in res.notes:
                 log(f"  {note}")
@@ -320,6 +358,8 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="print nothing (the log file still gets every line)")
     p.add_argument("--json", action="store_true", help="print a JSON summary (for the course service)")
     p.add_argument("--on-start", action="store_true", help=f"called by stackhub-start; {ON_START_ENV}=0 turns it off")
+    p.add_argument("--budget", type=float, default=float(os.environ.get(BUDGET_ENV) or 0),
+                   help=f"stop copying after this many seconds; the next sync goes on (default ${BUDGET_ENV}, 0: none)")
     args = p.parse_args(argv)
     if args.on_start and os.environ.get(ON_START_ENV, "1") == "0":
         return 0
@@ -331,7 +371,8 @@ def main(argv=None) -> int:
     quiet = args.quiet or args.json
     t0 = time.monotonic()
     try:
-        results = sync_all(root, home, args.courses or None, log=(lambda m: None) if quiet else print)
+        results = sync_all(root, home, args.courses or None, log=(lambda m: None) if quiet else print,
+                           budget=args.budget or None)
     except (OSError, TimeoutError) as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e)}))
@@ -342,7 +383,7 @@ def main(argv=None) -> int:
         print(json.dumps({
             "ok": True, "seconds": round(time.monotonic() - t0, 3),
             "courses": {r.course: {"version": r.version, "previous": r.previous, "counts": r.counts,
-                                   "notes": r.notes} for r in results},
+                                   "notes": r.notes, "unfinished": r.unfinished} for r in results},
         }))
     return 0
 

@@ -148,9 +148,9 @@ def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
         "name": COURSES_SERVICE,
         "url": f"http://{HUB_NAME}:{courses.service_port}",
         "command": [sys.executable, "-m", "spawner.courses_service", f"--port={courses.service_port}",
-                    f"--root={HUB_COURSES}", f"--state={paths.state}", f"--mount-path={courses.mount_path}",
-                    f"--uid={cfg.spawner.uid}", f"--keep-versions={courses.keep_versions}",
-                    f"--max-mb={courses.max_mb}", f"--git-timeout={courses.git_timeout}"],
+                    f"--root={HUB_COURSES}", f"--state={paths.state}", f"--uid={cfg.spawner.uid}",
+                    # sources are fetched in throwaway containers of the hub's own image
+                    f"--image={cfg.hub.image}", f"--settings={courses.model_dump_json(by_alias=True)}"],
         "oauth_no_confirm": True,
         "display": True,
     }

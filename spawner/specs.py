@@ -104,7 +104,8 @@ def course_environment(config: StackhubConfig) -> dict:
     if not courses.enabled:
         return {}
     return {"STACKHUB_COURSES": courses.mount_path,
-            "STACKHUB_COURSE_SYNC_ON_START": "1" if courses.sync_on_spawn else "0"}
+            "STACKHUB_COURSE_SYNC_ON_START": "1" if courses.sync_on_spawn else "0",
+            "STACKHUB_COURSE_SYNC_SECONDS": str(courses.sync_seconds)}
 
 
 def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:

@@ -233,3 +233,109 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path
     assert homes_listing(hub, bystander) == before_home
     assert courses_volume(hub) == before_volume and "x" not in courses_volume(hub)
     hub.stop(bystander)
+
+
+# --- issue 10: the course service trusts neither users' containers nor course sources -----------
+
+HUB_STATE_SEEN = "/srv/stackhub/state/courses-seen.json"
+
+
+def hub_exec(hub, cmd):
+    code, out = hub.client.containers.get("stackhub-hub").exec_run(cmd)
+    return code, out.decode(errors="replace")
+
+
+def hub_logs(hub):
+    return hub.client.containers.get("stackhub-hub").logs(tail=2000).decode(errors="replace")
+
+
+def fetch_containers(hub):
+    return hub.client.containers.list(all=True, filters={"label": "stackhub.role=course-fetch"})
+
+
+def test_a_status_json_symlink_to_dev_zero_does_not_hurt_the_service(hub, user):
+    victim = user("zero")
+    hub.spawn(victim)
+    code, out = sh(hub, victim, "mkdir -p ~/notebooks/.stackhub && ln -sf /dev/zero ~/notebooks/.stackhub/status.json")
+    assert code == 0, out
+    t0 = time.monotonic()
+    r = course_api(hub, "GET", "users?refresh=1")
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - t0 < 30 and victim not in r.json()["users"]
+    # a FIFO (a read would block) and a huge regular file are not read either
+    sh(hub, victim, "cd ~/notebooks/.stackhub && rm status.json && mkfifo status.json")
+    assert course_api(hub, "GET", "users?refresh=1").status_code == 200
+    sh(hub, victim, "cd ~/notebooks/.stackhub && rm status.json && head -c 5000000 /dev/zero > status.json")
+    r = course_api(hub, "GET", "users?refresh=1")
+    assert r.status_code == 200 and victim not in r.json()["users"]
+    assert "larger than 64 KiB" in hub_logs(hub)
+    assert course_api(hub, "GET", "courses").status_code == 200
+    hub.stop(victim)
+
+
+def test_a_wrong_typed_status_value_is_not_stored_and_courses_still_answer(hub, user):
+    liar = user("liar")
+    hub.spawn(liar)
+    status = json.dumps({"evil": {"version": ["not", "a", "string"]}, "fine": {"version": "v9", "synced": "now"},
+                         "../up": {"version": "v1"}})
+    code, out = sh(hub, liar, f"mkdir -p ~/notebooks/.stackhub && cat > ~/notebooks/.stackhub/status.json <<'EOF'\n{status}\nEOF")
+    assert code == 0, out
+    r = course_api(hub, "GET", "users?refresh=1")
+    assert r.status_code == 200, r.text
+    assert r.json()["users"][liar] == {"fine": {"version": "v9", "synced": "now"}}
+    code, stored = hub_exec(hub, ["cat", HUB_STATE_SEEN])
+    assert code == 0 and json.loads(stored)[liar] == {"fine": {"version": "v9", "synced": "now"}}
+    assert "evil: version: Input should be a valid string; dropped" in hub_logs(hub)
+    assert course_api(hub, "GET", "courses").status_code == 200
+    hub.stop(liar)
+
+
+def test_a_publish_with_credentials_in_the_url_stores_and_logs_no_credentials(hub, user, repo):
+    instructor = user("inst")
+    make_instructor(hub, instructor)
+    token = token_for(hub, instructor)
+    secret = f"glpat-{os.urandom(8).hex()}"
+    course = f"cred-{os.urandom(3).hex()}"
+    bundle = subprocess.run(["git", "-C", str(repo), "bundle", "create", "-", "HEAD", "--branches"],
+                            capture_output=True, check=True).stdout
+    where = requests.utils.quote(f"https://oauth2:{secret}@gitlab.example.org/org/tutorial.git", safe="")
+    r = course_api(hub, "PUT", f"courses/{course}?ref=main&source={where}", token=token, data=bundle,
+                   headers={"Content-Type": "application/x-git-bundle"})
+    assert r.status_code == 201, r.text
+    assert r.json()["source"]["location"] == "https://gitlab.example.org/org/tutorial.git"
+    # a git URL with a token: refused (the host does not resolve), and the token is nowhere
+    r = course_api(hub, "PUT", f"courses/{course}-git", token=token,
+                   json={"git": f"https://oauth2:{secret}@stackhub-nowhere.invalid/org/tutorial.git"})
+    assert r.status_code == 400 and "https://stackhub-nowhere.invalid/org/tutorial.git" in r.json()["message"]
+    assert secret not in r.text
+    info = next(c for c in course_api(hub, "GET", "courses", token=token).json()["courses"] if c["course"] == course)
+    assert secret not in json.dumps(info)
+    code, out = hub_exec(hub, ["grep", "-rl", secret, "/srv/stackhub/courses", "/srv/stackhub/state"])
+    assert code == 1 and out == "", out  # grep found nothing
+    assert secret not in hub_logs(hub)
+    assert cli(hub, "remove", course, token=token).returncode == 0
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("https://127.0.0.1/tutorial.git", "127.0.0.1 is a loopback address"),
+    ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+    ("https://10.11.12.13/tutorial.git", "10.11.12.13 is a private address"),
+    ("https://stackhub-hub:8081/hub/api", "a private address"),  # the hub's own name on its network
+    ("http://example.org/tutorial.git", "scheme http is not allowed (allowed: https://)"),
+    ("git@github.com:org/tutorial.git", "scheme ssh is not allowed"),
+])
+def test_git_urls_to_internal_addresses_are_refused_naming_the_rule(hub, url, needle):
+    before = courses_volume(hub)
+    r = course_api(hub, "PUT", "courses/internal", json={"git": url})
+    assert r.status_code == 400 and needle in r.json()["message"], r.text
+    assert "courses.git" in r.json()["message"]  # says how an operator opens it
+    assert courses_volume(hub) == before and fetch_containers(hub) == []
+
+
+def test_publishing_leaves_no_fetch_container_behind(hub, repo):
+    r = course_api(hub, "PUT", "courses/leftover?source=test", data=subprocess.run(
+        ["git", "-C", str(repo), "bundle", "create", "-", "HEAD", "--branches"], capture_output=True, check=True).stdout,
+        headers={"Content-Type": "application/x-git-bundle"})
+    assert r.status_code == 201, r.text
+    assert fetch_containers(hub) == []
+    assert course_api(hub, "DELETE", "courses/leftover").status_code == 200

@@ -98,3 +98,17 @@ def test_the_engine_edge_reads_ncpu_and_memtotal_and_skips_other_backends():
     assert [s.name for s in fit_to_engine(StackhubConfig(), Engine()).sizes] == ["small", "medium"]
     k8s = StackhubConfig.model_validate({"spawner": {"backend": "kubernetes"}})
     assert fit_to_engine(k8s, Engine()) is k8s
+
+
+def test_course_source_rules_and_limits_have_safe_defaults_and_camel_case_keys(tmp_path):
+    c = StackhubConfig().courses
+    assert c.git_schemes == ["https"] and c.git_allowed_hosts == [] and c.max_files > 0 and c.sync_seconds > 0
+    f = tmp_path / "s.yaml"
+    f.write_text("courses:\n  gitSchemes: [https, ssh]\n  gitAllowedHosts: [gitlab.internal, 10.20.0.0/16]\n"
+                 "  maxFiles: 100\n  maxCloneMb: 50\n  syncSeconds: 5\n  execTimeout: 3\n")
+    c = load_config(f).courses
+    assert c.git_schemes == ["https", "ssh"] and c.git_allowed_hosts == ["gitlab.internal", "10.20.0.0/16"]
+    assert (c.max_files, c.max_clone_mb, c.sync_seconds, c.exec_timeout) == (100, 50, 5, 3)
+    f.write_text("courses:\n  gitSchemes: [file]\n")
+    with pytest.raises(ConfigError, match="courses.gitSchemes"):
+        load_config(f)

@@ -1,6 +1,7 @@
 """Publishing into a course store: names, git (the real binary, local repositories), tars, symlinks."""
 
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -8,7 +9,8 @@ import tarfile
 import pytest
 
 from spawner import coursesync as cs
-from spawner.courses import CourseError, CourseStore, Source, validate_name
+from spawner.course_sources import GitPolicy
+from spawner.courses import CourseError, CourseStore, Limits, Source, validate_name
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "..", "a..b", "../x", ".hidden", "-x", "a b", "x" * 65])
@@ -88,17 +90,30 @@ def test_unknown_ref_names_what_exists_and_writes_nothing(store, repo, tmp_path)
     assert store.list() == [] and not (store.root / "intro").exists()
 
 
-def test_unreachable_url_is_a_clear_error(store):
+def test_unreachable_url_is_a_clear_error(tmp_path):
+    store = CourseStore(root=tmp_path, git_policy=GitPolicy(allowed_hosts=("127.0.0.0/8",)))
     with pytest.raises(CourseError) as e:
-        store.publish("intro", Source("git", "https://127.0.0.1:9/nothing.git", None), publisher="i")
+        store.publish("intro", Source("git", "https://oauth2:s3cret@127.0.0.1:9/nothing.git", None), publisher="i")
     assert e.value.status == 400 and "cannot fetch the git repository https://127.0.0.1:9/nothing.git" in str(e.value)
-    assert not (store.root / "intro").exists()
+    assert "s3cret" not in str(e.value) and not (store.root / "intro").exists()
 
 
-@pytest.mark.parametrize("url", ["file:///srv/stackhub/secrets", "/etc", "--upload-pack=touch /tmp/x", "ext::sh"])
-def test_only_network_git_urls(store, url):
-    with pytest.raises(CourseError, match="must be an https://"):
+@pytest.mark.parametrize("url,needle", [
+    ("file:///srv/stackhub/secrets", "must be an https:// URL"),
+    ("/etc", "must be an https:// URL"),
+    ("--upload-pack=touch /tmp/x", "needs a URL"),
+    ("ext::sh", "must be an https:// URL"),
+    ("http://example.org/x.git", "scheme http is not allowed (allowed: https://)"),
+    ("git@github.com:org/x.git", "scheme ssh is not allowed"),
+    ("https://127.0.0.1/x.git", "127.0.0.1 is a loopback address"),
+    ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+    ("https://10.1.2.3/x.git", "10.1.2.3 is a private address"),
+])
+def test_refused_git_urls_name_the_rule_and_fetch_nothing(store, url, needle):
+    with pytest.raises(CourseError) as e:
         store.publish("intro", Source("git", url, None), publisher="i")
+    assert e.value.status == 400 and needle in str(e.value)
+    assert not (store.root / "intro").exists() and not list((store.root / ".staging").glob("*"))
 
 
 def test_symlink_outside_repo_is_refused(store, repo, tmp_path):
@@ -158,7 +173,7 @@ def test_bad_directory_uploads(store, entries, message):
 
 
 def test_size_limit(tmp_path):
-    store = CourseStore(root=tmp_path, max_bytes=10)
+    store = CourseStore(root=tmp_path, limits=Limits(max_bytes=10))
     with pytest.raises(CourseError) as e:
         store.publish("d", Source("directory", "dir"), publisher="i", upload=tar_of([("a", "file", b"x" * 11)]))
     assert e.value.status == 413
@@ -215,3 +230,83 @@ def test_seen_counts_users_per_version(tmp_path):
     seen.update("cy", {"intro": {"version": "v2"}})
     seen.save()
     assert Seen(tmp_path / "seen.json").counts("intro") == {"v2": 2, "v1": 1}
+
+
+# --- limits, and the fetch program the throwaway container runs ----------------------------------
+
+
+def test_file_count_limit(tmp_path):
+    store = CourseStore(root=tmp_path, limits=Limits(max_files=3))
+    with pytest.raises(CourseError) as e:
+        store.publish("d", Source("directory", "dir"), publisher="i",
+                      upload=tar_of([(f"n{i}", "file", b"x") for i in range(4)]))
+    assert e.value.status == 413 and "limit of 3 files (courses.maxFiles)" in str(e.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_links_copied_inside_count_against_the_size_limit(tmp_path):
+    store = CourseStore(root=tmp_path, limits=Limits(max_bytes=2**20))
+    entries = [("big", "file", b"x" * 600_000)] + [(f"l{i}", "sym", "big") for i in range(3)]
+    with pytest.raises(CourseError) as e:
+        store.publish("d", Source("directory", "dir"), publisher="i", upload=tar_of(entries))
+    assert e.value.status == 413 and "(courses.maxMb)" in str(e.value)
+
+
+def test_clone_size_limit_stops_the_clone(tmp_path, repo):
+    (repo / "big.bin").write_bytes(os.urandom(300_000))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "big")
+    store = CourseStore(root=tmp_path / "c", limits=Limits(max_clone_bytes=100_000))
+    (tmp_path / "c").mkdir()
+    with pytest.raises(CourseError) as e:
+        store.publish("d", Source("bundle", "x", "main"), publisher="i", upload=bundle(repo, tmp_path))
+    assert e.value.status == 413 and "clone limit" in str(e.value)
+
+
+@pytest.mark.parametrize("entries,needle", [
+    ([("dev", "char", b"")], "refused"),
+    ([("../../etc/x", "file", b"")], "inside the course"),
+])
+def test_tar_devices_and_escapes_are_refused(store, entries, needle):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "char":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 5
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    with pytest.raises(CourseError, match=needle):
+        store.publish("d", Source("directory", "dir"), publisher="i", upload=buf)
+
+
+def test_fetch_program_answers_one_json_line(tmp_path, capsys):
+    from spawner.courses import Limits, fetch_main, fetch_request
+
+    up = tmp_path / "up.tar"
+    up.write_bytes(tar_of([("A.ipynb", "file", b"A1")]).getvalue())
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(fetch_request(Source("directory", "x"), Limits())))
+    assert fetch_main(["fetch", str(req), str(tmp_path / "work"), str(up)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "commit": None}
+    assert (tmp_path / "work/tree/A.ipynb").read_text() == "A1"
+    req.write_text(json.dumps(fetch_request(Source("directory", "x"), Limits(max_files=0))))
+    assert fetch_main(["fetch", str(req), str(tmp_path / "work2"), str(up)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["status"] == 413
+
+
+def test_a_git_url_with_credentials_is_cloned_with_them_but_stored_without(tmp_path):
+    class Fetcher:
+        def fetch(self, request, upload, staging):
+            self.request = request
+            (staging / "tree").mkdir()
+            (staging / "tree/A.ipynb").write_text("A1")
+            return {"commit": "0123456789abcdef"}
+
+    fetcher = Fetcher()
+    store = CourseStore(root=tmp_path, fetcher=fetcher, git_policy=GitPolicy(allowed_hosts=("gitlab.example.org",)))
+    cur = store.publish("g", Source("git", "https://oauth2:glpatSECRET@gitlab.example.org/x.git", "main"), publisher="i")
+    assert fetcher.request["url"] == "https://oauth2:glpatSECRET@gitlab.example.org/x.git"
+    assert cur["source"]["location"] == "https://gitlab.example.org/x.git"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]

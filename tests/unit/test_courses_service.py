@@ -3,6 +3,7 @@ API answers for good and bad sources, and what "sync now" records."""
 
 import io
 import json
+import logging
 import tarfile
 
 import pytest
@@ -124,3 +125,124 @@ async def test_bad_requests_are_clear_and_publish_nothing(service, path, kw, sta
     code, body = await call(method, path, **kw)
     assert code == status and needle in body["message"], body
     assert ctx.store.list() == [] and ctx.servers.synced == []
+
+
+# --- what containers say is checked; what is stored stays readable -------------------------------
+
+
+class LyingServers(FakeServers):
+    async def statuses(self):
+        from spawner.course_records import parse_status
+
+        courses, _ = parse_status(json.dumps({"intro": {"version": ["not", "a", "string"]},
+                                              "other": {"version": "v3"}}).encode())
+        return {"mallory": courses}
+
+    async def sync(self, users, courses):
+        return {"mallory": {"ok": True, "courses": {"intro": {"version": {"$": 1}}, "other": {"version": "v4"}}}}
+
+
+async def test_a_wrong_typed_status_is_not_stored_and_courses_still_answer(service, caplog):
+    call, ctx = service
+    ctx.servers = LyingServers()
+    assert (await call("PUT", "courses/intro", data=tar({"A.ipynb": b"A1"}), ctype="application/x-tar"))[0] == 201
+    code, body = await call("GET", "users?refresh=1")
+    assert code == 200 and body["users"] == {"mallory": {"other": {"version": "v3", "synced": None}}}
+    code, body = await call("POST", "sync", {})
+    assert code == 200 and "intro: version: Input should be a valid string; dropped" in caplog.text
+    stored = json.loads(ctx.seen.path.read_text())
+    assert stored == {"mallory": {"other": {"version": "v4", "synced": None}}}
+    assert (await call("GET", "courses"))[0] == 200
+
+
+@pytest.mark.parametrize("content", [b'{"ann": {"intro": {"version": ["x"]}}}', b"{broken", b"[]", b"\xff"])
+def test_a_corrupt_seen_file_is_set_aside_and_the_service_goes_on(tmp_path, content, caplog):
+    path = tmp_path / "courses-seen.json"
+    path.write_bytes(content)
+    seen = Seen(path)
+    assert seen.data == {} and seen.counts("intro") == {}
+    assert (tmp_path / "courses-seen.json.bad").read_bytes() == content and caplog.records
+    seen.update("bob", {"intro": {"version": "v1"}})
+    seen.save()
+    assert Seen(path).data == {"bob": {"intro": {"version": "v1", "synced": None}}}
+
+
+async def test_an_upload_described_by_a_url_with_a_token_stores_no_token(service, caplog):
+    caplog.set_level(logging.INFO)
+    call, ctx = service
+    code, body = await call("PUT", "courses/intro?source=https%3A%2F%2Foauth2%3AglpatSECRET%40gitlab.example.org%2Fx.git",
+                            data=tar({"A.ipynb": b"A1"}), ctype="application/x-tar")
+    assert code == 201 and body["source"]["location"] == "https://gitlab.example.org/x.git"
+    for p in ctx.store.root.rglob("*"):
+        assert p.is_dir() or b"SECRET" not in p.read_bytes(), p
+    assert "SECRET" not in caplog.text
+
+
+async def test_a_git_url_with_a_token_is_refused_without_showing_it(service, caplog):
+    caplog.set_level(logging.INFO)
+    call, ctx = service
+    code, body = await call("PUT", "courses/intro", {"git": "https://oauth2:glpatSECRET@169.254.169.254/x.git"})
+    assert code == 400 and "169.254.169.254 is a link-local address" in body["message"]
+    assert "SECRET" not in body["message"] and "SECRET" not in caplog.text
+
+
+def test_the_access_log_line_has_no_credentials(caplog):
+    from types import SimpleNamespace
+
+    caplog.set_level(logging.INFO)
+    from spawner.courses_service import log_request
+
+    request = SimpleNamespace(method="PUT", uri="/x?source=https%3A%2F%2Fu%3ASECRET%40h", path="/x",
+                              remote_ip="1.2.3.4", request_time=lambda: 0.01)
+    log_request(SimpleNamespace(get_status=lambda: 201, request=request))
+    assert "201 PUT /x" in caplog.text and "SECRET" not in caplog.text
+
+
+# --- the Docker calls, as data ------------------------------------------------------------------
+
+
+def test_status_is_read_as_a_bounded_regular_file_under_a_time_limit():
+    from spawner.course_records import STATUS_MAX_BYTES
+    from spawner.courses_service import status_command
+
+    cmd = status_command(7)
+    assert cmd[:4] == ["timeout", "-s", "KILL", "7"]
+    script = cmd[-1]
+    assert '[ -f "$f" ] && [ ! -L "$f" ]' in script and f"head -c {STATUS_MAX_BYTES + 1}" in script
+
+
+@pytest.mark.parametrize("kind,network", [("git", "bridge"), ("bundle", "none"), ("directory", "none")])
+def test_the_fetch_container_is_unprivileged_without_socket_and_network_only_for_git(kind, network):
+    from spawner.courses_service import fetch_container
+
+    spec = fetch_container("stackhub/hub:x", {"kind": kind}, network="bridge", lifetime=90)
+    assert spec["user"] == "65534:65534" and spec["cap_drop"] == ["ALL"]
+    assert spec["security_opt"] == ["no-new-privileges"] and spec["network_mode"] == network
+    assert "volumes" not in spec and "mounts" not in spec and spec["auto_remove"]
+    assert spec["entrypoint"] == ["sleep"] and spec["command"] == ["90"]
+
+
+async def test_error_log_lines_name_the_request_without_its_query(service, caplog):
+    caplog.set_level(logging.INFO)
+    call, ctx = service
+    code, _ = await call("PUT", "courses/x?source=https%3A%2F%2Fu%3AglpatSECRET%40h%2Fx.git", data=b"not a tar",
+                         ctype="application/x-tar")
+    assert code == 400 and "PUT /services/stackhub-courses/api/courses/x" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+def test_fetch_containers_run_the_hubs_own_image_by_id_not_a_tag_a_rebuild_may_move():
+    from types import SimpleNamespace
+
+    from spawner.courses_service import own_image
+
+    def missing(_):
+        raise LookupError
+
+    inside = SimpleNamespace(containers=SimpleNamespace(get=lambda _: SimpleNamespace(image=SimpleNamespace(id="sha256:own"))))
+    assert own_image(inside, "stackhub/hub:0.1.0") == "sha256:own"
+    outside = SimpleNamespace(containers=SimpleNamespace(get=missing),
+                              images=SimpleNamespace(get=lambda ref: SimpleNamespace(id=f"sha256:{ref}")))
+    assert own_image(outside, "hub:x") == "sha256:hub:x"
+    nothing = SimpleNamespace(containers=SimpleNamespace(get=missing), images=SimpleNamespace(get=missing))
+    assert own_image(nothing, "hub:x") == "hub:x"

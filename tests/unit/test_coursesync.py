@@ -1,6 +1,7 @@
 """The merge rules of the course sync (pure plan, then real files in temporary homes)."""
 
 import json
+import os
 
 import pytest
 
@@ -188,3 +189,66 @@ def test_unpublished_course_leaves_the_home_alone(env):
     shutil.rmtree(root / "c")
     assert cs.sync_all(root, home, log=lambda m: None) == []
     assert read(home, "c/A.ipynb") == "A1"
+
+
+# --- a home the user controls, and the time budget ----------------------------------------------
+
+
+def test_a_status_or_manifest_that_is_a_symlink_to_dev_zero_is_not_read(env):
+    root, home = env
+    publish(root, "c", "v1", {"A.ipynb": "A1"})
+    state = home / "notebooks" / cs.STATE_DIR
+    state.mkdir(parents=True)
+    os.symlink("/dev/zero", state / cs.STATUS_FILE)
+    os.symlink("/dev/zero", state / "c.json")
+    [res] = cs.sync_all(root, home, log=lambda m: None)  # returns: nothing read from /dev/zero
+    assert res.counts == {"add": 1} and read(home, "c/A.ipynb") == "A1"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "{not json", '{"format": 1, "files": {"A.ipynb": 5}}',
+                                     '{"format": 1, "files": []}'])
+def test_a_manifest_of_the_wrong_shape_counts_as_no_manifest(env, content):
+    root, home = env
+    publish(root, "c", "v1", {"A.ipynb": "A1"})
+    (home / "notebooks/.stackhub").mkdir(parents=True)
+    (home / "notebooks/.stackhub/c.json").write_text(content)
+    [res] = cs.sync_all(root, home, log=lambda m: None)
+    assert res.counts == {"add": 1}
+
+
+def test_read_home_json_refuses_large_files_fifos_and_wrong_types(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"x": "y" * 100}))
+    assert cs.read_home_json(big, {}, limit=50) == {}
+    assert cs.read_home_json(big, {})["x"].startswith("y")
+    assert cs.read_home_json(big, []) == []
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cs.read_home_json(fifo, {}) == {}  # returns at once: not a regular file
+
+
+def test_the_time_budget_stops_copying_and_the_next_sync_goes_on(env, monkeypatch):
+    root, home = env
+    publish(root, "c", "v1", {f"n{i}.ipynb": str(i) for i in range(5)})
+    clock = iter([0.0, 0.0, 0.0, 0.0, 100.0] + [100.0] * 50)
+    monkeypatch.setattr(cs.time, "monotonic", lambda: next(clock))
+    [res] = cs.sync_all(root, home, log=lambda m: None, budget=10)
+    done = res.counts["add"]
+    assert 0 < done < 5 and res.unfinished == 5 - done
+    assert f"{5 - done} files left for the next sync" in res.summary()
+    status = json.loads((home / "notebooks/.stackhub/status.json").read_text())
+    assert "c" not in status  # not this home's version yet
+    monkeypatch.undo()
+    [res] = cs.sync_all(root, home, log=lambda m: None, budget=10)
+    assert res.counts == {"add": 5 - done, "same": done} and res.unfinished == 0
+    assert sorted(p.name for p in (home / "notebooks/c").iterdir()) == [f"n{i}.ipynb" for i in range(5)]
+
+
+def test_budget_comes_from_the_environment(env, capsys, monkeypatch):
+    root, home = env
+    publish(root, "c", "v1", {"A.ipynb": "A1"})
+    seen = {}
+    monkeypatch.setattr(cs, "sync_all", lambda *a, **kw: seen.update(kw) or [])
+    monkeypatch.setenv(cs.BUDGET_ENV, "7")
+    assert cs.main(["--root", str(root), "--home", str(home), "--on-start", "--quiet"]) == 0
+    assert seen["budget"] == 7

@@ -1,3 +1,5 @@
+import json
+
 from traitlets.config import Config
 
 from spawner.config import StackhubConfig
@@ -37,7 +39,9 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
     service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-courses")
     assert service["url"] == "http://stackhub-hub:10102" and service["oauth_no_confirm"]
     assert service["command"][1:3] == ["-m", "spawner.courses_service"]
-    assert "--root=/srv/stackhub/courses" in service["command"] and "--mount-path=/opt/stackhub/courses" in service["command"]
+    assert "--root=/srv/stackhub/courses" in service["command"] and "--image=stackhub/hub:0.1.0" in service["command"]
+    settings = next(a for a in service["command"] if a.startswith("--settings="))
+    assert json.loads(settings.split("=", 1)[1])["mountPath"] == "/opt/stackhub/courses"
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "course-instructors")
     assert role["groups"] == ["instructors"] and role["scopes"] == ["access:services!service=stackhub-courses"]
 
