@@ -277,13 +277,16 @@ class Deployment:
             self.log("spawner.network.firewall is false: no iptables rules (see docs/security.md)")
             return []
         tag = isolation.rule_tag(self.cfg)
-        rules = isolation.firewall_rules(self.cfg, self.endpoints())
+        endpoints = self.endpoints()
+        rules = isolation.firewall_rules(self.cfg, endpoints)
         applied = []
         for family in self._families():
             mine = [r for r in rules if r.family == family]
             script = isolation.restore_script(mine, self._tagged(family, tag), tag)
             self._iptables(family, "restore", input=script)
             applied += mine
+        self.log(f"network isolation: {len(applied)} rules on {endpoints.bridge} "
+                 f"(`iptables -S DOCKER-USER`; docs/security.md)")
         return applied
 
     def remove_firewall(self):
