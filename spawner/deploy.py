@@ -206,12 +206,41 @@ class Deployment:
                         f"{', '.join(attached)} use it; stop them (`make down`) and run `make up` again")
                 self.log(f"re-creating Docker network {spec.name} ({problem})")
                 net.remove()
-            self.client.networks.create(**spec.as_docker())
+            if spec.fixed:
+                self._create_fixed(spec)
+            else:
+                self.client.networks.create(**spec.as_docker())
 
-    def _start(self, kwargs: dict, api_aliases: list[str]):
-        """Create a container on the users network, join it to the api network, start it."""
+    def _create_fixed(self, spec: isolation.NetworkSpec, attempts: int = 3):
+        """Let Docker pick a free subnet, then make the network again with that subnet given, which
+        is what lets the hub and the proxy have fixed addresses in it."""
+        from docker.errors import APIError
+        from docker.types import IPAMConfig, IPAMPool
+
+        for attempt in range(attempts):
+            probe = self.client.networks.create(**spec.as_docker())
+            probe.reload()
+            subnet = next(c["Subnet"] for c in probe.attrs["IPAM"]["Config"] if "." in c.get("Subnet", ""))
+            probe.remove()
+            layout = isolation.fixed_addresses(subnet)
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=layout["subnet"], gateway=layout["gateway"],
+                                                     iprange=layout["ip_range"])])
+            try:
+                return self.client.networks.create(**spec.as_docker(), ipam=ipam)
+            except APIError:  # another network took the subnet in between
+                if attempt == attempts - 1:
+                    raise
+
+    def _fixed_address(self, role: str) -> str:
+        config = self.client.networks.get(self.cfg.hub.network).attrs["IPAM"]["Config"]
+        subnet = next(c["Subnet"] for c in config if "." in c.get("Subnet", ""))
+        return isolation.fixed_addresses(subnet)[role]
+
+    def _start(self, kwargs: dict, api_aliases: list[str], role: str):
+        """Create a container on the users network at its fixed address, join it to the api network, start it."""
         kwargs = {k: v for k, v in kwargs.items() if k != "detach"}
-        container = self.client.containers.create(**kwargs)
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=self._fixed_address(role))
+        container = self.client.containers.create(**kwargs, networking_config={self.cfg.hub.network: endpoint})
         self.client.networks.get(self.cfg.hub.api_network).connect(container, aliases=api_aliases)
         container.start()
         return container
@@ -330,8 +359,8 @@ class Deployment:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")
         self.log("[3/4] proxy and hub containers, network isolation rules")
-        self._start(proxy_container(self.cfg, self.paths, tls), [PROXY_API_HOST])
-        self._start(hub_container(self.cfg, self.paths, self.config_file, environment), [])
+        self._start(proxy_container(self.cfg, self.paths, tls), [PROXY_API_HOST], "proxy")
+        self._start(hub_container(self.cfg, self.paths, self.config_file, environment), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
         self.log("[4/4] waiting for the hub to answer")

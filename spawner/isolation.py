@@ -51,6 +51,7 @@ class NetworkSpec:
     internal: bool
     options: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
+    fixed: bool = False  # hub and proxy keep fixed addresses (see fixed_addresses)
 
     def as_docker(self) -> dict:
         """Keyword arguments of ``docker.client.networks.create``."""
@@ -61,6 +62,8 @@ class NetworkSpec:
         """What differs between this spec and an existing network's ``attrs`` (None: it fits)."""
         if bool(attrs.get("Internal")) != self.internal:
             return f"internal={bool(attrs.get('Internal'))}, wanted {self.internal}"
+        if self.fixed and not any(c.get("IPRange") for c in (attrs.get("IPAM") or {}).get("Config") or []):
+            return "no fixed addresses for the hub and the proxy"
         have = attrs.get("Options") or {}
         for key, value in self.options.items():
             if have.get(key, "true" if key == ICC_OPTION else None) != value:
@@ -72,9 +75,20 @@ def networks(cfg: StackhubConfig) -> tuple[NetworkSpec, NetworkSpec]:
     """(users network, api network). Without the firewall the hub could not reach the servers
     through enable_icc=false, so the users network then keeps Docker's default."""
     icc = {} if not cfg.spawner.network.firewall else {ICC_OPTION: "false"}
-    users = NetworkSpec(cfg.hub.network, False, icc, {names.LABEL_ROLE: "users-network"})
+    users = NetworkSpec(cfg.hub.network, False, icc, {names.LABEL_ROLE: "users-network"}, fixed=True)
     api = NetworkSpec(cfg.hub.api_network, True, {}, {names.LABEL_ROLE: "api-network"})
     return users, api
+
+
+def fixed_addresses(subnet: str) -> dict:
+    """The users network's layout: the gateway, the hub and the proxy take its first three host
+    addresses, and Docker hands user servers addresses from the upper half only (``ip_range``). So
+    the hub's and the proxy's addresses, which the rules name, stay theirs across restarts."""
+    net = ipaddress.ip_network(subnet)
+    if net.version != 4 or net.prefixlen > 28:
+        raise ValueError(f"users network subnet {subnet} must be IPv4 and /28 or larger")
+    return {"subnet": str(net), "gateway": str(net[1]), "hub": str(net[2]), "proxy": str(net[3]),
+            "ip_range": str(list(net.subnets(1))[1])}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Each "not reachable" is paired with a proof that the target is there (from the h
 so a test cannot pass only because nothing listens.
 """
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -123,6 +124,9 @@ def test_a_user_reaches_the_hub_api_and_nothing_else_of_the_deployment(hub, two_
         ["tcp", gateway, hub.deployment.cfg.hub.https_port],
     ])
     assert api == 200
+    layout = isolation.fixed_addresses(hub.client.networks.get(net).attrs["IPAM"]["Config"][0]["Subnet"])
+    assert (hub_ip, proxy_ip) == (layout["hub"], layout["proxy"]), "the rules name these addresses"
+    assert ipaddress.ip_address(b_ip) in ipaddress.ip_network(layout["ip_range"])
     assert proxy_api != "open" and proxy_public != "open"
     assert proxy_api_name.startswith("error"), "the proxy's API name resolves only on the api network"
     assert sessions != "open" and courses != "open"
@@ -171,6 +175,20 @@ def test_the_browser_path_through_the_proxy_still_works(hub, two_servers):
     assert r.status_code == 302 and "oauth2/authorize" in r.headers["Location"], (r.status_code, r.headers)
     r = hub.api("GET", "/services")
     assert r.status_code == 200 and set(r.json()) >= {"stackhub-sessions", "idle-culler"}
+
+
+def test_a_restarted_hub_keeps_its_address_so_the_rules_still_fit(hub, two_servers):
+    a, _ = two_servers
+    hub_c = hub.client.containers.get(HUB_NAME)
+    before = address(hub_c, hub.deployment.cfg.hub.network)
+    hub_c.restart(timeout=10)
+    hub.deployment.wait_ready(hub.tls)
+    assert address(hub_c, hub.deployment.cfg.hub.network) == before
+    api, = probe(hub.client.containers.get(container_name(a)), [["http", f"http://{HUB_NAME}:{HUB_PORT}/hub/api"]])
+    assert api == 200
+    r = requests.get(f"{hub.url}user/{a}/api/status", headers={"Authorization": f"token {hub.token}"},
+                     verify=hub.ca, timeout=30)
+    assert r.status_code == 200, r.text
 
 
 def expected_rules(hub):

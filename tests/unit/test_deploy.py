@@ -32,6 +32,8 @@ class _Networks:
 
     def create(self, **kw):
         self.created.append(kw)
+        subnet = (kw.get("ipam") or {}).get("Config", [{}])[0].get("Subnet") or "172.30.0.0/16"
+        return _Net(kw["name"], {"IPAM": {"Config": [{"Subnet": subnet}]}})
 
 
 def _deployment(nets):
@@ -49,14 +51,19 @@ def test_networks_are_created_and_an_old_users_network_is_made_again_when_free()
 
     dep, client = _deployment([_Net("stackhub-users-old", {}), _Net("stackhub", {})])
     dep._ensure_networks()
+    # the users network twice: Docker picks a free subnet, then it is made with that subnet given
     assert [(c["name"], c["internal"], c["options"]) for c in client.networks.created] == [
+        ("stackhub-users", False, {"com.docker.network.bridge.enable_icc": "false"}),
         ("stackhub-users", False, {"com.docker.network.bridge.enable_icc": "false"}),
         ("stackhub-internal", True, {}),
     ]
-    old = _Net("stackhub-users", {"Internal": False, "Options": {}})
+    assert client.networks.created[1]["ipam"]["Config"] == [
+        {"Subnet": "172.30.0.0/16", "Gateway": "172.30.0.1", "IPRange": "172.30.128.0/17", "AuxiliaryAddresses": None}]
+    old = _Net("stackhub-users", {"Internal": False, "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                                  "IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}})
     dep, client = _deployment([old, _Net("stackhub-internal", {"Internal": True})])
     dep._ensure_networks()
-    assert old.removed and [c["name"] for c in client.networks.created] == ["stackhub-users"]
+    assert old.removed and [c["name"] for c in client.networks.created] == ["stackhub-users"] * 2
     busy = _Net("stackhub-users", {"Internal": False, "Options": {}}, [types.SimpleNamespace(name="stackhub-ann")])
     dep, client = _deployment([busy])
     try:

@@ -184,8 +184,11 @@ def test_networks():
                                  "options": {"com.docker.network.bridge.enable_icc": "false"},
                                  "labels": {"stackhub.role": "users-network"}}
     assert api.as_docker()["internal"] is True and api.name == "stackhub-internal"
-    assert users.mismatch({"Internal": False, "Options": {}}) == "com.docker.network.bridge.enable_icc=unset, wanted false"
-    assert users.mismatch({"Internal": False, "Options": {"com.docker.network.bridge.enable_icc": "false"}}) is None
+    fixed = {"IPAM": {"Config": [{"Subnet": "172.30.0.0/16", "IPRange": "172.30.128.0/17"}]}}
+    assert users.mismatch({"Internal": False, "Options": {}, **fixed}) == "com.docker.network.bridge.enable_icc=unset, wanted false"
+    assert users.mismatch({"Internal": False, "Options": {"com.docker.network.bridge.enable_icc": "false"}, **fixed}) is None
+    assert users.mismatch({"Internal": False, "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                           "IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}) == "no fixed addresses for the hub and the proxy"
     assert api.mismatch({"Internal": False}) is not None
     # without the firewall the hub could not pass enable_icc=false
     assert isolation.networks(cfg(firewall=False))[0].options == {}
@@ -219,3 +222,14 @@ def test_proxy_api_listens_on_the_api_network_only_and_the_hub_uses_it(tmp_path)
 def test_nameservers():
     text = "# x\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver fd00::1\noptions edns0\n"
     assert isolation.nameservers(text) == ["10.255.255.53"]
+
+
+def test_hub_and_proxy_have_fixed_addresses_outside_the_range_servers_get():
+    layout = isolation.fixed_addresses("172.30.0.0/16")
+    assert layout == {"subnet": "172.30.0.0/16", "gateway": "172.30.0.1", "hub": "172.30.0.2",
+                      "proxy": "172.30.0.3", "ip_range": "172.30.128.0/17"}
+    servers = ipaddress.ip_network(layout["ip_range"])
+    assert ipaddress.ip_address(layout["hub"]) not in servers and ipaddress.ip_address(layout["proxy"]) not in servers
+    assert isolation.fixed_addresses("192.168.16.0/20")["ip_range"] == "192.168.24.0/21"
+    with pytest.raises(ValueError):
+        isolation.fixed_addresses("10.0.0.0/30")
