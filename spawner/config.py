@@ -52,12 +52,19 @@ class HubSettings(Model):
     http_port: int = Field(8080, ge=1, le=65535, description="Plain HTTP port; it only redirects to HTTPS.")
     bind_address: str = Field("0.0.0.0", description="Host address the public ports are published on.")
     image: str = Field("stackhub/hub:0.1.0", description="Image that runs the hub and the proxy.")
-    network: str = Field("stackhub", description="Docker network shared by the hub, the proxy and the user containers.")
+    network: str = Field("stackhub-users", description="Docker network the user containers live on; the hub and the proxy join it. Created with enable_icc=false: users cannot reach each other (see spawner.network and docs/security.md).")
+    api_network: str = Field("stackhub-internal", description="Internal Docker network only the hub and the proxy join; the proxy's API (port 8001) listens on it alone.")
     state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and cookie secret.")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
+
+    @model_validator(mode="after")
+    def _two_networks(self):
+        if self.network == self.api_network:
+            raise ValueError("hub.network and hub.apiNetwork must be two different networks")
+        return self
 
 
 class TLSSettings(Model):
@@ -226,6 +233,30 @@ class Courses(Model):
         return v
 
 
+class NetworkPolicy(Model):
+    """What a user's container may reach besides the hub API (docs/security.md, "Network isolation")."""
+
+    internet: bool = Field(True, description="Let user containers reach the internet (public addresses). False: only the hub API and allowPrivateCidrs.")
+    allow_private_cidrs: list[str] = Field(default_factory=list, description="IPv4 ranges (CIDR) user containers may reach although they are private, link-local or the host's (e.g. a site's data server, 10.1.2.0/24). Never opens other users, the proxy or the hub's other ports.")
+    firewall: bool = Field(True, description="Add the iptables rules (DOCKER-USER, INPUT) at `up` and remove them at `down`; needs root and iptables on the engine's host. False: only the Docker networks separate (users then reach each other, private ranges and the host; for engines whose host you cannot firewall, e.g. Docker Desktop).")
+
+    @field_validator("allow_private_cidrs")
+    @classmethod
+    def _cidrs(cls, v):
+        import ipaddress
+
+        out = []
+        for cidr in v:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR range like 10.1.2.0/24") from None
+            if net.version != 4:
+                raise ValueError(f"{cidr!r}: the users network is IPv4 only, so IPv6 ranges cannot be opened")
+            out.append(str(net))
+        return out
+
+
 class SpawnerSettings(Model):
     backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
     docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
@@ -239,6 +270,7 @@ class SpawnerSettings(Model):
     @classmethod
     def _tmp_size(cls, v):
         return memory_size(v, "tmpSize")
+    network: NetworkPolicy = NetworkPolicy()
 
 
 class StackhubConfig(Model):

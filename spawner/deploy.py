@@ -1,26 +1,30 @@
 """The single-host deployment: hub and proxy containers, built as plain data, then run.
 
 ``hub_container`` and ``proxy_container`` are pure: (config, host paths) -> keyword arguments of
-``docker.client.containers.run``. ``Deployment`` does the I/O: network, volumes, secrets, TLS files,
-containers, and waiting until the hub answers. ``make up`` / ``make down`` call it through the CLI.
+``docker.client.containers.run``. ``Deployment`` does the I/O: networks, volumes, secrets, TLS files,
+containers, the network isolation rules (built by the pure ``isolation``), and waiting until the hub
+answers. ``make up`` / ``make down`` call it through the CLI.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 import shlex
+import shutil
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import names
+from . import isolation, names
 from .config import OAuthAuth, SharedPasswordAuth, StackhubConfig
-from .hubconfig import HUB_COURSES, HUB_NAME, HUB_PORT, PROXY_API_PORT, PROXY_NAME
+from .hubconfig import HUB_COURSES, HUB_NAME, HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, PROXY_NAME
 from .tls import TLSFiles, _write_private, ensure_local_tls
 
 HUB_SECRETS = "/srv/stackhub/secrets"
@@ -55,7 +59,8 @@ def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dic
         "configurable-http-proxy", "--ip", "0.0.0.0", "--port", "8443",
         "--ssl-cert", f"{PROXY_TLS}/cert.pem", "--ssl-key", f"{PROXY_TLS}/key.pem",
         "--redirect-port", "8080", "--redirect-to", str(hub.https_port),
-        "--api-ip", "0.0.0.0", "--api-port", str(PROXY_API_PORT),
+        # the API listens only on the proxy's address on hub.apiNetwork (the alias exists there alone)
+        "--api-ip", PROXY_API_HOST, "--api-port", str(PROXY_API_PORT),
         "--default-target", f"http://{HUB_NAME}:{HUB_PORT}",
         "--error-target", f"http://{HUB_NAME}:{HUB_PORT}/hub/error",
     ]
@@ -147,6 +152,33 @@ def tls_files(cfg: StackhubConfig, paths: HostPaths) -> TLSFiles:
     return ensure_local_tls(paths.tls, [cfg.hub.public_host])
 
 
+def host_nameservers() -> list[str]:
+    """The resolvers Docker's embedded DNS forwards to (it asks them from inside the container)."""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            found = isolation.nameservers(Path(path).read_text())
+        except OSError:
+            continue
+        if found:
+            return found
+    return []
+
+
+def host_networks() -> list[str]:
+    """IPv4 networks of the host's global addresses (``ip -j addr``); empty when ``ip`` is missing."""
+    try:
+        done = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+        links = json.loads(done.stdout or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    out = []
+    for link in links:
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and a.get("scope") == "global":
+                out.append(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network))
+    return out
+
+
 class Deployment:
     """I/O of the single-host deployment, on a ``docker.DockerClient``."""
 
@@ -165,9 +197,154 @@ class Deployment:
         except NotFound:
             pass
 
-    def _ensure_network(self):
-        if not self.client.networks.list(names=[self.cfg.hub.network]):
-            self.client.networks.create(self.cfg.hub.network, driver="bridge", labels={names.LABEL_ROLE: "network"})
+    def _network(self, name: str):
+        # the engine's name filter matches parts of names too
+        return next((n for n in self.client.networks.list(names=[name]) if n.name == name), None)
+
+    def _ensure_networks(self):
+        """The users network (enable_icc=false) and the internal api network; one made with other
+        settings (an older stackhub's) is made again when nothing is attached to it any more."""
+        for spec in isolation.networks(self.cfg):
+            net = self._network(spec.name)
+            if net is not None:
+                net.reload()
+                problem = spec.mismatch(net.attrs)
+                if problem is None:
+                    continue
+                attached = sorted(c.name for c in net.containers)
+                if attached:
+                    raise RuntimeError(
+                        f"Docker network {spec.name} exists with other settings ({problem}) and "
+                        f"{', '.join(attached)} use it; stop them (`make down`) and run `make up` again")
+                self.log(f"re-creating Docker network {spec.name} ({problem})")
+                net.remove()
+            if spec.fixed:
+                self._create_fixed(spec)
+            else:
+                self.client.networks.create(**spec.as_docker())
+
+    def _create_fixed(self, spec: isolation.NetworkSpec, attempts: int = 3):
+        """Let Docker pick a free subnet, then make the network again with that subnet given, which
+        is what lets the hub and the proxy have fixed addresses in it."""
+        from docker.errors import APIError
+        from docker.types import IPAMConfig, IPAMPool
+
+        for attempt in range(attempts):
+            probe = self.client.networks.create(**spec.as_docker())
+            probe.reload()
+            subnet = next(c["Subnet"] for c in probe.attrs["IPAM"]["Config"] if "." in c.get("Subnet", ""))
+            probe.remove()
+            layout = isolation.fixed_addresses(subnet)
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=layout["subnet"], gateway=layout["gateway"],
+                                                     iprange=layout["ip_range"])])
+            try:
+                return self.client.networks.create(**spec.as_docker(), ipam=ipam)
+            except APIError:  # another network took the subnet in between
+                if attempt == attempts - 1:
+                    raise
+
+    def _fixed_address(self, role: str) -> str:
+        config = self.client.networks.get(self.cfg.hub.network).attrs["IPAM"]["Config"]
+        subnet = next(c["Subnet"] for c in config if "." in c.get("Subnet", ""))
+        return isolation.fixed_addresses(subnet)[role]
+
+    def _start(self, kwargs: dict, api_aliases: list[str], role: str):
+        """Create a container on the users network at its fixed address, join it to the api network, start it."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "detach"}
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=self._fixed_address(role))
+        container = self.client.containers.create(**kwargs, networking_config={self.cfg.hub.network: endpoint})
+        self.client.networks.get(self.cfg.hub.api_network).connect(container, aliases=api_aliases)
+        container.start()
+        return container
+
+    # -- the iptables rules (spawner.isolation builds them) ----------------------------------
+
+    def _iptables(self, family: str, *args, input: str | None = None) -> str:
+        binary = {"ipv4": "iptables", "ipv6": "ip6tables"}[family]
+        if args and args[0] == "restore":
+            cmd = [f"{binary}-restore", "--noflush", "-w"]
+        else:
+            cmd = [binary, "-w", *args]
+        try:
+            done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise RuntimeError(self._firewall_hint(f"{cmd[0]} is not installed")) from None
+        if done.returncode != 0:
+            raise RuntimeError(self._firewall_hint(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}"))
+        return done.stdout
+
+    @staticmethod
+    def _firewall_hint(problem: str) -> str:
+        return (f"cannot set the network isolation rules: {problem}. Run `make up`/`make down` as root on the "
+                "Docker engine's host, or set spawner.network.firewall: false and firewall the users network "
+                "yourself (docs/security.md)")
+
+    @staticmethod
+    def _families() -> list[str]:
+        """IPv4 always; IPv6 when the host has it and ip6tables is there."""
+        v6 = Path("/proc/net/if_inet6").exists() and shutil.which("ip6tables") is not None
+        return ["ipv4", "ipv6"] if v6 else ["ipv4"]
+
+    def _tagged(self, family: str, tag: str) -> list[str]:
+        lines = []
+        for chain in isolation.CHAINS[family]:
+            lines += isolation.tagged_lines(self._iptables(family, "-S", chain), tag)
+        return lines
+
+    def check_firewall(self):
+        """Fail before anything starts when the rules could not be set (not root, no iptables)."""
+        if self.cfg.spawner.network.firewall:
+            self._iptables("ipv4", "-S", "DOCKER-USER")
+
+    def endpoints(self) -> isolation.Endpoints:
+        """Read the users network's bridge, the hub's and proxy's addresses, resolvers and LAN."""
+        name = self.cfg.hub.network
+        attrs = self.client.networks.get(name).attrs
+        bridge = (attrs.get("Options") or {}).get(isolation.BRIDGE_NAME_OPTION) or f"br-{attrs['Id'][:12]}"
+
+        def address(container_name):
+            c = self.client.containers.get(container_name)
+            ip = c.attrs["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
+            if not ip:
+                raise RuntimeError(f"{container_name} has no address on the Docker network {name}")
+            return ip
+
+        return isolation.Endpoints(bridge=bridge, hub=address(HUB_NAME), proxy=address(PROXY_NAME),
+                                   dns=tuple(host_nameservers()), host_networks=tuple(host_networks()))
+
+    def apply_firewall(self) -> list[isolation.Rule]:
+        """Replace this deployment's rules with fresh ones in one transaction per family (idempotent)."""
+        if not self.cfg.spawner.network.firewall:
+            self.log("spawner.network.firewall is false: no iptables rules (see docs/security.md)")
+            return []
+        tag = isolation.rule_tag(self.cfg)
+        endpoints = self.endpoints()
+        rules = isolation.firewall_rules(self.cfg, endpoints)
+        applied = []
+        for family in self._families():
+            mine = [r for r in rules if r.family == family]
+            script = isolation.restore_script(mine, self._tagged(family, tag), tag)
+            self._iptables(family, "restore", input=script)
+            applied += mine
+        self.log(f"network isolation: {len(applied)} rules on {endpoints.bridge} "
+                 f"(`iptables -S DOCKER-USER`; docs/security.md)")
+        return applied
+
+    def remove_firewall(self):
+        """Remove every rule tagged with this deployment's users network (``down``)."""
+        if not self.cfg.spawner.network.firewall and shutil.which("iptables") is None:
+            return
+        tag = isolation.rule_tag(self.cfg)
+        for family in self._families():
+            try:
+                existing = self._tagged(family, tag)
+            except RuntimeError:
+                if self.cfg.spawner.network.firewall:
+                    raise
+                return
+            if existing:
+                self._iptables(family, "restore", input=isolation.restore_script([], existing, tag))
+                self.log(f"removed {len(existing)} {family} isolation rules")
 
     def _ensure_volume(self, name: str, role: str):
         from docker.errors import NotFound
@@ -182,23 +359,33 @@ class Deployment:
         self.log("[1/4] secrets and TLS certificate")
         ensure_secrets(self.paths)
         tls = tls_files(self.cfg, self.paths)
-        self.log("[2/4] network and volumes")
-        self._ensure_network()
+        self.log("[2/4] networks and volumes")
+        self.check_firewall()
+        self._remove(PROXY_NAME)
+        self._remove(HUB_NAME)
+        self._ensure_networks()
         self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
         if self.cfg.courses.enabled:
             self._ensure_volume(self.cfg.courses.volume, "courses")
         for mount in self.cfg.volumes.data:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")
-        self.log("[3/4] proxy and hub containers")
-        self._remove(PROXY_NAME)
-        self._remove(HUB_NAME)
-        self.client.containers.run(**proxy_container(self.cfg, self.paths, tls))
-        env = secret_environment(self.paths, environment)
-        self.client.containers.run(**hub_container(self.cfg, self.paths, self.config_file, env))
+        self.log("[3/4] proxy and hub containers, network isolation rules")
+        self._start(proxy_container(self.cfg, self.paths, tls), [PROXY_API_HOST], "proxy")
+        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
+        self.apply_firewall()
+        self._warn_stranded_servers()
         self.log("[4/4] waiting for the hub to answer")
         self.wait_ready(tls)
         return tls
+
+    def _warn_stranded_servers(self):
+        """Servers started by an older stackhub on another network: the hub cannot reach them."""
+        for c in self.client.containers.list(filters={"label": f"{names.LABEL_ROLE}=server"}):
+            nets = set(c.attrs.get("NetworkSettings", {}).get("Networks") or {})
+            if self.cfg.hub.network not in nets:
+                self.log(f"warning: {c.name} runs on {', '.join(sorted(nets)) or 'no network'}, not on "
+                         f"{self.cfg.hub.network}; stop it (`make down`, then `make up`)")
 
     def _services_with_pages(self) -> set[str]:
         from .hubconfig import COURSES_SERVICE, SESSIONS_SERVICE
@@ -246,4 +433,5 @@ class Deployment:
             c.remove(force=True)
         for name in (HUB_NAME, PROXY_NAME):
             self._remove(name)
+        self.remove_firewall()
         self.log("stopped hub and proxy; homes, data and hub state are kept")

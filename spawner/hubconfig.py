@@ -20,6 +20,7 @@ HUB_NAME = "stackhub-hub"
 PROXY_NAME = "stackhub-proxy"
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
+PROXY_API_HOST = "stackhub-proxy-api"  # the proxy's alias on hub.apiNetwork only; its API listens there
 ADMIN_SERVICE = "stackhub-admin"
 COURSES_SERVICE = "stackhub-courses"
 INSTRUCTORS_GROUP = "instructors"
@@ -80,7 +81,7 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
     """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
     c.JupyterHub.proxy_class = "configurable-http-proxy"
     c.ConfigurableHTTPProxy.should_start = False
-    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_NAME}:{PROXY_API_PORT}"
+    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_API_HOST}:{PROXY_API_PORT}"
     c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
 
 
