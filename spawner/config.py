@@ -59,7 +59,7 @@ class HubSettings(Model):
     bind_address: str = Field("0.0.0.0", description="Host address the public ports are published on.")
     image: str = Field("stackhub/hub:0.1.0", description="Image that runs the hub and the proxy.")
     network: str = Field("stackhub", description="Docker network shared by the hub, the proxy and the user containers.")
-    state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and cookie secret.")
+    state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and state, or an absolute host directory (bind-mounted): put it on a filesystem users' homes cannot fill (docs/disk.md).")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")

@@ -172,7 +172,10 @@ class Deployment:
         tls = tls_files(self.cfg, self.paths)
         self.log("[2/4] network and volumes")
         self._ensure_network()
-        self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
+        if self.cfg.hub.state_volume.startswith("/"):  # a host directory, e.g. on its own filesystem
+            Path(self.cfg.hub.state_volume).mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
         if self.cfg.courses.enabled:
             self._ensure_volume(self.cfg.courses.volume, "courses")
         for mount in self.cfg.volumes.data:

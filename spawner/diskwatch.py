@@ -27,6 +27,7 @@ import html
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ SERVICE_NAME = "stackhub-diskwatch"
 STATE_FILE = "disk-budget.json"
 WARNING_FILE = "DISK-QUOTA-WARNING.txt"
 MAX_STATE_BYTES = 16 * 2**20
+STATE_RESERVE = 2**30  # below this much free space where the hub's state lives, the log says so each check
 EXEC_TIMEOUT = 30.0
 
 Status = Literal["warn", "over", "grace", "clear"]
@@ -381,10 +383,22 @@ class Watcher:
                     except Exception as e:  # noqa: BLE001 - logged; the next check tries again
                         log.error("could not stop %s/%s: %s", a.user, server, e)
         self.records = records
+        self._check_state_space()
         try:
             save_records(self.state_path, records, now, self.budget)
         except OSError as e:  # a full disk must not stop the watcher
             log.error("cannot write %s: %s", self.state_path, e)
+
+    def _check_state_space(self):
+        """The hub's database shares a filesystem with the homes unless the site moved it (docs/disk.md)."""
+        try:
+            free = shutil.disk_usage(self.state_path.parent).free
+        except OSError:
+            return
+        if free < STATE_RESERVE:
+            log.error("only %s free on the filesystem of the hub's state (%s): the hub's database may fail "
+                      "to write; free space, or move hub.stateVolume to a filesystem of its own",
+                      human(free), self.state_path.parent)
 
     async def run(self):
         self.records = load_records(self.state_path)

@@ -182,3 +182,82 @@ def test_budget_config_defaults_and_checks():
         with pytest.raises(ValueError):
             StackhubConfig.model_validate({"volumes": bad})
     assert size_bytes("1.5G") == 3 * 2**29 and size_bytes("512") == 512 and size_bytes("2T") == 2 * 2**40
+
+
+class FakeContainer:
+    def __init__(self, user, ok=True):
+        self.name, self.status, self.ok = f"stackhub-user-{user}", "running", ok
+        self.labels = {"stackhub.role": "server", "stackhub.user": user, "stackhub.server": ""}
+        self.execs = []
+
+    def exec_run(self, cmd, user, environment):
+        self.execs.append((cmd, user, environment))
+        return (0, b"") if self.ok else (1, b"No space left on device")
+
+
+class FakeClient:
+    def __init__(self, sizes, containers):
+        self.sizes, self.containers = sizes, self
+        self.by_name = {c.name: c for c in containers}
+
+    def df(self):
+        return {"Volumes": [{"Name": f"stackhub-home-{u}", "Labels": {"stackhub.role": "home", "stackhub.user": u},
+                             "UsageData": {"Size": s}} for u, s in self.sizes.items()]}
+
+    def get(self, name):
+        return self.by_name[name]
+
+
+class FakeHub:
+    def __init__(self, running):
+        self.running, self.stopped = running, []
+
+    async def users(self, state=None):
+        assert state == "active"
+        return [{"name": u, "servers": {"": {"ready": True, "pending": None}}} for u in self.running]
+
+    async def stop_server(self, user, server=""):
+        self.stopped.append((user, server))
+
+
+def watcher(tmp_path, sizes, containers, running):
+    from spawner.diskwatch import Watcher
+
+    return Watcher(client=FakeClient(sizes, containers), hub=FakeHub(running), budget=B,
+                   state_path=tmp_path / "disk-budget.json", template="stackhub-home-{user}", uid=1000, every=1)
+
+
+def test_the_watcher_writes_as_the_user_stops_through_the_hub_and_saves_state(tmp_path):
+    import asyncio
+
+    ann, bob = FakeContainer("ann"), FakeContainer("bob")
+    w = watcher(tmp_path, {"ann": 120 * MB, "bob": 95 * MB}, [ann, bob], ["ann", "bob"])
+    asyncio.run(w.check(now=T0))
+    assert w.hub.stopped == [("ann", "")]
+    (cmd, uid, env), = ann.execs
+    assert uid == "1000" and cmd[:2] == ["sh", "-c"] and 'mv -f "$t" "$f"' in cmd[2]
+    assert env["STACKHUB_NOTICE_FILE"] == "DISK-QUOTA-WARNING.txt" and "stopped" in env["STACKHUB_NOTICE"]
+    assert "(95%)" in bob.execs[0][2]["STACKHUB_NOTICE"]
+    assert set(load_records(tmp_path / "disk-budget.json")) == {"ann", "bob"}
+
+
+def test_a_warning_that_could_not_be_written_is_tried_again(tmp_path):
+    import asyncio
+
+    full = FakeContainer("ann", ok=False)
+    w = watcher(tmp_path, {"ann": 95 * MB}, [full], ["ann"])
+    asyncio.run(w.check(now=T0))
+    assert not w.records["ann"].warned
+    full.ok = True
+    asyncio.run(w.check(now=T0 + 60))
+    assert w.records["ann"].warned and len(full.execs) == 2
+
+
+def test_low_space_where_the_hub_state_lives_is_logged(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    w = watcher(tmp_path, {}, [], [])
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 10 * MB))
+    with caplog.at_level(logging.ERROR):
+        w._check_state_space()
+    assert "only 10 MiB free on the filesystem of the hub's state" in caplog.text
