@@ -382,6 +382,8 @@ class Watcher:
                         await self.hub.stop_server(a.user, server)
                     except Exception as e:  # noqa: BLE001 - logged; the next check tries again
                         log.error("could not stop %s/%s: %s", a.user, server, e)
+                        # a server still running must not pass for a restart to clean up (the grace window)
+                        records.pop(a.user, None)
         self.records = records
         self._check_state_space()
         try:

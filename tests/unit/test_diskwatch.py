@@ -261,3 +261,18 @@ def test_low_space_where_the_hub_state_lives_is_logged(tmp_path, monkeypatch, ca
     with caplog.at_level(logging.ERROR):
         w._check_state_space()
     assert "only 10 MiB free on the filesystem of the hub's state" in caplog.text
+
+
+def test_a_stop_the_hub_refused_is_tried_again_not_taken_for_a_restart(tmp_path):
+    import asyncio
+
+    w = watcher(tmp_path, {"ann": 120 * MB}, [FakeContainer("ann")], ["ann"])
+
+    async def refuse(user, server=""):
+        raise RuntimeError("503: hub busy")
+    w.hub.stop_server = refuse
+    asyncio.run(w.check(now=T0))
+    assert "ann" not in w.records
+    w.hub = FakeHub(["ann"])
+    asyncio.run(w.check(now=T0 + 60))
+    assert w.hub.stopped == [("ann", "")] and w.records["ann"].status == "over"
