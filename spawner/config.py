@@ -25,12 +25,19 @@ from .tags import TagError, parse_tag
 
 CONFIG_ENV = "STACKHUB_CONFIG"
 _MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def memory_size(value: str, key: str) -> str:
     if not _MEMORY.match(value):
         raise ValueError(f"{key} {value!r} must look like 512M, 2G or 1.5G")
     return value
+
+
+def size_bytes(value: str) -> int:
+    """Bytes of a size like ``512M``, ``10G`` or ``1.5T`` (binary units, as Docker's)."""
+    unit = value[-1] if value[-1] in "KMGT" else ""
+    return int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
 
 
 class Model(BaseModel):
@@ -54,7 +61,7 @@ class HubSettings(Model):
     image: str = Field("stackhub/hub:0.1.0", description="Image that runs the hub and the proxy.")
     network: str = Field("stackhub-users", description="Docker network the user containers live on; the hub and the proxy join it. Created with enable_icc=false: users cannot reach each other (see spawner.network and docs/security.md).")
     api_network: str = Field("stackhub-internal", description="Internal Docker network only the hub and the proxy join; the proxy's API (port 8001) listens on it alone.")
-    state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and cookie secret.")
+    state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and state, or an absolute host directory (bind-mounted): put it on a filesystem users' homes cannot fill (docs/disk.md).")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
@@ -190,10 +197,25 @@ class Mount(Model):
 
 class Volumes(Model):
     home_volume: str = Field("stackhub-home-{user}", description="Name of each user's home volume; {user} is the escaped username.")
+    home_budget: str | None = Field("10G", description="Disk budget of each user's home, e.g. 10G. Measured by the stackhub-diskwatch service: at homeBudgetWarn a warning file appears in the home, over the budget the user's servers are stopped (docs/disk.md). None: no budget.")
+    home_budget_warn: float = Field(0.9, gt=0, lt=1, description="Fraction of homeBudget at which the user is warned (a file ~/DISK-QUOTA-WARNING.txt and a note on the spawn page).")
+    home_budget_check_seconds: int = Field(60, ge=1, description="Seconds between two measurements of the homes; a user may write past the budget for up to this long.")
+    home_budget_grace_seconds: int = Field(1800, ge=0, description="After a stop for being over budget, the user may start again and has this long to delete files; the server is stopped again if the home grows meanwhile or is still over the budget then.")
     data: list[Mount] = Field(
         default_factory=lambda: [Mount(source="stackhub-data", target="/data")],
         description="Shared data mounted into every container.",
     )
+
+    @field_validator("home_budget")
+    @classmethod
+    def _home_budget(cls, v):
+        if v is not None and size_bytes(memory_size(v, "homeBudget")) <= 0:
+            raise ValueError("homeBudget must be more than 0 (or null for no budget)")
+        return v
+
+    @property
+    def home_budget_bytes(self) -> int | None:
+        return size_bytes(self.home_budget) if self.home_budget else None
 
 
 class Culler(Model):

@@ -364,7 +364,10 @@ class Deployment:
         self._remove(PROXY_NAME)
         self._remove(HUB_NAME)
         self._ensure_networks()
-        self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
+        if self.cfg.hub.state_volume.startswith("/"):  # a host directory, e.g. on its own filesystem
+            Path(self.cfg.hub.state_volume).mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
         if self.cfg.courses.enabled:
             self._ensure_volume(self.cfg.courses.volume, "courses")
         for mount in self.cfg.volumes.data:

@@ -57,6 +57,14 @@ class LSSTDockerSpawner(DockerSpawner):
         """,
     ).tag(config=True)
 
+    disk_notices = Any(
+        None,
+        help="""Optional home budget notes: an object with ``notice_html(username) -> str``.
+
+        stackhub-diskwatch records who is near or over their disk budget; the spawn form shows it.
+        """,
+    ).tag(config=True)
+
     # shared by all instances of the class (one hub process): executor, client, catalog
     _pool = None
     _catalog_source = None
@@ -136,7 +144,17 @@ class LSSTDockerSpawner(DockerSpawner):
     async def render_options_form(self) -> str:
         catalog = await self.catalog_source().get()
         menu = build_menu(catalog, await self.restriction())
-        return render_form(menu, self.cfg.sizes, self.cfg.stack.default_size)
+        form = render_form(menu, self.cfg.sizes, self.cfg.stack.default_size)
+        return self.disk_notice() + form
+
+    def disk_notice(self) -> str:
+        if self.disk_notices is None:
+            return ""
+        try:
+            return self.disk_notices.notice_html(self.user.name)
+        except Exception:  # noqa: BLE001 - a note must never break the spawn page
+            self.log.exception("stackhub: cannot read the disk budget notes")
+            return ""
 
     async def apply_stack_options(self, options):
         """Validate user_options and set image, mounts and limits; HTTP 400 names what is allowed."""

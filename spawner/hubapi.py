@@ -1,4 +1,5 @@
-"""A small async client of JupyterHub's REST API, used by the ``stackhub-sessions`` service.
+"""A small async client of JupyterHub's REST API, used by the ``stackhub-sessions`` and
+``stackhub-diskwatch`` services.
 
 Only what the service needs: users (paginated), groups, start and stop a user's default server and
 wait for it. Errors carry the hub's status and message, so the service can pass them on verbatim
@@ -68,10 +69,13 @@ class HubAPI:
     async def user(self, name: str) -> dict | None:
         return await self._get_or_none(f"/users/{quote(name, safe='')}")
 
-    async def users(self) -> list[dict]:
+    async def users(self, state: str | None = None) -> list[dict]:
+        """All users; ``state="active"``: only those with a running or pending server."""
         out, offset = [], 0
+        query = f"state={state}&" if state else ""
         while True:
-            _, page = await self.request("GET", f"/users?offset={offset}&limit=200", headers={"Accept": PAGINATION})
+            _, page = await self.request("GET", f"/users?{query}offset={offset}&limit=200",
+                                         headers={"Accept": PAGINATION})
             items = page["items"] if isinstance(page, dict) else page
             out += items
             nxt = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
@@ -95,6 +99,14 @@ class HubAPI:
 
     async def stop(self, name: str) -> int:
         code, _ = await self.request("DELETE", f"/users/{quote(name, safe='')}/server")
+        return code
+
+    async def stop_server(self, name: str, server: str = "") -> int:
+        """Stop the default server (``server=""``) or a named one (kept, not deleted)."""
+        if not server:
+            return await self.stop(name)
+        code, _ = await self.request("DELETE", f"/users/{quote(name, safe='')}/servers/{quote(server, safe='')}",
+                                     {"remove": False})
         return code
 
     async def wait(self, name: str, *, ready: bool, timeout: float) -> dict:

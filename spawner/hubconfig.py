@@ -27,6 +27,7 @@ INSTRUCTORS_GROUP = "instructors"
 HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
 SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
+DISKWATCH_SERVICE = "stackhub-diskwatch"
 PREWARM_CONCURRENCY = 3
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
@@ -95,6 +96,10 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     # a bad policy file keeps the last good policy and is logged at error level in the hub's log
     c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
     c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
+    if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
+        from .diskwatch import DiskNotices
+
+        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, disk_budget(cfg))
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"
@@ -165,8 +170,35 @@ def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     return service, role
 
 
+def disk_budget(cfg: StackhubConfig):
+    from .diskwatch import Budget
+
+    v = cfg.volumes
+    return Budget(v.home_budget_bytes, v.home_budget_warn, float(v.home_budget_grace_seconds))
+
+
+def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The home budget watcher (spawner.diskwatch): sees who runs what, stops servers, nothing more."""
+    v, budget = cfg.volumes, disk_budget(cfg)
+    service = {
+        "name": DISKWATCH_SERVICE,
+        "command": [sys.executable, "-m", "spawner.diskwatch", f"--state={paths.state}",
+                    f"--budget={budget.limit}", f"--warn={budget.warn}", f"--grace={budget.grace:g}",
+                    f"--every={v.home_budget_check_seconds}", f"--uid={cfg.spawner.uid}",
+                    f"--home-volume={v.home_volume}"],
+    }
+    role = {
+        "name": DISKWATCH_SERVICE,
+        "description": "see users' servers and stop those whose home is over its disk budget",
+        "scopes": ["list:users", "read:servers", "delete:servers"],
+        "services": [DISKWATCH_SERVICE],
+    }
+    return service, role
+
+
 def update_services(c, cfg: StackhubConfig, paths: HubPaths):
-    """The admin token service (``make token``), the sessions service and the idle culler."""
+    """The admin token service (``make token``), the sessions service, the idle culler, the course
+    service and the home budget watcher."""
     sessions, sessions_role = sessions_service(cfg, paths)
     services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}, sessions]
     roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
@@ -185,6 +217,10 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths):
         courses, courses_role = courses_service(cfg, paths)
         services.append(courses)
         roles.append(courses_role)
+    if cfg.volumes.home_budget:
+        diskwatch, diskwatch_role = diskwatch_service(cfg, paths)
+        services.append(diskwatch)
+        roles.append(diskwatch_role)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

@@ -131,3 +131,11 @@ def test_networks_are_created_and_an_old_users_network_is_made_again_when_free()
     else:
         raise AssertionError("a users network in use with icc on must stop `up`")
     assert not busy.removed
+
+
+def test_hub_state_may_be_a_host_directory_on_its_own_filesystem():
+    paths = HostPaths(Path("/x/var"))
+    vol = hub_container(StackhubConfig(), paths, None)
+    assert "stackhub-hub-state:/srv/stackhub/state:rw" in vol["volumes"]
+    cfg = StackhubConfig.model_validate({"hub": {"stateVolume": "/srv/hubstate"}})
+    assert "/srv/hubstate:/srv/stackhub/state:rw" in hub_container(cfg, paths, None)["volumes"]

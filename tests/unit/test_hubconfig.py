@@ -23,13 +23,14 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.TutorialAuthenticator.dbm_path == str(tmp_path / "tutorial-passwords")
     assert "room code" in c.JupyterHub.template_vars["announcement_login"]
     assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler",
-                                                           "stackhub-courses"}
+                                                           "stackhub-courses", "stackhub-diskwatch"}
     assert c.JupyterHub.public_url == "https://localhost:8443/"
     assert "Strict-Transport-Security" in c.JupyterHub.tornado_settings["headers"]
 
 
 def test_culler_can_be_turned_off(tmp_path):
-    cfg = StackhubConfig.model_validate({"culler": {"enabled": False}, "courses": {"enabled": False}})
+    cfg = StackhubConfig.model_validate({"culler": {"enabled": False}, "courses": {"enabled": False},
+                                         "volumes": {"homeBudget": None}})
     c = apply_config(Config(), cfg, paths(tmp_path))
     assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin", "stackhub-sessions"]
 
@@ -66,3 +67,18 @@ def test_named_servers_are_capped_per_user_by_jupyterhubs_own_limit(tmp_path):
 def test_the_hub_logs_policy_problems_in_its_own_log(tmp_path):
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
     assert c.LSSTDockerSpawner.policy.store.log.name == "JupyterHub"
+
+
+def test_the_disk_watcher_may_only_see_and_stop_servers(tmp_path):
+    cfg = StackhubConfig.model_validate({"volumes": {"homeBudget": "20M", "homeBudgetCheckSeconds": 2,
+                                                     "homeBudgetGraceSeconds": 90}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-diskwatch")
+    assert service["command"][1:3] == ["-m", "spawner.diskwatch"]
+    assert {f"--budget={20 * 2**20}", "--every=2", "--grace=90", "--warn=0.9", f"--state={tmp_path}",
+            "--home-volume=stackhub-home-{user}"} <= set(service["command"])
+    assert "url" not in service and "api_token" not in service  # no port, a token of its own from the hub
+    role = next(r for r in c.JupyterHub.load_roles if r["name"] == "stackhub-diskwatch")
+    assert role["scopes"] == ["list:users", "read:servers", "delete:servers"]
+    assert role["services"] == ["stackhub-diskwatch"]
+    assert c.LSSTDockerSpawner.disk_notices.path == tmp_path / "disk-budget.json"
