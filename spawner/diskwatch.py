@@ -143,11 +143,10 @@ def message(record: Record, budget: Budget, now: float) -> str:
                 f"so you can clean up: bring the home under {human(budget.limit)} by then, and do not let it "
                 f"grow, or the server is stopped again. {tip}")
     if record.status == "over":
-        when = f" at {clock(record.stopped_at)}" if record.stopped_at else ""
-        stopped = f"your server was stopped{when}" if record.stopped_at else "it is over its budget"
-        return (f"{used}; {stopped}. You can start it again to delete files: you then have {minutes} "
-                f"minute{'s' if minutes != 1 else ''} to bring the home under {human(budget.limit)}, and "
-                f"it must not grow meanwhile. {tip}")
+        start = (f"{used}; your server was stopped at {clock(record.stopped_at)}. You can start it again"
+                 if record.stopped_at else f"{used}. You can start your server")
+        return (f"{start} to delete files: you then have {minutes} minute{'s' if minutes != 1 else ''} to "
+                f"bring the home under {human(budget.limit)}, and it must not grow meanwhile. {tip}")
     return ""
 
 

@@ -4,7 +4,7 @@ import logging
 import pytest
 
 from spawner.config import StackhubConfig, size_bytes
-from spawner.diskwatch import (Budget, DiskNotices, Record, decide, human, load_records, measure_homes,
+from spawner.diskwatch import (Budget, DiskNotices, Record, decide, human, load_records, measure_homes, message,
                                ready_servers, save_records)
 
 MB = 2**20
@@ -85,6 +85,9 @@ def test_a_lost_record_fails_safe_a_running_server_over_budget_stops():
 def test_over_without_a_server_is_recorded_for_the_spawn_page_not_stopped():
     records, actions = step({"ann": 200 * MB}, {}, {})
     assert actions == [] and records["ann"].status == "over" and records["ann"].stopped_at is None
+    text = message(records["ann"], B, T0)
+    assert text.startswith("Your home uses 200 MiB of its 100 MiB disk budget. You can start your server to "
+                           "delete files: you then have 10 minutes")
 
 
 def test_back_under_the_warning_level_without_a_server_clears_later():
@@ -276,3 +279,20 @@ def test_a_stop_the_hub_refused_is_tried_again_not_taken_for_a_restart(tmp_path)
     w.hub = FakeHub(["ann"])
     asyncio.run(w.check(now=T0 + 60))
     assert w.hub.stopped == [("ann", "")] and w.records["ann"].status == "over"
+
+
+def test_the_spawner_puts_the_notice_above_its_form_and_never_fails_on_it(tmp_path):
+    from types import SimpleNamespace
+
+    from spawner.docker_spawner import LSSTDockerSpawner
+
+    save_records(tmp_path / "disk-budget.json", {"ann": Record("warn", 95 * MB, T0)}, T0, B)
+    sp = LSSTDockerSpawner(disk_notices=DiskNotices(tmp_path, B))
+    sp.user = SimpleNamespace(name="ann")
+    assert 'data-status="warn"' in sp.disk_notice()
+
+    class Broken:
+        def notice_html(self, name):
+            raise OSError("boom")
+    sp.disk_notices = Broken()
+    assert sp.disk_notice() == ""
