@@ -25,28 +25,28 @@ engine:
 
 ## images: build the default stack tags (or TAGS="w_2026_41 ...") and the hub image
 images: venv engine
-	$(PY) -m spawner.images build $(IMAGE_OPTS) $(TAGS)
-	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+	$(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS)
+	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 # builds the stack images only when none exists yet (or when TAGS are named)
 stack-images: venv engine
 	@if [ -n "$(TAGS)" ] || ! docker image inspect stackhub/lsst-stack:recommended >/dev/null 2>&1; then \
-	  $(PY) -m spawner.images build $(IMAGE_OPTS) $(TAGS); fi
+	  $(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS); fi
 
 hub-image: venv engine
-	$(PY) -m spawner.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
 ## up: start the Docker engine if needed, build what is missing, start hub + proxy
 up: stack-images hub-image
-	$(PY) -m spawner.cli up
+	$(PY) -m spawner.cli.main up
 
 ## down: stop hub, proxy and user servers (homes and hub state are kept)
 down: venv
-	$(PY) -m spawner.cli down
+	$(PY) -m spawner.cli.main down
 
 ## token: print an admin API token (last line)
 token: venv
-	@$(PY) -m spawner.cli token
+	@$(PY) -m spawner.cli.main token
 
 ## test: the whole suite (unit, then real-engine integration and browser tests)
 test: venv engine stack-images hub-image

@@ -1,15 +1,15 @@
 """JupyterHub config of stackhub: the same file on every backend.
 
 All settings come from the stackhub config (stackhub.yaml, path in $STACKHUB_CONFIG; embedded
-defaults otherwise); see spawner/config.py for every key. A bad file stops the hub with a message
+defaults otherwise); see spawner/core/config.py for every key. A bad file stops the hub with a message
 naming the file and the key, and so does a size larger than the host.
 """
 
 import sys
 
-from spawner.config import ConfigError, load_config
-from spawner.host import fit_to_engine
-from spawner.hubconfig import apply_config
+from spawner.core.config import ConfigError, load_config
+from spawner.backends.docker.host import fit_to_engine
+from spawner.hub.apply import apply_config
 
 try:
     # a size larger than the host (cores, memory from the Docker engine) stops the hub here

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker  # noqa: E402
 
-from spawner.courses import CourseStore, Source  # noqa: E402
-from spawner.coursesync import TOOL_NAME, TOOLS_DIR  # noqa: E402
+from spawner.courses.publish import CourseStore, Source  # noqa: E402
+from spawner.courses.sync import TOOL_NAME, TOOLS_DIR  # noqa: E402
 
 MOUNT = "/opt/stackhub/courses"
 TOOL = f"{MOUNT}/{TOOLS_DIR}/{TOOL_NAME}"

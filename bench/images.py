@@ -26,7 +26,7 @@ from spawner import images as img  # noqa: E402
 
 
 def timed_build(tags: list[str], ca_bundle: str | None) -> float:
-    cmd = [sys.executable, "-m", "spawner.images", "build", "--recommended", ""]
+    cmd = [sys.executable, "-m", "spawner.build.images", "build", "--recommended", ""]
     if ca_bundle:
         cmd += ["--ca-bundle", ca_bundle]
     t0 = time.monotonic()

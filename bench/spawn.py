@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 import requests
 
-from spawner.names import container_name
+from spawner.core.names import container_name
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = Path("/tmp/stackhub-deployment.lock")  # the integration tests' lock: one user of the deployment
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     state = Path(args.state)
     lock = open(LOCK, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
-    from spawner.config import load_config
-    from spawner.deploy import Deployment, HostPaths
+    from spawner.core.config import load_config
+    from spawner.deploy.single_host import Deployment, HostPaths
 
     Deployment(client=docker.from_env(), cfg=load_config(), paths=HostPaths(state), config_file=None,
                log=lambda m: None).up()

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs once in a build container (see spawner/images.py build_hub): /mnt is a bind mount holding
+# Runs once in a build container (see spawner/build/images.py build_hub): /mnt is a bind mount holding
 # this script, the constraints and, only when given, ca.pem; nothing of /mnt is committed.
 set -euo pipefail
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off

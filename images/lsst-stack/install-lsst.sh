@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs once per tag in a build container from the shared image (see spawner/images.py): installs
+# Runs once per tag in a build container from the shared image (see spawner/build/images.py): installs
 # the pinned LSST packages into their own prefix, so `unsetup lsst_distrib` really takes them away,
 # and nothing of the shared layer changes (-c shared-freeze.txt).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs once in a build container (see spawner/images.py): /mnt holds this script, the constraints,
+# Runs once in a build container (see spawner/build/images.py): /mnt holds this script, the constraints,
 # the requirements and, only when given, ca.pem; /mnt is a bind mount, so none of it is committed.
 set -euo pipefail
 if [ -f /mnt/ca.pem ]; then export PIP_CERT=/mnt/ca.pem; fi

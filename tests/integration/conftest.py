@@ -25,7 +25,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def stack_tags(docker_client):
     """The stack tags built on this engine, newest weekly first (at least two needed)."""
-    from spawner.catalog import catalog_from_images
+    from spawner.core.catalog import catalog_from_images
 
     cat = catalog_from_images(docker_client.api.images(name="stackhub/lsst-stack"), "stackhub/lsst-stack",
                               recommended=None)

@@ -15,9 +15,9 @@ import docker
 import requests
 import yaml
 
-from spawner.config import load_config
-from spawner.deploy import Deployment, HostPaths
-from spawner.tls import TLSFiles
+from spawner.core.config import load_config
+from spawner.deploy.single_host import Deployment, HostPaths
+from spawner.deploy.tls import TLSFiles
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -187,7 +187,7 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
 
 def checkout_hub_image(client) -> str:
     """The hub image built from this checkout (`make hub-image`), never another checkout's."""
-    from spawner.images import hub_checkout_ref
+    from spawner.build.images import hub_checkout_ref
 
     ref = hub_checkout_ref(client)
     try:

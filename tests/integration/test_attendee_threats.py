@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from spawner.names import container_name
+from spawner.core.names import container_name
 
 from .conftest import TEST_USERS
 

@@ -9,7 +9,7 @@ import json
 
 import requests
 
-from spawner.config import StackhubConfig
+from spawner.core.config import StackhubConfig
 
 HUB = "stackhub-hub"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from spawner.names import container_name
+from spawner.core.names import container_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COURSE_API = "services/stackhub-courses/api"
@@ -53,7 +53,7 @@ def cli(hub, *args, token=None):
     env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
     if token:
         env["STACKHUB_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "spawner.cli", "course", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "spawner.cli.main", "course", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spawner.names import container_name
+from spawner.core.names import container_name
 
 from .hubfixture import TEST_CONFIG
 

@@ -10,7 +10,7 @@ import docker
 import pytest
 import requests
 
-from spawner.names import container_name, home_volume_name
+from spawner.core.names import container_name, home_volume_name
 
 from .conftest import TEST_USERS
 
@@ -252,7 +252,7 @@ def test_up_prints_the_login_block_token_and_down_keeps_homes(hub, user, stack_t
     name = user("updown")
     hub.spawn(name, {"image_tag": stack_tags[0]})
     env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
-    cli = [sys.executable, "-m", "spawner.cli"]
+    cli = [sys.executable, "-m", "spawner.cli.main"]
     up = subprocess.run(cli + ["up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     block = dict(line.split(": ", 1) for line in up.stdout.splitlines() if re.match(r"^[a-z-]+: ", line))

@@ -19,9 +19,9 @@ import uuid
 import docker
 import pytest
 
-from spawner import images as img
-from spawner.stack_versions import PACKAGES
-from spawner.tags import parse_tag
+from spawner.build import images as img
+from spawner.build.stack_versions import PACKAGES
+from spawner.core.tags import parse_tag
 
 pytestmark = pytest.mark.engine
 
@@ -49,7 +49,7 @@ def require_image(client, ref: str, how: str = "make images"):
 @pytest.fixture(scope="module", params=img.DEFAULT_TAGS)
 def stack(request, client):
     ref = f"{img.STACK_REPO}:{request.param}"
-    require_image(client, ref, "make images (python -m spawner.images build)")
+    require_image(client, ref, "make images (python -m spawner.build.images build)")
     return request.param, ref
 
 
@@ -344,7 +344,7 @@ def test_ca_check_finds_a_leaked_bundle(client):
 
 def test_hub_image(client):
     ref = f"{img.HUB_REPO}:{img.hub_version()}"
-    require_image(client, ref, "python -m spawner.images build-hub")
+    require_image(client, ref, "python -m spawner.build.images build-hub")
     out = client.containers.run(
         ref, ["sh", "-c", "configurable-http-proxy --version && python -c 'import spawner, jupyterhub; "
                           "print(jupyterhub.__version__)' && pwd"], remove=True,
@@ -356,7 +356,7 @@ def test_hub_image(client):
 def test_unbuildable_tag_names_buildable_ones_and_tags_nothing(client):
     before = {t for i in client.images.list(name=img.STACK_REPO) for t in i.tags}
     p = subprocess.run(
-        ["python", "-m", "spawner.images", "build", "--recommended", "", "w_2026_44"],
+        ["python", "-m", "spawner.build.images", "build", "--recommended", "", "w_2026_44"],
         capture_output=True, text=True, timeout=120, cwd=str(img.REPO),
     )
     assert p.returncode == 1

@@ -16,9 +16,9 @@ import uuid
 import pytest
 import requests
 
-from spawner import isolation
-from spawner.hubconfig import HUB_NAME, HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, PROXY_NAME, SESSIONS_PORT
-from spawner.names import container_name
+from spawner.deploy import isolation
+from spawner.hub.apply import HUB_NAME, HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, PROXY_NAME, SESSIONS_PORT
+from spawner.core.names import container_name
 
 from .conftest import TEST_USERS
 

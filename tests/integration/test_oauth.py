@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner.deploy import hub_container
+from spawner.deploy.single_host import hub_container
 
 from .conftest import TEST_USERS
 from .idp import ADA, EVE, GRACE, start_provider
@@ -287,7 +287,7 @@ def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, e
     """Missing secret or unreachable provider: the hub process exits naming the setting or URL."""
     import yaml
 
-    from spawner.config import load_config
+    from spawner.core.config import load_config
 
     config = {**TEST_CONFIG, **oauth_config(hub, idp)}
     config["auth"] = {**config["auth"], **auth_change}
@@ -340,7 +340,7 @@ def test_up_refuses_a_missing_secret_before_it_starts_anything(oauth_hub, idp, t
     before = {c.name: c.id for c in hub.client.containers.list(all=True)}
     env = {k: v for k, v in os.environ.items() if k != "STACKHUB_OAUTH_CLIENT_SECRET"}
     env.update(STACKHUB_STATE=str(hub.deployment.paths.root), STACKHUB_CONFIG=str(config_file))
-    up = subprocess.run([sys.executable, "-m", "spawner.cli", "up"], env=env, capture_output=True, text=True,
+    up = subprocess.run([sys.executable, "-m", "spawner.cli.main", "up"], env=env, capture_output=True, text=True,
                         timeout=120)
     assert up.returncode != 0
     assert "STACKHUB_OAUTH_CLIENT_SECRET" in up.stderr, up.stderr

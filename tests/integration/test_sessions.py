@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from spawner.names import container_name
+from spawner.core.names import container_name
 
 from .conftest import TEST_USERS
 
@@ -62,7 +62,7 @@ def image_of(hub, name):
 
 def cli(hub, *args, timeout=600):
     env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
-    return subprocess.run([sys.executable, "-m", "spawner.cli", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "spawner.cli.main", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

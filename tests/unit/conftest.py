@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner.catalog import catalog_from_images
+from spawner.core.catalog import catalog_from_images
 
 GOLDEN = Path(__file__).parent / "golden"
 

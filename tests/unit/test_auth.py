@@ -13,11 +13,11 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.github import GitHubOAuthenticator
 from traitlets.config import Config
 
-from spawner.auth import GroupMapper, OAuthSetupError, client_secret, discover, update_oauth
-from spawner.config import ConfigError, StackhubConfig, load_config
-from spawner.hubconfig import HubPaths, apply_config
-from spawner.oidc import NonceLoginHandler, ProviderErrorCallbackHandler, StackhubOIDCAuthenticator
-from spawner.tls import ensure_local_tls
+from spawner.hub.auth import GroupMapper, OAuthSetupError, client_secret, discover, update_oauth
+from spawner.core.config import ConfigError, StackhubConfig, load_config
+from spawner.hub.apply import HubPaths, apply_config
+from spawner.hub.oidc import NonceLoginHandler, ProviderErrorCallbackHandler, StackhubOIDCAuthenticator
+from spawner.deploy.tls import ensure_local_tls
 
 SECRET = "s3cret-value-never-logged"
 ENV = {"STACKHUB_OAUTH_CLIENT_SECRET": SECRET}
@@ -47,7 +47,7 @@ OIDC = {"type": "oidc", "clientId": "stackhub", "issuer": ISSUER, "allowedGroups
 
 def test_oidc_uses_generic_authenticator_with_discovered_endpoints():
     c = apply(OIDC)
-    assert c.JupyterHub.authenticator_class == "spawner.oidc.StackhubOIDCAuthenticator"
+    assert c.JupyterHub.authenticator_class == "spawner.hub.oidc.StackhubOIDCAuthenticator"
     g = c.GenericOAuthenticator
     assert g.client_id == "stackhub"
     assert g.client_secret == SECRET
@@ -343,7 +343,7 @@ def test_bad_oauth_config_refused(tmp_path, auth, message):
 
 
 def test_hub_environment_forwards_the_secret_variable_only(tmp_path):
-    from spawner.auth import hub_environment
+    from spawner.hub.auth import hub_environment
 
     assert hub_environment(StackhubConfig(), ENV) == {}
     assert hub_environment(cfg(OIDC), {**ENV, "OTHER": "x"}) == ENV
@@ -403,7 +403,7 @@ def test_provider_answer_quotes_oauth_error_fields_only():
     from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
     import io
 
-    from spawner.oidc import provider_answer
+    from spawner.hub.oidc import provider_answer
 
     def err(code, body):
         resp = HTTPResponse(HTTPRequest("https://idp/token"), code, buffer=io.BytesIO(body))

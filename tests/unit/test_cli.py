@@ -2,7 +2,7 @@
 
 import json
 
-from spawner.cli import main
+from spawner.cli.main import main
 
 
 def test_check_accepts_a_valid_file_and_names_backend_and_auth(tmp_path, capsys):

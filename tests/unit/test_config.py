@@ -1,6 +1,6 @@
 import pytest
 
-from spawner.config import ConfigError, StackhubConfig, json_schema, load_config
+from spawner.core.config import ConfigError, StackhubConfig, json_schema, load_config
 
 
 def test_defaults_need_no_file(monkeypatch):
@@ -45,7 +45,7 @@ def test_schema_forbids_unknown_keys():
 
 # --- sizes against the host's capacity -------------------------------------------------------------
 
-from spawner.config import HostCapacity, fit_sizes_to_host, memory_bytes  # noqa: E402
+from spawner.core.config import HostCapacity, fit_sizes_to_host, memory_bytes  # noqa: E402
 
 GIB = 1024**3
 TWO_CORES = HostCapacity(cpus=2, memory=24 * GIB)
@@ -88,7 +88,7 @@ def test_a_host_too_small_for_the_default_size_is_refused():
 
 
 def test_the_engine_edge_reads_ncpu_and_memtotal_and_skips_other_backends():
-    from spawner.host import engine_capacity, fit_to_engine
+    from spawner.backends.docker.host import engine_capacity, fit_to_engine
 
     class Engine:
         def info(self):
@@ -111,4 +111,12 @@ def test_course_source_rules_and_limits_have_safe_defaults_and_camel_case_keys(t
     assert (c.max_files, c.max_clone_mb, c.sync_seconds, c.exec_timeout) == (100, 50, 5, 3)
     f.write_text("courses:\n  gitSchemes: [file]\n")
     with pytest.raises(ConfigError, match="courses.gitSchemes"):
+        load_config(f)
+
+
+@pytest.mark.parametrize("backend", ["swarm", "kubernetes"])
+def test_a_backend_not_built_yet_is_refused_by_name(tmp_path, backend):
+    f = tmp_path / "stackhub.yaml"
+    f.write_text(f"spawner: {{backend: {backend}}}\n")
+    with pytest.raises(ConfigError, match=f"spawner.backend: '{backend}' is not built yet; this version runs docker only"):
         load_config(f)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from spawner.course_records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
+from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
 
 
 def test_a_good_status_is_kept_as_version_and_synced_only():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spawner.course_sources import (
+from spawner.courses.sources import (
     GitPolicy,
     SourceRefused,
     address_problem,

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from spawner import coursesync as cs
-from spawner.course_sources import GitPolicy
-from spawner.courses import CourseError, CourseStore, Limits, Source, validate_name
+from spawner.courses import sync as cs
+from spawner.courses.sources import GitPolicy
+from spawner.courses.publish import CourseError, CourseStore, Limits, Source, validate_name
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "..", "a..b", "../x", ".hidden", "-x", "a b", "x" * 65])
@@ -196,7 +196,7 @@ def test_install_tool(store):
 
 
 def test_cli_directory_upload_round_trip_keeps_outside_symlinks_for_the_hub_to_refuse(store, tmp_path):
-    from spawner.cli_courses import classify, directory_tar
+    from spawner.cli.courses import classify, directory_tar
 
     d = tmp_path / "dir"
     (d / ".ipynb_checkpoints").mkdir(parents=True)
@@ -211,8 +211,8 @@ def test_cli_directory_upload_round_trip_keeps_outside_symlinks_for_the_hub_to_r
 
 
 def test_cli_classifies_sources(repo, tmp_path):
-    from spawner.cli_courses import classify
-    from spawner.cli_sessions import ApiError
+    from spawner.cli.courses import classify
+    from spawner.cli.sessions import ApiError
 
     assert classify("https://github.com/org/tut.git") == ("git", "https://github.com/org/tut.git")
     assert classify("git@github.com:org/tut.git")[0] == "git"
@@ -222,7 +222,7 @@ def test_cli_classifies_sources(repo, tmp_path):
 
 
 def test_seen_counts_users_per_version(tmp_path):
-    from spawner.courses_service import Seen
+    from spawner.services.courses import Seen
 
     seen = Seen(tmp_path / "seen.json")
     seen.update("ann", {"intro": {"version": "v2", "synced": "t"}})
@@ -281,7 +281,7 @@ def test_tar_devices_and_escapes_are_refused(store, entries, needle):
 
 
 def test_fetch_program_answers_one_json_line(tmp_path, capsys):
-    from spawner.courses import Limits, fetch_main, fetch_request
+    from spawner.courses.publish import Limits, fetch_main, fetch_request
 
     up = tmp_path / "up.tar"
     up.write_bytes(tar_of([("A.ipynb", "file", b"A1")]).getvalue())

@@ -11,9 +11,9 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from spawner.courses import CourseStore
-from spawner.courses_service import Context, Seen, make_app
-from spawner.hubservice import ServiceHandler
+from spawner.courses.publish import CourseStore
+from spawner.services.courses import Context, Seen, make_app
+from spawner.services.base import ServiceHandler
 
 from .test_sessions_service import FakeAuth
 
@@ -132,7 +132,7 @@ async def test_bad_requests_are_clear_and_publish_nothing(service, path, kw, sta
 
 class LyingServers(FakeServers):
     async def statuses(self):
-        from spawner.course_records import parse_status
+        from spawner.courses.records import parse_status
 
         courses, _ = parse_status(json.dumps({"intro": {"version": ["not", "a", "string"]},
                                               "other": {"version": "v3"}}).encode())
@@ -190,7 +190,7 @@ def test_the_access_log_line_has_no_credentials(caplog):
     from types import SimpleNamespace
 
     caplog.set_level(logging.INFO)
-    from spawner.courses_service import log_request
+    from spawner.services.courses import log_request
 
     request = SimpleNamespace(method="PUT", uri="/x?source=https%3A%2F%2Fu%3ASECRET%40h", path="/x",
                               remote_ip="1.2.3.4", request_time=lambda: 0.01)
@@ -202,8 +202,8 @@ def test_the_access_log_line_has_no_credentials(caplog):
 
 
 def test_status_is_read_as_a_bounded_regular_file_under_a_time_limit():
-    from spawner.course_records import STATUS_MAX_BYTES
-    from spawner.courses_service import status_command
+    from spawner.courses.records import STATUS_MAX_BYTES
+    from spawner.services.courses import status_command
 
     cmd = status_command(7)
     assert cmd[:4] == ["timeout", "-s", "KILL", "7"]
@@ -213,7 +213,7 @@ def test_status_is_read_as_a_bounded_regular_file_under_a_time_limit():
 
 @pytest.mark.parametrize("kind,network", [("git", "bridge"), ("bundle", "none"), ("directory", "none")])
 def test_the_fetch_container_is_unprivileged_without_socket_and_network_only_for_git(kind, network):
-    from spawner.courses_service import fetch_container
+    from spawner.services.courses import fetch_container
 
     spec = fetch_container("stackhub/hub:x", {"kind": kind}, network="bridge", lifetime=90)
     assert spec["user"] == "65534:65534" and spec["cap_drop"] == ["ALL"]
@@ -234,7 +234,7 @@ async def test_error_log_lines_name_the_request_without_its_query(service, caplo
 def test_fetch_containers_run_the_hubs_own_image_by_id_not_a_tag_a_rebuild_may_move():
     from types import SimpleNamespace
 
-    from spawner.courses_service import own_image
+    from spawner.services.courses import own_image
 
     def missing(_):
         raise LookupError

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from spawner import coursesync as cs
-from spawner.coursesync import Action, plan, upstream_name
+from spawner.courses import sync as cs
+from spawner.courses.sync import Action, plan, upstream_name
 
 
 @pytest.mark.parametrize("path,expected", [

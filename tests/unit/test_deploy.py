@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from spawner.config import StackhubConfig
-from spawner.deploy import HostPaths, hub_container
+from spawner.core.config import StackhubConfig
+from spawner.deploy.single_host import HostPaths, hub_container
 
 
 def test_hub_mounts_the_courses_volume_read_write_unless_courses_are_off():
@@ -15,7 +15,7 @@ def test_hub_mounts_the_courses_volume_read_write_unless_courses_are_off():
 def test_generated_secrets_are_0600_in_a_0700_directory_and_kept(tmp_path):
     import stat
 
-    from spawner.deploy import SECRET_NAMES, HostPaths, ensure_secrets
+    from spawner.deploy.single_host import SECRET_NAMES, HostPaths, ensure_secrets
 
     paths = HostPaths(tmp_path)
     first = {n: p.read_text() for n, p in ensure_secrets(paths).items()}
@@ -29,8 +29,8 @@ def test_generated_secrets_are_0600_in_a_0700_directory_and_kept(tmp_path):
 def test_generated_certificate_names_the_public_host(tmp_path):
     from cryptography import x509
 
-    from spawner.config import StackhubConfig
-    from spawner.deploy import HostPaths, tls_files
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.single_host import HostPaths, tls_files
 
     cfg = StackhubConfig.model_validate({"hub": {"publicHost": "tutorial.example.org"}})
     files = tls_files(cfg, HostPaths(tmp_path))
@@ -40,8 +40,8 @@ def test_generated_certificate_names_the_public_host(tmp_path):
 
 
 def test_operator_certificate_is_used_as_given(tmp_path):
-    from spawner.config import StackhubConfig
-    from spawner.deploy import HostPaths, tls_files
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.single_host import HostPaths, tls_files
 
     (tmp_path / "c.pem").write_text("x")
     (tmp_path / "k.pem").write_text("x")
@@ -54,9 +54,9 @@ def test_operator_certificate_is_used_as_given(tmp_path):
 def test_a_secret_from_the_environment_reaches_the_hub_as_a_private_file(tmp_path):
     import stat
 
-    from spawner.auth import client_secret
-    from spawner.config import StackhubConfig
-    from spawner.deploy import HostPaths, hub_container, secret_environment
+    from spawner.hub.auth import client_secret
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.single_host import HostPaths, hub_container, secret_environment
 
     paths = HostPaths(tmp_path)
     env = secret_environment(paths, {"STACKHUB_OAUTH_CLIENT_SECRET": "s3cret-4711"})
@@ -97,7 +97,7 @@ class _Networks:
 def _deployment(nets):
     from types import SimpleNamespace
 
-    from spawner.deploy import Deployment
+    from spawner.deploy.single_host import Deployment
 
     client = SimpleNamespace(networks=_Networks(nets))
     return Deployment(client=client, cfg=StackhubConfig(), paths=HostPaths(Path("/x")), config_file=None,

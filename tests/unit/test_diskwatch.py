@@ -3,9 +3,9 @@ import logging
 
 import pytest
 
-from spawner.config import StackhubConfig, size_bytes
-from spawner.diskwatch import (Budget, DiskNotices, Record, decide, human, load_records, measure_homes, message,
-                               ready_servers, save_records)
+from spawner.core.config import StackhubConfig, size_bytes
+from spawner.core.disk import Budget, Record, decide, human, measure_homes, message, ready_servers
+from spawner.hub.disk_store import DiskNotices, load_records, save_records
 
 MB = 2**20
 B = Budget(limit=100 * MB, warn=0.9, grace=600)
@@ -224,7 +224,7 @@ class FakeHub:
 
 
 def watcher(tmp_path, sizes, containers, running):
-    from spawner.diskwatch import Watcher
+    from spawner.services.diskwatch import Watcher
 
     return Watcher(client=FakeClient(sizes, containers), hub=FakeHub(running), budget=B,
                    state_path=tmp_path / "disk-budget.json", template="stackhub-home-{user}", uid=1000, every=1)
@@ -284,7 +284,7 @@ def test_a_stop_the_hub_refused_is_tried_again_not_taken_for_a_restart(tmp_path)
 def test_the_spawner_puts_the_notice_above_its_form_and_never_fails_on_it(tmp_path):
     from types import SimpleNamespace
 
-    from spawner.docker_spawner import LSSTDockerSpawner
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
 
     save_records(tmp_path / "disk-budget.json", {"ann": Record("warn", 95 * MB, T0)}, T0, B)
     sp = LSSTDockerSpawner(disk_notices=DiskNotices(tmp_path, B))

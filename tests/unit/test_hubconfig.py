@@ -2,8 +2,8 @@ import json
 
 from traitlets.config import Config
 
-from spawner.config import StackhubConfig
-from spawner.hubconfig import HubPaths, apply_config
+from spawner.core.config import StackhubConfig
+from spawner.hub.apply import HubPaths, apply_config
 
 
 def paths(tmp_path):
@@ -17,7 +17,7 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.JupyterHub.spawner_class.__name__ == "LSSTDockerSpawner"
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.JupyterHub.cleanup_servers is False
-    assert c.JupyterHub.authenticator_class == "spawner.tutorial_auth.TutorialAuthenticator"
+    assert c.JupyterHub.authenticator_class == "spawner.hub.tutorial_auth.TutorialAuthenticator"
     assert c.TutorialAuthenticator.room_code.startswith("shared-password-value")
     assert c.TutorialAuthenticator.admin_password.startswith("admin-password-value")
     assert c.TutorialAuthenticator.dbm_path == str(tmp_path / "tutorial-passwords")
@@ -39,7 +39,7 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
     service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-courses")
     assert service["url"] == "http://stackhub-hub:10102" and service["oauth_no_confirm"]
-    assert service["command"][1:3] == ["-m", "spawner.courses_service"]
+    assert service["command"][1:3] == ["-m", "spawner.services.courses"]
     assert "--root=/srv/stackhub/courses" in service["command"] and "--image=stackhub/hub:0.1.0" in service["command"]
     settings = next(a for a in service["command"] if a.startswith("--settings="))
     assert json.loads(settings.split("=", 1)[1])["mountPath"] == "/opt/stackhub/courses"
@@ -49,7 +49,7 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
 
 def test_every_spawner_shares_the_config_and_policy_objects(tmp_path):
     """traitlets deep-copies config values per spawner: ours must survive that (and not be copied)."""
-    from spawner.docker_spawner import LSSTDockerSpawner
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
 
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
     a, b = LSSTDockerSpawner(config=c), LSSTDockerSpawner(config=c)
@@ -74,7 +74,7 @@ def test_the_disk_watcher_may_only_see_and_stop_servers(tmp_path):
                                                      "homeBudgetGraceSeconds": 90}})
     c = apply_config(Config(), cfg, paths(tmp_path))
     service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-diskwatch")
-    assert service["command"][1:3] == ["-m", "spawner.diskwatch"]
+    assert service["command"][1:3] == ["-m", "spawner.services.diskwatch"]
     assert {f"--budget={20 * 2**20}", "--every=2", "--grace=90", "--warn=0.9", f"--state={tmp_path}",
             "--home-volume=stackhub-home-{user}"} <= set(service["command"])
     assert "url" not in service and "api_token" not in service  # no port, a token of its own from the hub

@@ -1,4 +1,4 @@
-"""The network isolation as data: networks, iptables rules, the iptables-restore script (spawner.isolation)."""
+"""The network isolation as data: networks, iptables rules, the iptables-restore script (spawner.deploy.isolation)."""
 
 import ipaddress
 from pathlib import Path
@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from spawner import isolation
-from spawner.config import StackhubConfig
-from spawner.deploy import HostPaths, proxy_container
-from spawner.hubconfig import HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, HubPaths, update_proxy
-from spawner.tls import TLSFiles
+from spawner.deploy import isolation
+from spawner.core.config import StackhubConfig
+from spawner.deploy.single_host import HostPaths, proxy_container
+from spawner.hub.apply import HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, HubPaths, update_proxy
+from spawner.deploy.tls import TLSFiles
 
 EP = isolation.Endpoints(bridge="br-0123456789ab", hub="172.30.0.3", proxy="172.30.0.2",
                          dns=("10.255.255.53",), host_networks=("192.0.2.0/24", "172.17.0.0/16"))

@@ -1,6 +1,6 @@
 import re
 
-from spawner.names import container_name, escape_name, home_volume_name
+from spawner.core.names import container_name, escape_name, home_volume_name
 
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 TRICKY = ["ann", "Ann", "ANN", "a.b", "a+b", "a_b", "a-b", "jürgen", "jurgen", "Jürgen", "李", "a-2eb", "x--y"]
@@ -31,7 +31,7 @@ def test_named_servers_share_the_users_home_volume():
 
 
 def test_user_servers_live_in_a_namespace_the_deployment_never_uses():
-    from spawner.hubconfig import COURSES_SERVICE, HUB_NAME, PROXY_NAME, SESSIONS_SERVICE
+    from spawner.hub.apply import COURSES_SERVICE, HUB_NAME, PROXY_NAME, SESSIONS_SERVICE
 
     infra = {HUB_NAME, PROXY_NAME, COURSES_SERVICE, SESSIONS_SERVICE}
     for user in ("hub", "proxy", "courses", "sessions", "user-hub", "-hub"):

@@ -1,7 +1,7 @@
 import pytest
 
-from spawner.config import StackhubConfig
-from spawner.options import (OTHER, OptionsError, Restriction, build_menu, options_from_form,
+from spawner.core.config import StackhubConfig
+from spawner.core.options import (OTHER, OptionsError, Restriction, build_menu, options_from_form,
                              render_form, validate_options)
 
 CFG = StackhubConfig()
@@ -68,7 +68,7 @@ def test_form_is_escaped_and_marks_remote_tags(catalog):
     assert 'value="recommended" checked' in html
     assert "(older, slower to start)" in html
     assert 'data-class="weekly"' in html and 'data-class="release"' in html
-    from spawner.config import Size
+    from spawner.core.config import Size
     evil = render_form(build_menu(catalog), [Size(name="x", cpu=1, memory="1G", description="<script>")], "x")
     assert "<script>" not in evil and "&lt;script&gt;" in evil
 

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from spawner.config import StackhubConfig
-from spawner.options import OptionsError, Restriction, allowed_tags, build_menu, render_form, validate_options
-from spawner.policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time,
+from spawner.core.config import StackhubConfig
+from spawner.core.options import OptionsError, Restriction, allowed_tags, build_menu, render_form, validate_options
+from spawner.core.policy import (Policy, PolicyError, Session, close_session, hide, open_session, parse_time,
                             recommend, restriction, session_for, show)
-from spawner.policy_store import HubPolicy, PolicyStore, PolicyUnavailable
+from spawner.hub.policy_store import HubPolicy, PolicyStore, PolicyUnavailable
 
 UTC = dt.timezone.utc
 NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -320,7 +320,7 @@ async def test_a_corrupt_file_and_no_last_good_refuses_non_admins_with_the_probl
 async def test_the_spawner_turns_an_unusable_policy_into_503_not_500(tmp_path):
     from tornado import web
 
-    from spawner.docker_spawner import LSSTDockerSpawner
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
 
     (tmp_path / "policy.json").write_text("[")
     spawner = SimpleNamespace(policy=HubPolicy(PolicyStore(tmp_path)), user=ANN)

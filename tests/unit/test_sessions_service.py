@@ -10,12 +10,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from spawner.config import StackhubConfig
-from spawner.hubapi import HubError
-from spawner.jobs import Job, Jobs, Row, run_job
-from spawner.policy_store import PolicyStore
-from spawner.hubservice import ServiceHandler
-from spawner.sessions_service import Context, make_app
+from spawner.core.config import StackhubConfig
+from spawner.services.hubapi import HubError
+from spawner.services.jobs import Job, Jobs, Row, run_job
+from spawner.hub.policy_store import PolicyStore
+from spawner.services.base import ServiceHandler
+from spawner.services.sessions import Context, make_app
 
 PREFIX = "/services/stackhub-sessions/"
 TOKENS = {
@@ -210,7 +210,7 @@ async def test_a_refused_user_fails_alone():
 
 
 def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
-    from spawner.cli_sessions import follow
+    from spawner.cli.sessions import follow
 
     def snap(states, done=False):
         return {"id": "1", "action": "start", "group": "dm", "total": 2, "done": done, "seconds": 3.0,
@@ -226,7 +226,7 @@ def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
 
 
 def test_cli_times_without_offset_are_local():
-    from spawner.cli_sessions import local_iso
+    from spawner.cli.sessions import local_iso
 
     assert local_iso("2026-12-01T09:00+01:00") == "2026-12-01T09:00:00+01:00"
     assert local_iso("2026-12-01T09:00").startswith("2026-12-01T09:00:00") and local_iso("2026-12-01T09:00")[19:]
@@ -274,7 +274,7 @@ async def test_with_no_last_good_policy_reads_and_changes_answer_503_until_repai
 def test_cli_session_status_and_repair(monkeypatch, capsys):
     import argparse
 
-    from spawner import cli_sessions
+    from spawner.cli import sessions as cli_sessions
 
     calls = []
     bad = {"ok": False, "source": "last-good", "problem": "/s/policy.json: not valid JSON", "file": "/s/policy.json",

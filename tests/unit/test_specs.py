@@ -1,8 +1,8 @@
 from dataclasses import asdict
 
-from spawner.config import StackhubConfig
-from spawner.options import validate_options
-from spawner.specs import build_server_spec
+from spawner.core.config import StackhubConfig
+from spawner.core.options import validate_options
+from spawner.core.specs import build_server_spec
 
 
 def test_server_spec_golden(catalog, golden):

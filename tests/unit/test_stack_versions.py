@@ -1,12 +1,12 @@
-"""Tag <-> package version mapping (spawner.stack_versions) and the pure parts of spawner.images."""
+"""Tag <-> package version mapping (spawner.build.stack_versions) and the pure parts of spawner.build.images."""
 
 import datetime
 import json
 
 import pytest
 
-from spawner import images
-from spawner.stack_versions import (
+from spawner.build import images
+from spawner.build.stack_versions import (
     UnbuildableTag,
     buildable_tags,
     installable_versions,
@@ -170,7 +170,7 @@ def test_inputs_hash_is_stable_and_sensitive():
 
 
 def test_pypi_unreachable_says_so_and_names_the_ca_option():
-    from spawner.stack_versions import PyPIUnavailable, fetch_versions
+    from spawner.build.stack_versions import PyPIUnavailable, fetch_versions
 
     with pytest.raises(PyPIUnavailable) as err:
         fetch_versions(["lsst-utils"], index="https://127.0.0.1:9/pypi", timeout=5)
@@ -182,7 +182,7 @@ def test_pypi_certificate_refused_names_the_ca_option(monkeypatch):
     import urllib.error
     import urllib.request
 
-    from spawner.stack_versions import PyPIUnavailable, fetch_versions
+    from spawner.build.stack_versions import PyPIUnavailable, fetch_versions
 
     def refuse(*a, **k):
         raise urllib.error.URLError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"))
@@ -193,7 +193,7 @@ def test_pypi_certificate_refused_names_the_ca_option(monkeypatch):
 
 
 def test_only_shared_layers_no_tag_uses_are_stale():
-    from spawner.images import stale_shared
+    from spawner.build.images import stale_shared
 
     shared = ["stackhub/lsst-stack-base:aaa", "stackhub/lsst-stack-base:bbb", "stackhub/lsst-stack-base:ccc"]
     tags = [{"stackhub.shared": "stackhub/lsst-stack-base:bbb"}, {"stackhub.shared": "stackhub/lsst-stack-base:bbb"},

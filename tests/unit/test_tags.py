@@ -1,6 +1,6 @@
 import pytest
 
-from spawner.tags import TagClass, TagError, parse_tag, sort_tags
+from spawner.core.tags import TagClass, TagError, parse_tag, sort_tags
 
 
 @pytest.mark.parametrize("name,cls", [

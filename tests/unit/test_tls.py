@@ -1,7 +1,7 @@
 import ssl
 import stat
 
-from spawner.tls import ensure_local_tls
+from spawner.deploy.tls import ensure_local_tls
 
 
 def test_local_ca_signs_a_server_cert_and_keys_are_private(tmp_path):

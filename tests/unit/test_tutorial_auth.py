@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 from traitlets.config import Config
 
-from spawner.config import StackhubConfig
-from spawner.hubconfig import HubPaths, apply_config
-from spawner.tutorial_auth import TutorialAuthenticator
-from spawner.usernames import normalize, refusal
+from spawner.core.config import StackhubConfig
+from spawner.hub.apply import HubPaths, apply_config
+from spawner.hub.tutorial_auth import TutorialAuthenticator
+from spawner.core.usernames import normalize, refusal
 
 ROOM = "room-code-4711"
 ADMIN_SECRET = "admin-secret-" + "x" * 40

@@ -1,0 +1,133 @@
+"""``stackhub course publish|list|remove|sync``: instructors' commands, through the course service.
+
+They call the ``stackhub-courses`` REST API (``/services/stackhub-courses/api/``) with an
+instructor's token (``--token`` or ``$STACKHUB_TOKEN``; make one on the hub's Token page) or, by
+default, the deployment's admin token. SOURCE may be:
+
+- a git URL (https://; others only where the operator allows them): the hub clones it at ``--ref``;
+- a local git repository: its commits are sent as a git bundle and the hub checks out ``--ref``
+  (default: its HEAD); uncommitted changes are not published;
+- a local directory: its files are sent as they are (``.git``, ``.ipynb_checkpoints`` and
+  ``__pycache__`` left out).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from spawner.cli.client import ApiError, client, guard, table
+from spawner.courses.publish import SKIP_DIRS, CourseError, validate_name
+from spawner.hub.apply import COURSES_SERVICE
+
+
+LOOKS_LIKE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+$")
+
+
+def classify(source: str) -> tuple[str, str]:
+    """("git", URL) | ("bundle", repo dir) | ("directory", dir). Pure, apart from looking at the disk."""
+    if LOOKS_LIKE_URL.match(source):  # the hub decides which URLs it accepts
+        return "git", source
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise ApiError(f"{source}: not a git URL and not a directory")
+    if (path / ".git").exists():
+        return "bundle", str(path.resolve())
+    return "directory", str(path.resolve())
+
+
+def git_bundle(repo: str) -> bytes:
+    dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain"], capture_output=True, text=True)
+    if dirty.stdout.strip():
+        print(f"note: {repo} has uncommitted changes; only commits are published", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "course.bundle"
+        proc = subprocess.run(["git", "-C", repo, "bundle", "create", "-q", str(out), "HEAD", "--branches", "--tags"],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise ApiError(f"git bundle of {repo} failed: {proc.stderr.strip()[-300:]}")
+        return out.read_bytes()
+
+
+def directory_tar(root: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS)
+            for n in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                full = os.path.join(dirpath, n)
+                tar.add(full, arcname=os.path.relpath(full, root), recursive=False)
+    return buf.getvalue()
+
+
+def publish(args) -> dict:
+    try:  # the service checks too; "." and ".." could not even travel in a URL path
+        validate_name(args.name)
+    except CourseError as e:
+        raise ApiError(str(e)) from None
+    api = client(COURSES_SERVICE, args.token or os.environ.get("STACKHUB_TOKEN"))
+    name = quote(args.name, safe="")
+    kind, where = classify(args.source)
+    if kind == "git":
+        return api("PUT", f"courses/{name}", {"git": where, "ref": args.ref, "restore": args.restore}, timeout=600)
+    if kind == "directory" and args.ref:
+        raise ApiError(f"{where} is not a git repository, so --ref does not apply")
+    query = {"source": where, "restore": "1" if args.restore else "0"}
+    if kind == "bundle":
+        query["ref"] = args.ref or "HEAD"
+        data, ctype = git_bundle(where), "application/x-git-bundle"
+    else:
+        data, ctype = directory_tar(where), "application/x-tar"
+    return api("PUT", f"courses/{name}?{urlencode(query)}", data=data, content_type=ctype, timeout=600)
+
+
+def cmd_course(args) -> int:
+    if args.course_command == "publish":
+        c = publish(args)
+        print(f"{c['course']}: published version {c['version']} ({c['files']} files"
+              + (", restoring deleted files" if c["restore"] else "") + ")")
+        print("attendees get it when their server starts; `stackhub course sync` updates running servers now")
+        return 0
+    api = client(COURSES_SERVICE, args.token or os.environ.get("STACKHUB_TOKEN"))
+    if args.course_command == "list":
+        data = api("GET", "courses")
+        rows = [[c["course"], c["version"], str(c["files"]), c["published"], c["publisher"],
+                 "; ".join(f"{v}: {n}" for v, n in c["users"].items()) or "-"] for c in data["courses"]]
+        table(rows, ["COURSE", "VERSION", "FILES", "PUBLISHED", "BY", "USERS PER VERSION"])
+    elif args.course_command == "remove":
+        api("DELETE", f"courses/{quote(args.name, safe='')}")
+        print(f"{args.name}: removed (attendees keep their copies)")
+    elif args.course_command == "sync":
+        data = api("POST", "sync", {"users": args.user or None, "courses": args.courses}, timeout=600)
+        print(f"synced in {data['synced']} running servers in {data['seconds']} s"
+              + (f"; failed: {', '.join(data['failed'])}" if data["failed"] else ""))
+        for user in data["failed"]:
+            print(f"  {user}: {data['users'][user].get('error')}", file=sys.stderr)
+        return 1 if data["failed"] else 0
+    return 0
+
+
+def register(sub):
+    """Add ``stackhub course ...`` to the ``stackhub`` parser."""
+    course = sub.add_parser("course", help="publish, list, remove and sync courses (instructors' notebooks)")
+    course.add_argument("--token", help="an instructor's API token (default: $STACKHUB_TOKEN, else the admin token)")
+    csub = course.add_subparsers(dest="course_command", required=True)
+    pub = csub.add_parser("publish", help="publish or update course NAME from SOURCE (git URL, local repository or directory)")
+    pub.add_argument("name", metavar="NAME")
+    pub.add_argument("source", metavar="SOURCE")
+    pub.add_argument("--ref", help="branch, tag or commit of a git source (default: its HEAD)")
+    pub.add_argument("--restore", action="store_true", help="bring back files attendees deleted (once)")
+    csub.add_parser("list", help="courses, their version, and how many users have which version")
+    rm = csub.add_parser("remove", help="unpublish NAME (attendees keep their copies)")
+    rm.add_argument("name", metavar="NAME")
+    sy = csub.add_parser("sync", help="sync now in every running server (or --user ...)")
+    sy.add_argument("courses", nargs="*", metavar="COURSE", help="only these courses")
+    sy.add_argument("--user", action="append", help="only this user's server (repeatable)")
+    course.set_defaults(func=guard(cmd_course))

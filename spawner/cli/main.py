@@ -1,0 +1,123 @@
+"""``stackhub``: the operator's command line (``make up`` / ``down`` / ``token`` call it).
+
+Subcommands: ``up``, ``down``, ``token``, ``check``, ``schema``, ``images`` (stack and hub images);
+the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``);
+the instructors' ``course publish|list|remove|sync`` (see ``cli_courses``).
+Errors end in one line on stderr and exit status 2; nothing is printed that holds a secret except
+what the command is for (``token`` prints the admin token, ``up`` the shared tutorial password).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from spawner.cli.client import config_file, host_paths
+from spawner.core.config import ConfigError, json_schema, load_config
+from spawner.hub.apply import SESSIONS_SERVICE
+
+
+
+def _docker():
+    import docker
+
+    return docker.from_env()
+
+
+def cmd_up(args) -> int:
+    from spawner.hub.auth import hub_environment
+    from spawner.deploy.single_host import Deployment
+
+    cfg = load_config()
+    paths = host_paths()
+    environment = hub_environment(cfg)  # the OAuth client secret; a missing one stops here
+    dep = Deployment(client=_docker(), cfg=cfg, paths=paths, config_file=config_file())
+    tls = dep.up(environment=environment)
+    port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
+    print()
+    print(f"url: https://{cfg.hub.public_host}{port}/")
+    if cfg.auth.type == "shared-password":
+        password_file = cfg.auth.password_file or paths.secrets / "shared-password"
+        print("user: a free name of one's own, claimed at the first login with the room code and a password "
+              "of one's own (admins: " + ", ".join(cfg.hub.admin_users) + ", with the admin password)")
+        print(f"room-code: {password_file.read_text().strip()}")
+        print(f"admin-password-file: {paths.secrets / 'admin-password'}")
+        print("reset a user's password: stackhub users reset-password NAME")
+    else:
+        print(f"login: {cfg.auth.type} (OAuth)")
+    print(f"ca: {tls.ca if tls.ca else '(operator certificate ' + str(tls.cert) + ')'}")
+    print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
+    print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
+          "(stack tags, sessions, pre-warm; docs/sessions.md)")
+    print("logs: docker logs stackhub-hub; docker logs stackhub-proxy")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from spawner.deploy.single_host import Deployment
+
+    Deployment(client=_docker(), cfg=load_config(), paths=host_paths(), config_file=config_file()).down()
+    return 0
+
+
+def cmd_token(args) -> int:
+    path = host_paths().secrets / "admin-token"
+    if not path.exists():
+        raise SystemExit(f"stackhub: no admin token at {path}; run `make up` first")
+    print(path.read_text().strip())
+    return 0
+
+
+def cmd_schema(args) -> int:
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_check(args) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file or '(defaults)'}: valid; backend {cfg.spawner.backend}, auth {cfg.auth.type}")
+    return 0
+
+
+def cmd_images(args) -> int:
+    from spawner.build import images
+
+    return images.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stackhub", description="Run and operate a stackhub deployment.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start (or restart) hub and proxy; print URL, login and CA").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop hub, proxy and user servers; keep homes and hub state").set_defaults(func=cmd_down)
+    sub.add_parser("token", help="print the admin API token").set_defaults(func=cmd_token)
+    sub.add_parser("schema", help="print the config's JSON schema (Helm values.schema.json)").set_defaults(func=cmd_schema)
+    check = sub.add_parser("check", help="validate a stackhub.yaml")
+    check.add_argument("file", nargs="?")
+    check.set_defaults(func=cmd_check)
+    img = sub.add_parser("images", help="build stack and hub images (see images/README.md)", add_help=False)
+    img.add_argument("rest", nargs=argparse.REMAINDER)
+    img.set_defaults(func=cmd_images)
+    from spawner.cli import courses as cli_courses
+    from spawner.cli import sessions as cli_sessions
+
+    cli_sessions.register(sub)
+    cli_courses.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"stackhub: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # deployment failures: the message says what and where to look
+        print(f"stackhub: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""The one typed config model of stackhub.
+
+Everything an operator sets lives here: the hub, TLS, login, stack tags, sizes, volumes, culling.
+It is read from YAML (``stackhub.yaml``, path from ``STACKHUB_CONFIG``), and every key has an
+embedded default so ``make up`` works with no file at all. Keys are camelCase so the file reads like
+the Helm chart's values, whose ``values.schema.json`` is generated from this model
+(``stackhub schema``). Unknown keys are refused: a typo must stop the hub, not be ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from spawner.core import usernames
+
+from spawner.core.tags import TagError, parse_tag
+
+CONFIG_ENV = "STACKHUB_CONFIG"
+_MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]?$")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_size(value: str, key: str) -> str:
+    if not _MEMORY.match(value):
+        raise ValueError(f"{key} {value!r} must look like 512M, 2G or 1.5G")
+    return value
+
+
+def size_bytes(value: str) -> int:
+    """Bytes of a size like ``512M``, ``10G`` or ``1.5T`` (binary units, as Docker's)."""
+    unit = value[-1] if value[-1] in "KMGT" else ""
+    return int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
+
+
+class Model(BaseModel):
+    """Base of every config section: camelCase keys, unknown keys refused."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class NamedServers(Model):
+    enabled: bool = Field(True, description="Allow users to run several named servers; all share one home.")
+    limit: int = Field(3, ge=0, description="Most named servers per user (0 = no limit).")
+
+
+class HubSettings(Model):
+    public_host: str = Field("localhost", description="Host name users type; used for the URL and the generated certificate.")
+    https_port: int = Field(8443, ge=1, le=65535, description="Public HTTPS port.")
+    http_port: int = Field(8080, ge=1, le=65535, description="Plain HTTP port; it only redirects to HTTPS.")
+    bind_address: str = Field("0.0.0.0", description="Host address the public ports are published on.")
+    image: str = Field("stackhub/hub:0.1.0", description="Image that runs the hub and the proxy.")
+    network: str = Field("stackhub-users", description="Docker network the user containers live on; the hub and the proxy join it. Created with enable_icc=false: users cannot reach each other (see spawner.network and docs/security.md).")
+    api_network: str = Field("stackhub-internal", description="Internal Docker network only the hub and the proxy join; the proxy's API (port 8001) listens on it alone.")
+    state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and state, or an absolute host directory (bind-mounted): put it on a filesystem users' homes cannot fill (docs/disk.md).")
+    admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
+    concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
+    start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
+    named_servers: NamedServers = NamedServers()
+
+    @model_validator(mode="after")
+    def _two_networks(self):
+        if self.network == self.api_network:
+            raise ValueError("hub.network and hub.apiNetwork must be two different networks")
+        return self
+
+
+class TLSSettings(Model):
+    cert_file: Path | None = Field(None, description="PEM certificate (chain) for the public endpoint. None: generate a local CA and certificate.")
+    key_file: Path | None = Field(None, description="PEM private key matching certFile.")
+    hsts_max_age: int = Field(31536000, ge=0, description="Strict-Transport-Security max-age in seconds.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.certFile and tls.keyFile must be given together")
+        return self
+
+
+class SharedPasswordAuth(Model):
+    """The tutorial login: the room code admits new people, each name then opens only with its owner's password.
+
+    An attendee claims a free name on first login with the room code and a password of their own;
+    from then on only that password opens it. Admins (hub.adminUsers) log in with the admin secret;
+    instructors' and admins' accounts never open with the room code.
+    """
+
+    type: Literal["shared-password"] = "shared-password"
+    password_file: Path | None = Field(None, description="File holding the room code (the shared tutorial secret that lets new attendees claim a name). None: generated on first start.")
+    min_password_length: int = Field(8, ge=6, le=128, description="Shortest password an attendee may choose for their name.")
+    username_pattern: str = Field(usernames.DEFAULT_PATTERN, description="Regular expression every (normalised, lower-case) username must match.")
+
+
+class CILogonIdP(Model):
+    """One identity provider users may pick on CILogon's page (oauthenticator's ``idps`` entry)."""
+
+    entity_id: str = Field(description="The IdP's entity id as CILogon lists it (https://cilogon.org/idplist), e.g. https://github.com/login/oauth/authorize.")
+    username_claim: str = Field("email", description="CILogon claim that becomes the JupyterHub username for users of this IdP.")
+    strip_domain: str | None = Field(None, description="Domain to strip from the username (alice@uni.edu -> alice); None keeps it whole.")
+    allow_all: bool = Field(False, description="Allow every user of this IdP (on top of allowedUsers/allowedGroups).")
+    allowed_domains: list[str] = Field(default_factory=list, description="Allow users of this IdP whose username's domain matches one of these (wildcards allowed).")
+
+
+class OAuthAuth(Model):
+    """Login through an OAuth 2 / OpenID Connect provider (oauthenticator).
+
+    Groups from the provider (GitHub ``org`` and ``org:team``, an OIDC or CILogon groups claim) decide
+    who may log in (allowedGroups), who is a JupyterHub admin (adminGroups) and who joins the
+    JupyterHub group ``instructors`` (instructorGroups). The hub's groups follow the provider at
+    every login: a user leaves ``instructors`` when the provider no longer lists them.
+    """
+
+    type: Literal["github", "cilogon", "oidc"]
+    client_id: str = Field(description="OAuth client id registered with the provider.")
+    client_secret_env: str = Field("STACKHUB_OAUTH_CLIENT_SECRET", description="Environment variable holding the client secret (used when clientSecretFile is not set).")
+    client_secret_file: Path | None = Field(None, description="File holding the client secret (read at start, never logged); wins over clientSecretEnv.")
+    callback_url: str | None = Field(None, description="OAuth callback; default https://<publicHost>:<httpsPort>/hub/oauth_callback.")
+    login_service: str | None = Field(None, description="Name on the login button ('Sign in with ...'). None: GitHub, CILogon, or the issuer's host.")
+    allow_all: bool = Field(False, description="Let every account the provider authenticates log in (on GitHub: anyone with an account).")
+    allowed_users: list[str] = Field(default_factory=list, description="Users allowed to log in.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Groups (GitHub org or org:team, OIDC/CILogon groups claim) allowed to log in.")
+    admin_groups: list[str] = Field(default_factory=list, description="Groups whose members are JupyterHub admins (and may log in).")
+    instructor_groups: list[str] = Field(default_factory=list, description="Groups whose members join the JupyterHub group 'instructors'.")
+    issuer: str | None = Field(None, description="OIDC issuer URL (oidc only); endpoints come from its discovery document, fetched at start.")
+    username_claim: str = Field("preferred_username", description="Claim used as the JupyterHub username (oidc; CILogon sets it per IdP in idps).")
+    groups_claim: str | None = Field(None, description="Claim holding the user's groups. None: 'groups' (oidc), 'isMemberOf' (cilogon).")
+    scopes: list[str] | None = Field(None, description="Scopes to request. oidc: requested besides the usual ones the provider advertises (openid, profile, email, groups); github/cilogon: instead of the usual ones.")
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] | None = Field(None, description="oidc: how the hub sends the client secret to the token endpoint. None: follow the discovery document's token_endpoint_auth_methods_supported (client_secret_basic where offered, the OAuth default).")
+    ca_file: Path | None = Field(None, description="CA bundle to trust for the provider's TLS (a private IdP).")
+    idps: list[CILogonIdP] = Field(default_factory=list, description="CILogon only: the identity providers offered on CILogon's page (at least one).")
+
+    @model_validator(mode="after")
+    def _per_type(self):
+        if self.type == "oidc" and not self.issuer:
+            raise ValueError("auth.issuer is required when auth.type is 'oidc'")
+        if self.type != "oidc" and self.issuer:
+            raise ValueError(f"auth.issuer is for auth.type 'oidc' only, not {self.type!r}")
+        if self.type != "oidc" and self.token_endpoint_auth_method:
+            raise ValueError(f"auth.tokenEndpointAuthMethod is for auth.type 'oidc' only, not {self.type!r}")
+        if self.type == "cilogon" and not self.idps:
+            raise ValueError("auth.idps needs at least one identity provider when auth.type is 'cilogon'")
+        if self.type != "cilogon" and self.idps:
+            raise ValueError(f"auth.idps is for auth.type 'cilogon' only, not {self.type!r}")
+        idp_allows = any(i.allow_all or i.allowed_domains for i in self.idps)
+        if not (self.allow_all or self.allowed_users or self.allowed_groups or self.admin_groups or idp_allows):
+            raise ValueError("auth: nobody could log in; set allowedUsers, allowedGroups, adminGroups or allowAll")
+        return self
+
+
+AuthSettings = Annotated[SharedPasswordAuth | OAuthAuth, Field(discriminator="type")]
+
+
+class Size(Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name users pick in the form and send as user_options.size.")
+    cpu: float = Field(gt=0, description="CPU limit in cores.")
+    memory: str = Field(description="Memory limit, e.g. 2G.")
+    description: str = ""
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        return memory_size(v, "memory")
+
+
+class StackSettings(Model):
+    repository: str = Field("stackhub/lsst-stack", description="Image repository holding the stack tags.")
+    recommended: str | None = Field("w_2026_43", description="Tag that 'recommended' stands for. None: the newest release.")
+    registry: str | None = Field(None, description="Registry v2 base URL to list further tags from (none by default).")
+    catalog_ttl: float = Field(15.0, ge=0, description="Seconds the tag catalog is cached between engine reads.")
+    default_size: str = Field("small", description="Size used when a spawn names none.")
+
+    @field_validator("recommended")
+    @classmethod
+    def _tag(cls, v):
+        if v is not None:
+            try:
+                parse_tag(v)
+            except TagError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+
+class Mount(Model):
+    source: str = Field(description="Docker volume name, or an absolute host path for a bind mount.")
+    target: str = Field(pattern=r"^/", description="Absolute path in the user's container.")
+    read_only: bool = Field(True, description="Mount read-only (tutorial data is shared).")
+
+
+class Volumes(Model):
+    home_volume: str = Field("stackhub-home-{user}", description="Name of each user's home volume; {user} is the escaped username.")
+    home_budget: str | None = Field("10G", description="Disk budget of each user's home, e.g. 10G. Measured by the stackhub-diskwatch service: at homeBudgetWarn a warning file appears in the home, over the budget the user's servers are stopped (docs/disk.md). None: no budget.")
+    home_budget_warn: float = Field(0.9, gt=0, lt=1, description="Fraction of homeBudget at which the user is warned (a file ~/DISK-QUOTA-WARNING.txt and a note on the spawn page).")
+    home_budget_check_seconds: int = Field(60, ge=1, description="Seconds between two measurements of the homes; a user may write past the budget for up to this long.")
+    home_budget_grace_seconds: int = Field(1800, ge=0, description="After a stop for being over budget, the user may start again and has this long to delete files; the server is stopped again if the home grows meanwhile or is still over the budget then.")
+    data: list[Mount] = Field(
+        default_factory=lambda: [Mount(source="stackhub-data", target="/data")],
+        description="Shared data mounted into every container.",
+    )
+
+    @field_validator("home_budget")
+    @classmethod
+    def _home_budget(cls, v):
+        if v is not None and size_bytes(memory_size(v, "homeBudget")) <= 0:
+            raise ValueError("homeBudget must be more than 0 (or null for no budget)")
+        return v
+
+    @property
+    def home_budget_bytes(self) -> int | None:
+        return size_bytes(self.home_budget) if self.home_budget else None
+
+
+class Culler(Model):
+    enabled: bool = Field(True, description="Stop servers idle for longer than timeout (jupyterhub-idle-culler).")
+    timeout: int = Field(3600, ge=60, description="Idle seconds before a server is stopped.")
+    every: int = Field(300, ge=10, description="Seconds between culler checks.")
+
+
+class Courses(Model):
+    enabled: bool = Field(True, description="Run the course service (/services/stackhub-courses/) and mount the courses into every server.")
+    volume: str = Field("stackhub-courses", description="Docker volume holding the published courses (read-write in the hub, read-only in servers).")
+    mount_path: str = Field("/opt/stackhub/courses", pattern=r"^/", description="Where the courses volume is mounted (read-only) in users' containers.")
+    sync_on_spawn: bool = Field(True, description="Bring the published courses into ~/notebooks/<course>/ before JupyterLab starts.")
+    service_port: int = Field(10102, ge=1, le=65535, description="Port the course service listens on inside the hub container.")
+    keep_versions: int = Field(3, ge=1, description="Published versions kept per course (older ones are removed).")
+    max_mb: int = Field(256, ge=1, description="Largest course accepted, in MiB (notebooks; put big data in a data volume).")
+    git_timeout: int = Field(120, ge=5, description="Seconds a git clone of a course may take.")
+    max_files: int = Field(5000, ge=1, description="Most files in one course (a source with more is refused).")
+    max_clone_mb: int = Field(1024, ge=1, description="Largest git clone (history included) fetched for a course, in MiB; the clone stops there.")
+    git_schemes: list[Literal["https", "http", "git", "ssh"]] = Field(
+        default_factory=lambda: ["https"],
+        description="URL schemes a course's git source may use. Only https by default; add http, git or ssh to open them.")
+    git_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Git hosts (names) or networks (CIDR, e.g. 10.1.0.0/16) that may be private, loopback or link-local. "
+                    "By default a git URL must resolve to public addresses only.")
+    fetch_network: str = Field("bridge", description="Docker network of the throwaway container that clones a git URL (uploads get no network at all).")
+    exec_timeout: int = Field(10, ge=1, description="Seconds the service waits for a read from a user's server (status.json).")
+    sync_seconds: int = Field(60, ge=1, description="Time budget of one course sync in a server (at start-up and 'sync now'); what is left is delivered by the next sync.")
+
+    @field_validator("git_allowed_hosts")
+    @classmethod
+    def _hosts(cls, v):
+        for entry in v:
+            if not re.match(r"^[A-Za-z0-9.:/_-]+$", entry):
+                raise ValueError(f"{entry!r} is neither a host name nor a network (CIDR)")
+        return v
+
+
+class NetworkPolicy(Model):
+    """What a user's container may reach besides the hub API (docs/security.md, "Network isolation")."""
+
+    internet: bool = Field(True, description="Let user containers reach the internet (public addresses). False: only the hub API and allowPrivateCidrs.")
+    allow_private_cidrs: list[str] = Field(default_factory=list, description="IPv4 ranges (CIDR) user containers may reach although they are private, link-local or the host's (e.g. a site's data server, 10.1.2.0/24). Never opens other users, the proxy or the hub's other ports.")
+    firewall: bool = Field(True, description="Add the iptables rules (DOCKER-USER, INPUT) at `up` and remove them at `down`; needs root and iptables on the engine's host. False: only the Docker networks separate (users then reach each other, private ranges and the host; for engines whose host you cannot firewall, e.g. Docker Desktop).")
+
+    @field_validator("allow_private_cidrs")
+    @classmethod
+    def _cidrs(cls, v):
+        import ipaddress
+
+        out = []
+        for cidr in v:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR range like 10.1.2.0/24") from None
+            if net.version != 4:
+                raise ValueError(f"{cidr!r}: the users network is IPv4 only, so IPv6 ranges cannot be opened")
+            out.append(str(net))
+        return out
+
+
+class SpawnerSettings(Model):
+    backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
+    docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+    uid: int = Field(1000, description="User id the stack image runs as.")
+    pids_limit: int = Field(2048, ge=64, description="Most processes and threads one user server may run (a fork bomb stops there, not the host).")
+    nofile: int = Field(8192, ge=256, description="Open files one process in a user server may hold (soft and hard ulimit).")
+    read_only_root: bool = Field(True, description="Mount the image's root filesystem read-only; the home, /tmp (tmpfs) and the data mounts stay as they are.")
+    tmp_size: str = Field("1G", description="Size of the tmpfs at /tmp (counts against the server's memory).")
+
+    @field_validator("tmp_size")
+    @classmethod
+    def _tmp_size(cls, v):
+        return memory_size(v, "tmpSize")
+    network: NetworkPolicy = NetworkPolicy()
+
+
+class StackhubConfig(Model):
+    hub: HubSettings = HubSettings()
+    tls: TLSSettings = TLSSettings()
+    auth: AuthSettings = SharedPasswordAuth()
+    stack: StackSettings = StackSettings()
+    sizes: list[Size] = Field(
+        default_factory=lambda: [
+            Size(name="small", cpu=1, memory="2G", description="1 core, 2 GB"),
+            Size(name="medium", cpu=2, memory="4G", description="2 cores, 4 GB"),
+            Size(name="large", cpu=4, memory="8G", description="4 cores, 8 GB"),
+        ]
+    )
+    volumes: Volumes = Volumes()
+    culler: Culler = Culler()
+    courses: Courses = Courses()
+    spawner: SpawnerSettings = SpawnerSettings()
+
+    def __deepcopy__(self, memo):
+        # traitlets deep-copies config values into every spawner; the model is frozen, so all
+        # spawners can share the one instance
+        return self
+
+    @model_validator(mode="after")
+    def _default_size_exists(self):
+        names = [s.name for s in self.sizes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"size names must be unique, got {names}")
+        if self.stack.default_size not in names:
+            raise ValueError(f"stack.defaultSize {self.stack.default_size!r} is not one of the sizes: {', '.join(names)}")
+        return self
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
+    """Load the YAML config at ``path`` (or $STACKHUB_CONFIG); no file means all defaults."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return StackhubConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    try:
+        cfg = StackhubConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"  {key}: {err['msg']}")
+        raise ConfigError(f"{path}: invalid config\n" + "\n".join(problems)) from None
+    if cfg.spawner.backend not in BUILT_BACKENDS:
+        raise ConfigError(f"{path}: spawner.backend: {cfg.spawner.backend!r} is not built yet; "
+                          f"this version runs {', '.join(BUILT_BACKENDS)} only")
+    return cfg
+
+
+BUILT_BACKENDS = ("docker",)  # swarm and kubernetes: accepted by the schema, refused until they exist
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def memory_bytes(value: str) -> int:
+    """A size's memory (``512M``, ``2G``, ``1.5G``; no unit: bytes) in bytes, as Docker reads it."""
+    unit = value[-1] if value[-1:].isalpha() else ""
+    return int(float(value[: len(value) - len(unit)]) * _UNITS[unit.upper()])
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What the engine's host has (Docker's ``info``: NCPU, MemTotal)."""
+
+    cpus: float
+    memory: int  # bytes
+
+    def describe(self) -> str:
+        return f"{self.cpus:g} cores and {self.memory / 1024**3:.1f} GiB of memory"
+
+
+def sizes_too_large(sizes: list[Size], host: HostCapacity) -> list[str]:
+    """Why each size that cannot run on ``host`` cannot (empty: all fit). Equal to the host fits."""
+    problems = []
+    for s in sizes:
+        why = []
+        if s.cpu > host.cpus:
+            why.append(f"cpu {s.cpu:g} > {host.cpus:g} cores")
+        if memory_bytes(s.memory) > host.memory:
+            why.append(f"memory {s.memory} > {host.memory / 1024**3:.1f} GiB")
+        if why:
+            problems.append(f"size {s.name!r} ({', '.join(why)})")
+    return problems
+
+
+def fit_sizes_to_host(cfg: StackhubConfig, host: HostCapacity) -> tuple[StackhubConfig, list[str]]:
+    """Refuse sizes larger than the host (pure; the host's capacity comes from the engine at the edge).
+
+    Sizes the operator wrote in ``sizes`` must all fit: one that does not is a ConfigError naming it
+    and the host's capacity, so the hub does not start with a size no server could get. The
+    embedded default sizes (small, medium, large) are meant for any host, so those that do not fit
+    are dropped instead; the second value says which (for the log). The default size must remain.
+    """
+    problems = sizes_too_large(cfg.sizes, host)
+    if not problems:
+        return cfg, []
+    if "sizes" in cfg.model_fields_set:
+        raise ConfigError(f"sizes larger than this host ({host.describe()}): {'; '.join(problems)}. "
+                          "Make them smaller in stackhub.yaml or remove them")
+    too_large = set(n.name for n in cfg.sizes if sizes_too_large([n], host))
+    if cfg.stack.default_size in too_large:
+        raise ConfigError(f"the default size {cfg.stack.default_size!r} is larger than this host "
+                          f"({host.describe()}): {'; '.join(problems)}. Set smaller sizes in stackhub.yaml")
+    kept = [s for s in cfg.sizes if s.name not in too_large]
+    return cfg.model_copy(update={"sizes": kept}), problems
+
+
+def json_schema() -> dict:
+    """JSON schema of the config (the Helm chart's values.schema.json), camelCase keys."""
+    return StackhubConfig.model_json_schema(by_alias=True)

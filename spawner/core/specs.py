@@ -1,0 +1,143 @@
+"""Pure builders: (config, user, choice) -> what a user's server is made of. No I/O here.
+
+The Docker spawner applies a ``ServerSpec`` to DockerSpawner's traits; the Swarm and Kubernetes
+backends turn the same spec into a service or a pod. Tests compare built specs with golden files.
+
+The home volume is mounted at ``/home`` (not ``/home/<user>``): the stack image owns ``/home`` as
+its non-root user, and Docker copies that ownership into a new, empty volume. So the user's home
+is writable from the first start without a root helper; the image's start script makes
+``/home/<username>`` inside it. All of a user's named servers share the one volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spawner.core import names
+from spawner.core.config import StackhubConfig
+from spawner.core.options import Choice
+
+HOME_MOUNT = "/home"
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    source: str
+    target: str
+    read_only: bool
+    type: str  # "volume" or "bind"
+
+    def as_docker(self) -> dict:
+        """Keyword arguments of ``docker.types.Mount``."""
+        return {"source": self.source, "target": self.target, "read_only": self.read_only, "type": self.type}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    image: str
+    tag: str
+    home_volume: str
+    mounts: tuple[MountSpec, ...]
+    environment: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+    cpu_limit: float | None = None
+    mem_limit: str | None = None
+    network: str = "stackhub"
+    uid: int = 1000
+    hardening: Hardening = field(default_factory=lambda: Hardening())
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What a user's container may not do, the same on every backend.
+
+    No capabilities at all (the server runs as a non-root user and needs none), no privilege gain
+    through setuid files, a process limit (a fork bomb stops there), an open-files limit, and a
+    read-only image with a tmpfs ``/tmp``: a user's writes go to their home and nowhere else.
+    """
+
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    pids_limit: int = 2048
+    nofile: int = 8192
+    read_only_root: bool = True
+    tmpfs: dict = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=1G,mode=1777"})
+
+    def as_docker_host_config(self) -> dict:
+        """Keyword arguments of docker-py's ``create_host_config``."""
+        return {
+            "cap_drop": list(self.cap_drop),
+            "security_opt": ["no-new-privileges:true"] if self.no_new_privileges else [],
+            "pids_limit": self.pids_limit,
+            "ulimits": [{"name": "nofile", "soft": self.nofile, "hard": self.nofile}],
+            "read_only": self.read_only_root,
+            "tmpfs": dict(self.tmpfs),
+        }
+
+
+def hardening(config: StackhubConfig) -> Hardening:
+    sp = config.spawner
+    return Hardening(pids_limit=sp.pids_limit, nofile=sp.nofile, read_only_root=sp.read_only_root,
+                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={sp.tmp_size},mode=1777"})
+
+
+def home_dir(username: str) -> str:
+    return f"{HOME_MOUNT}/{username}"
+
+
+def data_mounts(config: StackhubConfig) -> tuple[MountSpec, ...]:
+    return tuple(
+        MountSpec(m.source, m.target, m.read_only, "bind" if m.source.startswith("/") else "volume")
+        for m in config.volumes.data
+    )
+
+
+def course_mounts(config: StackhubConfig) -> tuple[MountSpec, ...]:
+    """The published courses, read-only; the start script syncs them into ~/notebooks/."""
+    courses = config.courses
+    return (MountSpec(courses.volume, courses.mount_path, True, "volume"),) if courses.enabled else ()
+
+
+def course_environment(config: StackhubConfig) -> dict:
+    courses = config.courses
+    if not courses.enabled:
+        return {}
+    return {"STACKHUB_COURSES": courses.mount_path,
+            "STACKHUB_COURSE_SYNC_ON_START": "1" if courses.sync_on_spawn else "0",
+            "STACKHUB_COURSE_SYNC_SECONDS": str(courses.sync_seconds)}
+
+
+def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:
+    home_volume = names.home_volume_name(username, config.volumes.home_volume)
+    mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config) + course_mounts(config)
+    labels = {
+        names.LABEL_ROLE: "server",
+        names.LABEL_USER: username,
+        names.LABEL_SERVER: server_name,
+        "stackhub.tag": choice.entry.name,
+        "stackhub.size": choice.size.name,
+    }
+    environment = {
+        "HOME": home_dir(username),
+        "STACKHUB_USER": username,
+        "STACKHUB_TAG": choice.entry.name,
+        "STACKHUB_SIZE": choice.size.name,
+        "CPU_LIMIT": f"{choice.size.cpu:g}",
+        "MEM_LIMIT": choice.size.memory,
+        **course_environment(config),
+    }
+    return ServerSpec(
+        name=names.container_name(username, server_name),
+        image=choice.entry.image,
+        tag=choice.entry.name,
+        home_volume=home_volume,
+        mounts=mounts,
+        environment=environment,
+        labels=labels,
+        cpu_limit=choice.size.cpu,
+        mem_limit=choice.size.memory,
+        network=config.hub.network,
+        uid=config.spawner.uid,
+        hardening=hardening(config),
+    )

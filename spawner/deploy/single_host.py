@@ -1,0 +1,441 @@
+"""The single-host deployment: hub and proxy containers, built as plain data, then run.
+
+``hub_container`` and ``proxy_container`` are pure: (config, host paths) -> keyword arguments of
+``docker.client.containers.run``. ``Deployment`` does the I/O: networks, volumes, secrets, TLS files,
+containers, the network isolation rules (built by the pure ``isolation``), and waiting until the hub
+answers. ``make up`` / ``make down`` call it through the CLI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from spawner.deploy import isolation
+from spawner.core import names
+from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
+from spawner.hub.apply import HUB_COURSES, HUB_NAME, HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, PROXY_NAME
+from spawner.deploy.tls import TLSFiles, write_private, ensure_local_tls
+
+HUB_SECRETS = "/srv/stackhub/secrets"
+HUB_STATE = "/srv/stackhub/state"
+HUB_CONFIG = "/srv/stackhub/stackhub.yaml"
+PROXY_TLS = "/srv/tls"
+SECRET_NAMES = ("proxy-token", "admin-token", "shared-password", "admin-password")
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where ``make up`` keeps things on the host (default: ``var/`` in the checkout)."""
+
+    root: Path
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
+
+
+def _bind(source, target, mode="ro") -> str:
+    return f"{source}:{target}:{mode}"
+
+
+def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dict:
+    hub = cfg.hub
+    chp = [
+        "configurable-http-proxy", "--ip", "0.0.0.0", "--port", "8443",
+        "--ssl-cert", f"{PROXY_TLS}/cert.pem", "--ssl-key", f"{PROXY_TLS}/key.pem",
+        "--redirect-port", "8080", "--redirect-to", str(hub.https_port),
+        # the API listens only on the proxy's address on hub.apiNetwork (the alias exists there alone)
+        "--api-ip", PROXY_API_HOST, "--api-port", str(PROXY_API_PORT),
+        "--default-target", f"http://{HUB_NAME}:{HUB_PORT}",
+        "--error-target", f"http://{HUB_NAME}:{HUB_PORT}/hub/error",
+    ]
+    # the token is read from its file inside the container: it never appears in `docker inspect`
+    script = f'CONFIGPROXY_AUTH_TOKEN="$(cat {HUB_SECRETS}/proxy-token)" exec {shlex.join(chp)}'
+    return dict(
+        image=hub.image,
+        name=PROXY_NAME,
+        command=["sh", "-c", script],
+        labels={names.LABEL_ROLE: "proxy"},
+        network=hub.network,
+        ports={"8443/tcp": (hub.bind_address, hub.https_port), "8080/tcp": (hub.bind_address, hub.http_port)},
+        volumes=[
+            _bind(paths.secrets / "proxy-token", f"{HUB_SECRETS}/proxy-token"),
+            _bind(tls.cert, f"{PROXY_TLS}/cert.pem"),
+            _bind(tls.key, f"{PROXY_TLS}/key.pem"),
+        ],
+        restart_policy={"Name": "unless-stopped"},
+        detach=True,
+    )
+
+
+def _auth_files(cfg: StackhubConfig) -> list[Path]:
+    auth = cfg.auth
+    if isinstance(auth, SharedPasswordAuth):
+        return [auth.password_file] if auth.password_file else []
+    if isinstance(auth, OAuthAuth):
+        return [p for p in (auth.client_secret_file, auth.ca_file) if p]
+    return []
+
+
+def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | None,
+                  environment: dict | None = None) -> dict:
+    hub = cfg.hub
+    volumes = [
+        _bind("/var/run/docker.sock", "/var/run/docker.sock", "rw"),
+        f"{hub.state_volume}:{HUB_STATE}:rw",
+        _bind(paths.secrets, HUB_SECRETS),
+    ]
+    if cfg.courses.enabled:
+        volumes.append(f"{cfg.courses.volume}:{HUB_COURSES}:rw")
+    env = {"STACKHUB_HUB_STATE": HUB_STATE, "STACKHUB_SECRETS": HUB_SECRETS, **(environment or {})}
+    if config_file:
+        volumes.append(_bind(config_file.resolve(), HUB_CONFIG))
+        env["STACKHUB_CONFIG"] = HUB_CONFIG
+    # files the config names by host path are mounted at the same path
+    volumes += [_bind(p.resolve(), p.resolve()) for p in _auth_files(cfg)]
+    return dict(
+        image=hub.image,
+        name=HUB_NAME,
+        labels={names.LABEL_ROLE: "hub"},
+        network=hub.network,
+        environment=env,
+        volumes=volumes,
+        working_dir=HUB_STATE,
+        restart_policy={"Name": "unless-stopped"},
+        detach=True,
+    )
+
+
+def ensure_secrets(paths: HostPaths) -> dict[str, Path]:
+    """Generate the run-time secrets once, 0600; existing ones are kept (and never printed here)."""
+    out = {}
+    for name in SECRET_NAMES:
+        path = paths.secrets / name
+        if not path.exists():
+            value = secrets.token_urlsafe(9) if name == "shared-password" else secrets.token_hex(32)
+            write_private(path, value.encode() + b"\n")
+        out[name] = path
+    os.chmod(paths.secrets, 0o700)
+    return out
+
+
+def secret_environment(paths: HostPaths, environment: dict | None) -> dict:
+    """Secrets from the operator's environment (the OAuth client secret) become 0600 files in the
+    secrets directory, and the hub gets ``NAME_FILE`` pointing at them: an environment variable
+    would show in ``docker inspect`` to anyone who may run it."""
+    out = {}
+    for name, value in (environment or {}).items():
+        path = paths.secrets / f"env-{name.lower()}"
+        write_private(path, value.encode() + b"\n")
+        out[f"{name}_FILE"] = f"{HUB_SECRETS}/{path.name}"
+    return out
+
+
+def tls_files(cfg: StackhubConfig, paths: HostPaths) -> TLSFiles:
+    if cfg.tls.cert_file:
+        return TLSFiles(None, cfg.tls.cert_file.resolve(), cfg.tls.key_file.resolve())
+    return ensure_local_tls(paths.tls, [cfg.hub.public_host])
+
+
+def host_nameservers() -> list[str]:
+    """The resolvers Docker's embedded DNS forwards to (it asks them from inside the container)."""
+    for path in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        try:
+            found = isolation.nameservers(Path(path).read_text())
+        except OSError:
+            continue
+        if found:
+            return found
+    return []
+
+
+def host_networks() -> list[str]:
+    """IPv4 networks of the host's global addresses (``ip -j addr``); empty when ``ip`` is missing."""
+    try:
+        done = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10)
+        links = json.loads(done.stdout or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    out = []
+    for link in links:
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and a.get("scope") == "global":
+                out.append(str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network))
+    return out
+
+
+class Deployment:
+    """I/O of the single-host deployment, on a ``docker.DockerClient``."""
+
+    def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print):
+        self.client = client
+        self.cfg = cfg
+        self.paths = paths
+        self.config_file = config_file
+        self.log = log
+
+    def _remove(self, name: str):
+        from docker.errors import NotFound
+
+        try:
+            self.client.containers.get(name).remove(force=True)
+        except NotFound:
+            pass
+
+    def _network(self, name: str):
+        # the engine's name filter matches parts of names too
+        return next((n for n in self.client.networks.list(names=[name]) if n.name == name), None)
+
+    def _ensure_networks(self):
+        """The users network (enable_icc=false) and the internal api network; one made with other
+        settings (an older stackhub's) is made again when nothing is attached to it any more."""
+        for spec in isolation.networks(self.cfg):
+            net = self._network(spec.name)
+            if net is not None:
+                net.reload()
+                problem = spec.mismatch(net.attrs)
+                if problem is None:
+                    continue
+                attached = sorted(c.name for c in net.containers)
+                if attached:
+                    raise RuntimeError(
+                        f"Docker network {spec.name} exists with other settings ({problem}) and "
+                        f"{', '.join(attached)} use it; stop them (`make down`) and run `make up` again")
+                self.log(f"re-creating Docker network {spec.name} ({problem})")
+                net.remove()
+            if spec.fixed:
+                self._create_fixed(spec)
+            else:
+                self.client.networks.create(**spec.as_docker())
+
+    def _create_fixed(self, spec: isolation.NetworkSpec, attempts: int = 3):
+        """Let Docker pick a free subnet, then make the network again with that subnet given, which
+        is what lets the hub and the proxy have fixed addresses in it."""
+        from docker.errors import APIError
+        from docker.types import IPAMConfig, IPAMPool
+
+        for attempt in range(attempts):
+            probe = self.client.networks.create(**spec.as_docker())
+            probe.reload()
+            subnet = next(c["Subnet"] for c in probe.attrs["IPAM"]["Config"] if "." in c.get("Subnet", ""))
+            probe.remove()
+            layout = isolation.fixed_addresses(subnet)
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=layout["subnet"], gateway=layout["gateway"],
+                                                     iprange=layout["ip_range"])])
+            try:
+                return self.client.networks.create(**spec.as_docker(), ipam=ipam)
+            except APIError:  # another network took the subnet in between
+                if attempt == attempts - 1:
+                    raise
+
+    def _fixed_address(self, role: str) -> str:
+        config = self.client.networks.get(self.cfg.hub.network).attrs["IPAM"]["Config"]
+        subnet = next(c["Subnet"] for c in config if "." in c.get("Subnet", ""))
+        return isolation.fixed_addresses(subnet)[role]
+
+    def _start(self, kwargs: dict, api_aliases: list[str], role: str):
+        """Create a container on the users network at its fixed address, join it to the api network, start it."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "detach"}
+        endpoint = self.client.api.create_endpoint_config(ipv4_address=self._fixed_address(role))
+        container = self.client.containers.create(**kwargs, networking_config={self.cfg.hub.network: endpoint})
+        self.client.networks.get(self.cfg.hub.api_network).connect(container, aliases=api_aliases)
+        container.start()
+        return container
+
+    # -- the iptables rules (spawner.deploy.isolation builds them) ----------------------------------
+
+    def _iptables(self, family: str, *args, input: str | None = None) -> str:
+        binary = {"ipv4": "iptables", "ipv6": "ip6tables"}[family]
+        if args and args[0] == "restore":
+            cmd = [f"{binary}-restore", "--noflush", "-w"]
+        else:
+            cmd = [binary, "-w", *args]
+        try:
+            done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            raise RuntimeError(self._firewall_hint(f"{cmd[0]} is not installed")) from None
+        if done.returncode != 0:
+            raise RuntimeError(self._firewall_hint(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}"))
+        return done.stdout
+
+    @staticmethod
+    def _firewall_hint(problem: str) -> str:
+        return (f"cannot set the network isolation rules: {problem}. Run `make up`/`make down` as root on the "
+                "Docker engine's host, or set spawner.network.firewall: false and firewall the users network "
+                "yourself (docs/security.md)")
+
+    @staticmethod
+    def _families() -> list[str]:
+        """IPv4 always; IPv6 when the host has it and ip6tables is there."""
+        v6 = Path("/proc/net/if_inet6").exists() and shutil.which("ip6tables") is not None
+        return ["ipv4", "ipv6"] if v6 else ["ipv4"]
+
+    def _tagged(self, family: str, tag: str) -> list[str]:
+        lines = []
+        for chain in isolation.CHAINS[family]:
+            lines += isolation.tagged_lines(self._iptables(family, "-S", chain), tag)
+        return lines
+
+    def check_firewall(self):
+        """Fail before anything starts when the rules could not be set (not root, no iptables)."""
+        if self.cfg.spawner.network.firewall:
+            self._iptables("ipv4", "-S", "DOCKER-USER")
+
+    def endpoints(self) -> isolation.Endpoints:
+        """Read the users network's bridge, the hub's and proxy's addresses, resolvers and LAN."""
+        name = self.cfg.hub.network
+        attrs = self.client.networks.get(name).attrs
+        bridge = (attrs.get("Options") or {}).get(isolation.BRIDGE_NAME_OPTION) or f"br-{attrs['Id'][:12]}"
+
+        def address(container_name):
+            c = self.client.containers.get(container_name)
+            ip = c.attrs["NetworkSettings"]["Networks"].get(name, {}).get("IPAddress")
+            if not ip:
+                raise RuntimeError(f"{container_name} has no address on the Docker network {name}")
+            return ip
+
+        return isolation.Endpoints(bridge=bridge, hub=address(HUB_NAME), proxy=address(PROXY_NAME),
+                                   dns=tuple(host_nameservers()), host_networks=tuple(host_networks()))
+
+    def apply_firewall(self) -> list[isolation.Rule]:
+        """Replace this deployment's rules with fresh ones in one transaction per family (idempotent)."""
+        if not self.cfg.spawner.network.firewall:
+            self.log("spawner.network.firewall is false: no iptables rules (see docs/security.md)")
+            return []
+        tag = isolation.rule_tag(self.cfg)
+        endpoints = self.endpoints()
+        rules = isolation.firewall_rules(self.cfg, endpoints)
+        applied = []
+        for family in self._families():
+            mine = [r for r in rules if r.family == family]
+            script = isolation.restore_script(mine, self._tagged(family, tag), tag)
+            self._iptables(family, "restore", input=script)
+            applied += mine
+        self.log(f"network isolation: {len(applied)} rules on {endpoints.bridge} "
+                 f"(`iptables -S DOCKER-USER`; docs/security.md)")
+        return applied
+
+    def remove_firewall(self):
+        """Remove every rule tagged with this deployment's users network (``down``)."""
+        if not self.cfg.spawner.network.firewall and shutil.which("iptables") is None:
+            return
+        tag = isolation.rule_tag(self.cfg)
+        for family in self._families():
+            try:
+                existing = self._tagged(family, tag)
+            except RuntimeError:
+                if self.cfg.spawner.network.firewall:
+                    raise
+                return
+            if existing:
+                self._iptables(family, "restore", input=isolation.restore_script([], existing, tag))
+                self.log(f"removed {len(existing)} {family} isolation rules")
+
+    def _ensure_volume(self, name: str, role: str):
+        from docker.errors import NotFound
+
+        try:
+            self.client.volumes.get(name)
+        except NotFound:
+            self.client.volumes.create(name, labels={names.LABEL_ROLE: role})
+
+    def up(self, environment: dict | None = None) -> TLSFiles:
+        """Start (or restart) proxy and hub; user servers keep running across it."""
+        self.log("[1/4] secrets and TLS certificate")
+        ensure_secrets(self.paths)
+        tls = tls_files(self.cfg, self.paths)
+        self.log("[2/4] networks and volumes")
+        self.check_firewall()
+        self._remove(PROXY_NAME)
+        self._remove(HUB_NAME)
+        self._ensure_networks()
+        if self.cfg.hub.state_volume.startswith("/"):  # a host directory, e.g. on its own filesystem
+            Path(self.cfg.hub.state_volume).mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            self._ensure_volume(self.cfg.hub.state_volume, "hub-state")
+        if self.cfg.courses.enabled:
+            self._ensure_volume(self.cfg.courses.volume, "courses")
+        for mount in self.cfg.volumes.data:
+            if not mount.source.startswith("/"):
+                self._ensure_volume(mount.source, "data")
+        self.log("[3/4] proxy and hub containers, network isolation rules")
+        self._start(proxy_container(self.cfg, self.paths, tls), [PROXY_API_HOST], "proxy")
+        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
+        self.apply_firewall()
+        self._warn_stranded_servers()
+        self.log("[4/4] waiting for the hub to answer")
+        self.wait_ready(tls)
+        return tls
+
+    def _warn_stranded_servers(self):
+        """Servers started by an older stackhub on another network: the hub cannot reach them."""
+        for c in self.client.containers.list(filters={"label": f"{names.LABEL_ROLE}=server"}):
+            nets = set(c.attrs.get("NetworkSettings", {}).get("Networks") or {})
+            if self.cfg.hub.network not in nets:
+                self.log(f"warning: {c.name} runs on {', '.join(sorted(nets)) or 'no network'}, not on "
+                         f"{self.cfg.hub.network}; stop it (`make down`, then `make up`)")
+
+    def _services_with_pages(self) -> set[str]:
+        from spawner.hub.apply import COURSES_SERVICE, SESSIONS_SERVICE
+
+        return {SESSIONS_SERVICE} | ({COURSES_SERVICE} if self.cfg.courses.enabled else set())
+
+    def wait_ready(self, tls: TLSFiles, timeout: float = 180):
+        """Wait until the hub answers and the proxy routes its service pages.
+
+        The hub answers before its managed services are routed; a page opened in that second
+        would get the hub's 404, so "ready" includes the routes.
+        """
+        if tls.ca:
+            ctx, host = ssl.create_default_context(cafile=str(tls.ca)), "localhost"
+        else:  # an operator's certificate names the public host; this is only a readiness probe
+            ctx, host = ssl._create_unverified_context(), "127.0.0.1"
+        base = f"https://{host}:{self.cfg.hub.https_port}/hub/api"
+        token = (self.paths.secrets / "admin-token").read_text().strip()
+        routes = {f"/services/{name}/" for name in self._services_with_pages()}
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                req = urllib.request.Request(f"{base}/proxy", headers={"Authorization": f"token {token}"})
+                with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                    table = json.load(resp)
+                missing = routes - set(table)
+                if not missing:
+                    return
+                last = f"waiting for routes {', '.join(sorted(missing))}"
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last = e
+            hub = self.client.containers.get(HUB_NAME)
+            # with a restart policy a hub that cannot start loops through "restarting"
+            if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
+                hub.stop(timeout=1)
+                raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
+            time.sleep(0.5)
+        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); see `docker logs {HUB_NAME}`")
+
+    def down(self):
+        """Stop hub, proxy and user servers; homes, data and hub state stay."""
+        for c in self.client.containers.list(all=True, filters={"label": f"{names.LABEL_ROLE}=server"}):
+            self.log(f"stopping {c.name}")
+            c.remove(force=True)
+        for name in (HUB_NAME, PROXY_NAME):
+            self._remove(name)
+        self.remove_firewall()
+        self.log("stopped hub and proxy; homes, data and hub state are kept")

@@ -1,0 +1,235 @@
+"""Apply the stackhub config model to JupyterHub's traitlets ``Config``.
+
+As in the-littlest-jupyterhub, config is only *set*, never appended or mutated, in small
+``update_*`` steps that each own one concern. ``jupyterhub_config.py`` calls ``apply_config``; unit
+tests call it on a plain ``Config()``. Secrets are read from files at start (generated 0600 by
+``stackhub up``) and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from spawner.core.config import StackhubConfig
+
+HUB_NAME = "stackhub-hub"
+PROXY_NAME = "stackhub-proxy"
+HUB_PORT = 8081
+PROXY_API_PORT = 8001
+PROXY_API_HOST = "stackhub-proxy-api"  # the proxy's alias on hub.apiNetwork only; its API listens there
+ADMIN_SERVICE = "stackhub-admin"
+COURSES_SERVICE = "stackhub-courses"
+INSTRUCTORS_GROUP = "instructors"
+HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
+SESSIONS_SERVICE = "stackhub-sessions"
+SESSIONS_PORT = 8090
+DISKWATCH_SERVICE = "stackhub-diskwatch"
+PREWARM_CONCURRENCY = 3
+LOGIN_ANNOUNCEMENT = (
+    "First time here? Type a name, the room code you were given, and a password of your own "
+    "(at least {n} characters). Next time: your name and your password."
+)
+
+
+@dataclass(frozen=True)
+class HubPaths:
+    """Where the hub finds its state and secrets (inside the hub container by default)."""
+
+    state: Path = Path("/srv/stackhub/state")
+    secrets: Path = Path("/srv/stackhub/secrets")
+
+    @classmethod
+    def from_env(cls) -> "HubPaths":
+        return cls(
+            state=Path(os.environ.get("STACKHUB_HUB_STATE", cls.state)),
+            secrets=Path(os.environ.get("STACKHUB_SECRETS", cls.secrets)),
+        )
+
+    def secret(self, name: str) -> str:
+        """Read a secret file; a missing one is a start-up error that names it."""
+        path = self.secrets / name
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise SystemExit(f"stackhub: secret file {path} is missing (run `make up`, which creates it)") from None
+
+
+def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
+    hub = cfg.hub
+    c.JupyterHub.bind_url = "http://0.0.0.0:8000"  # the proxy container serves the public side
+    c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
+    c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
+    c.JupyterHub.hub_connect_url = f"http://{HUB_NAME}:{HUB_PORT}"
+    c.JupyterHub.db_url = f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
+    c.JupyterHub.allow_named_servers = hub.named_servers.enabled
+    c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit
+    c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
+    # servers outlive the hub: a restarted hub finds them again through their saved state
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.tornado_settings = {
+        "headers": {"Strict-Transport-Security": f"max-age={cfg.tls.hsts_max_age}; includeSubDomains"},
+        "cookie_options": {"secure": True},
+    }
+    c.Authenticator.admin_users = set(hub.admin_users)
+
+
+def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
+    """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
+    c.JupyterHub.proxy_class = "configurable-http-proxy"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_API_HOST}:{PROXY_API_PORT}"
+    c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
+
+
+def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+    from spawner.hub.policy_store import HubPolicy, PolicyStore
+
+    c.JupyterHub.spawner_class = LSSTDockerSpawner
+    c.LSSTDockerSpawner.stackhub_config = cfg
+    # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
+    # a bad policy file keeps the last good policy and is logged at error level in the hub's log
+    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
+    c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
+    if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
+        from spawner.hub.disk_store import DiskNotices
+
+        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, disk_budget(cfg))
+    c.Spawner.start_timeout = cfg.hub.start_timeout
+    c.Spawner.http_timeout = 120
+    c.Spawner.default_url = "/lab"
+
+
+def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
+    auth = cfg.auth
+    if auth.type == "shared-password":
+        # the room code only admits new names; each name is its owner's (spawner.hub.tutorial_auth)
+        c.JupyterHub.authenticator_class = "spawner.hub.tutorial_auth.TutorialAuthenticator"
+        t = c.TutorialAuthenticator
+        t.room_code = auth.password_file.read_text().strip() if auth.password_file else paths.secret("shared-password")
+        t.admin_password = paths.secret("admin-password")
+        t.dbm_path = str(paths.state / "tutorial-passwords")
+        t.min_password_length = auth.min_password_length
+        t.username_pattern = auth.username_pattern
+        t.allow_all = True
+        c.JupyterHub.template_vars = {"announcement_login": LOGIN_ANNOUNCEMENT.format(n=auth.min_password_length)}
+    else:
+        from spawner.hub.auth import update_oauth
+
+        update_oauth(c, cfg, paths)
+
+
+def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The admins' tags / sessions / pre-warm service (spawner.services.sessions) and its role."""
+    env = {"STACKHUB_HUB_STATE": str(paths.state)}
+    if os.environ.get("STACKHUB_CONFIG"):
+        env["STACKHUB_CONFIG"] = os.environ["STACKHUB_CONFIG"]
+    service = {
+        "name": SESSIONS_SERVICE,
+        "url": f"http://{HUB_NAME}:{SESSIONS_PORT}",
+        "command": [sys.executable, "-m", "spawner.services.sessions", f"--port={SESSIONS_PORT}",
+                    f"--state={paths.state}", f"--concurrency={PREWARM_CONCURRENCY}"],
+        "environment": env,
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    role = {
+        "name": SESSIONS_SERVICE,
+        "description": "start and stop anyone's server with a tag; read users and groups",
+        "scopes": ["admin:servers", "list:users", "read:users", "list:groups", "read:groups"],
+        "services": [SESSIONS_SERVICE],
+    }
+    return service, role
+
+
+def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The instructors' course service (spawner.services.courses) and the role that lets them in."""
+    courses = cfg.courses
+    service = {
+        "name": COURSES_SERVICE,
+        "url": f"http://{HUB_NAME}:{courses.service_port}",
+        "command": [sys.executable, "-m", "spawner.services.courses", f"--port={courses.service_port}",
+                    f"--root={HUB_COURSES}", f"--state={paths.state}", f"--uid={cfg.spawner.uid}",
+                    # sources are fetched in throwaway containers of the hub's own image
+                    f"--image={cfg.hub.image}", f"--settings={courses.model_dump_json(by_alias=True)}"],
+        "oauth_no_confirm": True,
+        "display": True,
+    }
+    # admins reach it through the admin role (access:services); the group is created if missing
+    role = {
+        "name": "course-instructors",
+        "description": "publish courses and sync them into users' servers (the stackhub-courses service)",
+        "scopes": [f"access:services!service={COURSES_SERVICE}"],
+        "groups": [INSTRUCTORS_GROUP],
+    }
+    return service, role
+
+
+def disk_budget(cfg: StackhubConfig):
+    from spawner.core.disk import Budget
+
+    v = cfg.volumes
+    return Budget(v.home_budget_bytes, v.home_budget_warn, float(v.home_budget_grace_seconds))
+
+
+def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The home budget watcher (spawner.services.diskwatch): sees who runs what, stops servers, nothing more."""
+    v, budget = cfg.volumes, disk_budget(cfg)
+    service = {
+        "name": DISKWATCH_SERVICE,
+        "command": [sys.executable, "-m", "spawner.services.diskwatch", f"--state={paths.state}",
+                    f"--budget={budget.limit}", f"--warn={budget.warn}", f"--grace={budget.grace:g}",
+                    f"--every={v.home_budget_check_seconds}", f"--uid={cfg.spawner.uid}",
+                    f"--home-volume={v.home_volume}"],
+    }
+    role = {
+        "name": DISKWATCH_SERVICE,
+        "description": "see users' servers and stop those whose home is over its disk budget",
+        "scopes": ["list:users", "read:servers", "delete:servers"],
+        "services": [DISKWATCH_SERVICE],
+    }
+    return service, role
+
+
+def update_services(c, cfg: StackhubConfig, paths: HubPaths):
+    """The admin token service (``make token``), the sessions service, the idle culler, the course
+    service and the home budget watcher."""
+    sessions, sessions_role = sessions_service(cfg, paths)
+    services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}, sessions]
+    roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
+    if cfg.culler.enabled:
+        services.append({
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                        f"--timeout={cfg.culler.timeout}", f"--cull-every={cfg.culler.every}"],
+        })
+        roles.append({
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        })
+    if cfg.courses.enabled:
+        courses, courses_role = courses_service(cfg, paths)
+        services.append(courses)
+        roles.append(courses_role)
+    if cfg.volumes.home_budget:
+        diskwatch, diskwatch_role = diskwatch_service(cfg, paths)
+        services.append(diskwatch)
+        roles.append(diskwatch_role)
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services)
+
+
+def apply_config(c, cfg: StackhubConfig, paths: HubPaths | None = None):
+    paths = paths or HubPaths.from_env()
+    for step in STEPS:
+        step(c, cfg, paths)
+    return c

@@ -1,0 +1,531 @@
+"""``stackhub-courses``: the instructors' page and REST API for publishing courses.
+
+A hub-managed JupyterHub service (``python -m spawner.services.courses``) at
+``/services/stackhub-courses/``. Who may use it: members of the hub group ``instructors`` and
+admins (the hub grants them ``access:services!service=stackhub-courses``), logged in through the
+hub's OAuth or with an API token (the ``stackhub course`` CLI sends one). Anyone else gets 403.
+
+REST API (JSON; under ``/services/stackhub-courses/api``)::
+
+    GET    courses             published courses, their version and how many users have which version
+    PUT    courses/<name>      publish: JSON {"git": URL, "ref"?, "restore"?}, or an upload with
+                               Content-Type application/x-git-bundle (?ref=) or application/x-tar
+                               (a directory), with ?restore=1 and ?source=<description>
+    DELETE courses/<name>      unpublish (users' copies stay in their homes)
+    POST   sync                {"users"?: [...], "courses"?: [...]}: sync now in running servers
+    GET    users               the version of each course each user was last seen with
+
+The files live in the courses volume (``courses.CourseStore``); users' containers mount it
+read-only and run ``stackhub-course-sync`` (``coursesync``), which this service installs there on
+start and runs through ``docker exec`` for "sync now".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker import errors as docker_errors
+from tornado import web
+
+from spawner.core import names
+from spawner.core.config import Courses
+from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
+from spawner.courses.sources import GitPolicy, scrub
+from spawner.courses.publish import CourseError, CourseStore, Limits, Source, extract_tar, validate_name
+from spawner.courses.sync import STATE_DIR, STATUS_FILE, TOOL_NAME, TOOLS_DIR, write_json
+from spawner.services.base import ServiceHandler, routes, serve
+
+log = logging.getLogger("stackhub.courses")
+SERVICE_NAME = "stackhub-courses"
+UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "directory"}
+STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
+
+
+# --- users' containers (docker) ------------------------------------------------------------------
+
+
+def status_command(timeout: int) -> list[str]:
+    """Read ``~/notebooks/.stackhub/status.json`` as the user: a regular file only (no symlink, FIFO
+    or device), at most STATUS_MAX_BYTES + 1 bytes, killed after ``timeout`` seconds."""
+    path = f'"$HOME/notebooks/{STATE_DIR}/{STATUS_FILE}"'
+    script = f"f={path}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then exec head -c {STATUS_MAX_BYTES + 1} -- \"$f\"; fi"
+    return ["timeout", "-s", "KILL", str(timeout), "sh", "-c", script]
+
+
+class Servers:
+    """Running user servers on the engine: read what each home has, run the sync in them.
+
+    Every exec runs as the user, under ``timeout``, and the service also stops waiting after the
+    same time (plus a margin): one hung or hostile container spoils only its own row.
+    """
+
+    def __init__(self, *, client, uid: int, mount_path: str, executor: ThreadPoolExecutor,
+                 exec_timeout: int = 10, sync_seconds: int = 60):
+        self.client = client
+        self.uid = uid
+        self.tool = f"{mount_path}/{TOOLS_DIR}/{TOOL_NAME}"
+        self.executor = executor
+        self.exec_timeout = exec_timeout
+        self.sync_seconds = sync_seconds
+
+    def _running(self) -> dict[str, object]:
+        """username -> one running container (all of a user's servers share the home)."""
+        out = {}
+        for c in self.client.containers.list(filters={"label": f"{names.LABEL_ROLE}=server", "status": "running"}):
+            user = c.labels.get(names.LABEL_USER)
+            if user and (user not in out or not c.labels.get(names.LABEL_SERVER)):
+                out[user] = c
+        return out
+
+    def _status(self, container) -> dict:
+        code, out = container.exec_run(status_command(self.exec_timeout), user=str(self.uid), demux=True)
+        courses, problems = parse_status((out or (None, None))[0], f"{container.labels.get(names.LABEL_USER)}: status.json")
+        for p in problems:
+            log.warning("%s", p)
+        return {"ok": True, "courses": courses}
+
+    def _sync(self, container, courses: list[str]) -> dict:
+        cmd = ["timeout", "-s", "KILL", str(self.sync_seconds + 15), self.tool, "--json",
+               f"--budget={self.sync_seconds}", *courses]
+        code, out = container.exec_run(cmd, user=str(self.uid), demux=True)
+        stdout, stderr = out or (None, None)
+        try:
+            data = json.loads((stdout or b"{}")[: 4 * 2**20].decode())
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        if code or not data.get("ok"):
+            error = data.get("error") if isinstance(data.get("error"), str) else None
+            return {"ok": False, "error": (error or (stderr or stdout or b"").decode(errors="replace").strip()[-300:]
+                                           or ("timed out" if code == 137 else f"exit status {code}"))[:300]}
+        return data
+
+    async def _each(self, fn, users: list[str] | None, wait: float, *args) -> dict[str, dict]:
+        loop = asyncio.get_running_loop()
+        running = await loop.run_in_executor(self.executor, self._running)
+        chosen = {u: c for u, c in running.items() if users is None or u in users}
+
+        async def one(user, c):
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, c, *args), wait)
+            except asyncio.TimeoutError:
+                log.warning("%s: no answer from the server in %.0f s", user, wait)
+                return {"ok": False, "error": f"no answer in {wait:.0f} s"}
+            except Exception as e:  # noqa: BLE001 (a server stopping meanwhile spoils only its row)
+                return {"ok": False, "error": str(e)[:300]}
+        results = await asyncio.gather(*(one(u, c) for u, c in chosen.items()))
+        return dict(zip(chosen, results))
+
+    async def statuses(self) -> dict[str, dict]:
+        """user -> checked {course: {"version", "synced"}} of every running server that answered."""
+        results = await self._each(self._status, None, self.exec_timeout + 5)
+        return {u: r["courses"] for u, r in results.items() if r.get("ok")}
+
+    async def sync(self, users: list[str] | None, courses: list[str]) -> dict[str, dict]:
+        return await self._each(self._sync, users, self.sync_seconds + 30, courses)
+
+
+FETCH_ROLE = "course-fetch"
+FETCH_IN = "/tmp/in"          # request (and upload), put in by the service
+FETCH_WORK = "/tmp/work"      # written by the fetch program, as nobody
+FETCH_USER = "65534:65534"    # nobody
+
+
+def fetch_container(image: str, request: dict, *, network: str, lifetime: int) -> dict:
+    """``containers.create`` arguments of the throwaway fetch container. Pure.
+
+    No Docker socket, no volume, nobody, no capabilities; a network only for a git URL. It lives
+    ``lifetime`` seconds at most (its main process is ``sleep``), so a stuck fetch ends with it.
+    """
+    return dict(
+        image=image,
+        entrypoint=["sleep"],
+        command=[str(lifetime)],
+        user=FETCH_USER,
+        working_dir="/tmp",
+        network_mode=network if request["kind"] == "git" else "none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=256,
+        mem_limit="1g",
+        labels={names.LABEL_ROLE: FETCH_ROLE},
+        environment={"HOME": "/tmp"},
+        auto_remove=True,  # gone when its time is up, whatever happens to the service
+        detach=True,
+    )
+
+
+def _tar_of(files: dict[str, bytes | Path]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.mode, info.uid, info.gid = 0o644, 65534, 65534
+            if isinstance(data, Path):
+                info.size = data.stat().st_size
+                with open(data, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class _Chunks(io.RawIOBase):
+    """A file object over an iterator of bytes (``get_archive``'s stream)."""
+
+    def __init__(self, chunks):
+        self.chunks, self.rest = iter(chunks), b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self.rest:
+            try:
+                self.rest = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self.rest))
+        b[:n], self.rest = self.rest[:n], self.rest[n:]
+        return n
+
+
+class ContainerFetcher:
+    """Runs ``courses.fetch_tree`` in a throwaway container of the hub image (``Fetcher`` of the store)."""
+
+    def __init__(self, client, image: str, *, network: str = "bridge"):
+        self.client, self.image, self.network = client, image, network
+
+    def fetch(self, request: dict, upload, staging: Path) -> dict:
+        lifetime = int(request["timeout"]) * 3 + 30
+        files: dict[str, bytes | Path] = {"in/request.json": json.dumps(request).encode()}
+        if upload is not None:
+            path = staging / "upload"
+            with open(path, "wb") as f:
+                shutil.copyfileobj(upload, f)
+            files["in/upload"] = path
+        try:
+            c = self.client.containers.create(**fetch_container(self.image, request, network=self.network,
+                                                                lifetime=lifetime))
+        except docker_errors.DockerException as e:
+            raise CourseError(f"cannot start the fetch container ({self.image}): {e}", 500) from None
+        try:
+            c.start()
+            c.put_archive("/tmp", _tar_of(files))
+            (staging / "upload").unlink(missing_ok=True)
+            cmd = ["python", "-m", "spawner.courses.publish", "fetch", f"{FETCH_IN}/request.json", FETCH_WORK]
+            if upload is not None:
+                cmd.append(f"{FETCH_IN}/upload")
+            code, out = c.exec_run(cmd, user=FETCH_USER, workdir="/srv/stackhub", demux=True)
+            stdout, stderr = out or (None, None)
+            try:
+                result = json.loads((stdout or b"").decode().strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise CourseError(f"fetching the source failed ({code}): "
+                                  f"{(stderr or b'').decode(errors='replace').strip()[-300:]}", 500) from None
+            if not result.get("ok"):
+                raise CourseError(result.get("error") or "fetching the source failed", result.get("status", 400))
+            stream, _ = c.get_archive(f"{FETCH_WORK}/tree")
+            # the checked tree comes back through the same checks (names, links, limits)
+            extract_tar(_Chunks(stream), staging, max_bytes=request["max_bytes"],
+                        max_files=request["max_files"] + 1)
+            return {"commit": result.get("commit")}
+        except docker_errors.DockerException as e:  # e.g. its time ran out and it is gone
+            raise CourseError(f"fetching the source failed: {e}", 500) from None
+        finally:
+            try:
+                c.remove(force=True)
+            except docker_errors.APIError:
+                pass  # already gone (auto_remove)
+            (staging / "upload").unlink(missing_ok=True)
+
+
+class Seen:
+    """Which version of each course each user was last seen with (kept across restarts).
+
+    What containers say is checked (``course_records``) before it is kept; a file that does not
+    parse or fit the schema is set aside as ``<name>.bad`` with a log line, and the service goes on.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, dict] = self._load()
+        self.refreshed = 0.0
+
+    def _load(self) -> dict:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            log.error("%s: cannot read (%s); starting with no users seen", self.path, e)
+            return {}
+        try:
+            data, problems = check_seen(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError):
+            data, problems = {}, [f"{self.path.name}: not JSON; starting with no users seen"]
+        for p in problems:
+            log.warning("%s", p)
+        if problems:
+            try:
+                os.replace(self.path, self.path.with_name(self.path.name + ".bad"))
+            except OSError:
+                pass
+        return data
+
+    def update(self, user: str, courses: dict):
+        good, problems = check_courses(courses, f"{user}: sync result")
+        for p in problems:
+            log.warning("%s", p)
+        if good:
+            self.data.setdefault(user, {}).update(good)
+
+    def save(self):
+        write_json(self.path, self.data)
+
+    def counts(self, course: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for courses in self.data.values():
+            version = (courses.get(course) or {}).get("version")
+            if version:
+                out[version] = out.get(version, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """Every long-lived object of the service, wired once by ``from_args``."""
+
+    store: CourseStore
+    servers: Servers
+    seen: Seen
+    prefix: str
+    executor: ThreadPoolExecutor
+    locks: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args) -> "Context":
+        import docker
+
+        settings: Courses = args.settings
+        executor = ThreadPoolExecutor(8, thread_name_prefix="stackhub-courses")
+        # no Docker call waits longer than the longest step it runs (a hung engine frees the thread)
+        client = docker.from_env(max_pool_size=8, timeout=max(settings.git_timeout * 3, settings.sync_seconds) + 60)
+        store = CourseStore(root=args.root, keep_versions=settings.keep_versions, limits=limits(settings),
+                            git_policy=git_policy(settings),
+                            fetcher=ContainerFetcher(client, own_image(client, args.image),
+                                                     network=settings.fetch_network))
+        servers = Servers(client=client, uid=args.uid, mount_path=settings.mount_path, executor=executor,
+                          exec_timeout=settings.exec_timeout, sync_seconds=settings.sync_seconds)
+        return cls(store=store, servers=servers, seen=Seen(args.state / "courses-seen.json"),
+                   prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/"),
+                   executor=executor)
+
+    def lock(self, course: str) -> asyncio.Lock:
+        return self.locks.setdefault(course, asyncio.Lock())
+
+    async def blocking(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    async def refresh_seen(self, force: bool = False):
+        if force or time.monotonic() - self.seen.refreshed > STATUS_TTL:
+            for user, status in (await self.servers.statuses()).items():
+                self.seen.update(user, status)
+            self.seen.refreshed = time.monotonic()
+            try:
+                self.seen.save()
+            except OSError as e:  # a full disk must not take the page down
+                log.error("cannot save %s: %s", self.seen.path, e)
+
+    async def overview(self) -> dict:
+        await self.refresh_seen()
+        courses = await self.blocking(self.store.list)
+        for c in courses:
+            c["users"] = self.seen.counts(c["course"])
+        return {"courses": courses, "users_seen": len(self.seen.data)}
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+class Base(ServiceHandler):
+    """The hub lets in who holds this service's access scope: the group 'instructors' and admins."""
+
+    def _request_summary(self) -> str:
+        # tornado's error log lines name the request: without the query, where a ?source= URL
+        # may carry credentials
+        return f"{self.request.method} {scrub(self.request.path)[:500]} ({self.request.remote_ip})"
+
+    def denied_message(self, model: dict) -> str:
+        return (f"{model.get('kind', 'user')} {model['name']} may not manage courses: "
+                "only members of the hub group 'instructors' and admins may")
+
+
+class PageHandler(Base):
+    api = False
+
+    async def get(self):
+        self.render_page("courses.html")
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes", "on")
+
+
+class CoursesHandler(Base):
+    async def get(self):
+        self.send(await self.ctx.overview())
+
+
+class CourseHandler(Base):
+    async def put(self, name):  # tornado has already decoded the path argument
+        ctype = (self.request.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        try:
+            validate_name(name)
+            if ctype in UPLOAD_TYPES:
+                kind = UPLOAD_TYPES[ctype]
+                source = Source(kind, self.get_argument("source", f"uploaded {kind}")[:300],
+                                self.get_argument("ref", None) if kind == "bundle" else None)
+                restore, upload = _flag(self.get_argument("restore", None)), io.BytesIO(self.request.body)
+            elif ctype == "application/json":
+                data = self.body()
+                unknown = sorted(set(data) - {"git", "ref", "restore"})
+                if unknown or not isinstance(data.get("git"), str):
+                    raise CourseError('send {"git": "<URL>", "ref": "<branch|tag|commit>", "restore": false}'
+                                      + (f"; unknown keys: {', '.join(unknown)}" if unknown else ""))
+                source, restore, upload = Source("git", data["git"], data.get("ref") or None), bool(data.get("restore")), None
+            else:
+                raise CourseError(f"Content-Type {ctype} is not one of application/json, {', '.join(UPLOAD_TYPES)}", 415)
+            async with self.ctx.lock(name):
+                current = await self.ctx.blocking(self.ctx.store.publish, name, source, publisher=self.who,
+                                                  restore=restore, upload=upload)
+        except CourseError as e:
+            log.info("%s: publishing %s refused: %s", self.who, name, e)
+            raise web.HTTPError(e.status, str(e)) from None
+        log.info("%s published %s version %s (%d files, restore=%s)", self.who, name, current["version"],
+                 len(current["files"]), current["restore"])
+        self.send({**{k: v for k, v in current.items() if k != "files"}, "files": len(current["files"])}, 201)
+
+    async def delete(self, name):
+        try:
+            async with self.ctx.lock(name):
+                removed = await self.ctx.blocking(self.ctx.store.remove, name)
+        except CourseError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        if not removed:
+            raise web.HTTPError(404, f"no published course {name!r}")
+        log.info("%s removed course %s", self.who, name)
+        self.send({"removed": name})
+
+
+class SyncHandler(Base):
+    async def post(self):
+        data = self.body()
+        users, courses = data.get("users"), data.get("courses") or []
+        if users is not None and not (isinstance(users, list) and all(isinstance(u, str) for u in users)):
+            raise web.HTTPError(400, '"users" must be a list of user names')
+        if not (isinstance(courses, list) and all(isinstance(c, str) for c in courses)):
+            raise web.HTTPError(400, '"courses" must be a list of course names')
+        try:
+            [validate_name(c) for c in courses]
+        except CourseError as e:
+            raise web.HTTPError(400, str(e)) from None
+        t0 = time.monotonic()
+        results = await self.ctx.servers.sync(users, courses)
+        for user, res in results.items():
+            if res.get("ok"):
+                self.ctx.seen.update(user, res.get("courses", {}))
+        self.ctx.seen.save()
+        failed = sorted(u for u, r in results.items() if not r.get("ok"))
+        log.info("%s: sync now in %d servers (%d failed) in %.1f s", self.who, len(results), len(failed),
+                 time.monotonic() - t0)
+        self.send({"users": results, "synced": len(results) - len(failed), "failed": failed,
+                   "seconds": round(time.monotonic() - t0, 2)})
+
+
+class UsersHandler(Base):
+    async def get(self):
+        await self.ctx.refresh_seen(force=_flag(self.get_argument("refresh", None)))
+        self.send({"users": self.ctx.seen.data})
+
+
+def log_request(handler: web.RequestHandler):
+    """Tornado's access log line, without the query (a ``?source=`` URL may carry credentials)."""
+    status = handler.get_status()
+    level = log.info if status < 400 else log.warning if status < 500 else log.error
+    r = handler.request
+    level("%d %s %s (%s) %.1fms", status, r.method, scrub(r.path)[:500], r.remote_ip, 1000 * r.request_time())
+
+
+def own_image(client, fallback: str) -> str:
+    """The image id of the container this service runs in (the hub's), else ``fallback``.
+
+    An id, not a tag: a rebuild that moves the tag must not change the code fetch containers run.
+    """
+    try:
+        return client.containers.get(socket.gethostname()).image.id
+    except Exception:  # noqa: BLE001 (not in a container, or another hostname)
+        try:
+            return client.images.get(fallback).id
+        except Exception:  # noqa: BLE001
+            return fallback
+
+
+def limits(settings: Courses) -> Limits:
+    return Limits(max_bytes=settings.max_mb * 2**20, max_files=settings.max_files,
+                  max_clone_bytes=settings.max_clone_mb * 2**20, timeout=settings.git_timeout)
+
+
+def git_policy(settings: Courses) -> GitPolicy:
+    return GitPolicy(schemes=tuple(settings.git_schemes), allowed_hosts=tuple(settings.git_allowed_hosts))
+
+
+def make_app(ctx: Context) -> web.Application:
+    return web.Application(routes(ctx.prefix, PageHandler, [
+        ("courses", CoursesHandler),
+        (r"courses/([^/]*)", CourseHandler),
+        ("sync", SyncHandler),
+        ("users", UsersHandler),
+    ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32), log_function=log_request)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spawner.services.courses", description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, required=True, help="port to listen on (all interfaces)")
+    p.add_argument("--root", type=Path, required=True, help="the courses volume, read-write")
+    p.add_argument("--state", type=Path, required=True, help="the hub's state directory (who has which version)")
+    p.add_argument("--uid", type=int, default=1000, help="user id the sync runs as in users' containers")
+    p.add_argument("--image", required=True, help="image of the throwaway containers that fetch sources (the hub's)")
+    p.add_argument("--settings", type=Courses.model_validate_json, default=Courses(),
+                   help="the config's courses section, as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[%(levelname)1.1s %(asctime)s {SERVICE_NAME}] %(message)s")
+    ctx = Context.from_args(args)
+    ctx.store.clean_staging()
+    ctx.store.install_tool()
+    log.info("courses in %s, served at %s; sources are fetched in containers of %s", args.root, ctx.prefix,
+             ctx.store.fetcher.image)
+    serve(make_app(ctx), args.port, log, max_body_size=args.settings.max_mb * 2**20 + 2**20)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

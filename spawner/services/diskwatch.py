@@ -1,0 +1,187 @@
+"""``stackhub-diskwatch``: each user's home has a disk budget; warn at 90 %, stop a server over it.
+
+Docker's local volumes have no size limit (overlay2's ``--storage-opt size`` covers a container's
+root filesystem only, and only on xfs with project quotas), so the budget is measured, not enforced
+by the filesystem: a hub-managed service (``python -m spawner.services.diskwatch``) measures every home
+volume every ``volumes.homeBudgetCheckSeconds`` with the engine's own accounting (``docker system
+df``: the daemon sums the files' sizes; nothing here walks users' files), then
+
+- at ``homeBudgetWarn`` of the budget: writes ``~/DISK-QUOTA-WARNING.txt`` into the user's running
+  server, *as the user* (``docker exec`` with the user's uid: a home is the user's to shape, symlinks
+  included, so root never writes there), and logs it;
+- over the budget: stops the user's running servers through the hub API, logs why, and records it
+  in ``disk-budget.json`` in the hub state directory, which the spawn page reads to tell the user;
+- the user may start again to clean up: from the first check that sees the server running they
+  have ``homeBudgetGraceSeconds``; if the home grows meanwhile, or is still over when that ends,
+  the server is stopped again. Under the warning level the record and the file go away.
+
+``decide`` is the whole policy and is pure; ``Watcher`` does the I/O. docs/disk.md says what a site
+must add for hard guarantees (filesystem quotas, homes on their own filesystem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from spawner.core import names
+from spawner.core.disk import Budget, Record, WARNING_FILE, decide, human, measure_homes, ready_servers
+from spawner.hub.disk_store import STATE_FILE, load_records, save_records
+
+log = logging.getLogger("stackhub.diskwatch")
+SERVICE_NAME = "stackhub-diskwatch"
+STATE_RESERVE = 2**30  # below this much free space where the hub's state lives, the log says so each check
+EXEC_TIMEOUT = 30.0
+
+
+# --- the messages users read -------------------------------------------------------------------------
+
+
+# --- the policy (pure) ---------------------------------------------------------------------------------
+
+
+# --- the state file (hub state volume) -------------------------------------------------------------------
+
+
+# --- the watcher (I/O) ----------------------------------------------------------------------------------
+
+# Runs in the user's container as the user: writes the notice next to the home, then renames it
+# over ~/DISK-QUOTA-WARNING.txt (a rename replaces a symlink there instead of following it).
+WRITE_NOTICE = ('f="$HOME/$STACKHUB_NOTICE_FILE"; t="$f.tmp-$$"; '
+                'printf "%s\\n" "$STACKHUB_NOTICE" > "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 1; }')
+REMOVE_NOTICE = 'rm -f "$HOME/$STACKHUB_NOTICE_FILE"'
+
+
+@dataclass
+class Watcher:
+    client: object  # docker.DockerClient
+    hub: object  # hubapi.HubAPI
+    budget: Budget
+    state_path: Path
+    template: str
+    uid: int
+    every: float
+    records: dict[str, Record] = field(default_factory=dict)
+
+    async def _io(self, fn, *args, timeout: float = 120.0, **kw):
+        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw)),
+                                      timeout)
+
+    def _exec(self, user: str, servers: tuple[str, ...], script: str, text: str = "") -> bool:
+        """Run ``script`` as the user in each of their running server containers; True if one did."""
+        done = False
+        for server in servers:
+            try:
+                c = self.client.containers.get(names.container_name(user, server))
+            except Exception as e:  # noqa: BLE001 - gone, or the engine is busy: next check
+                log.warning("no container for %s/%s: %s", user, server, e)
+                continue
+            labels = c.labels or {}
+            if (labels.get(names.LABEL_ROLE) != "server" or labels.get(names.LABEL_USER) != user
+                    or c.status != "running"):
+                continue
+            code, out = c.exec_run(["sh", "-c", script], user=str(self.uid),
+                                   environment={"STACKHUB_NOTICE": text, "STACKHUB_NOTICE_FILE": WARNING_FILE})
+            if code == 0:
+                done = True
+            else:
+                log.warning("writing the disk notice into %s failed (%s): %s", c.name, code,
+                            (out or b"").decode(errors="replace").strip()[-200:])
+        return done
+
+    async def _notice(self, user, servers, script, text="") -> bool:
+        try:
+            return await self._io(self._exec, user, servers, script, text, timeout=EXEC_TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            log.warning("disk notice for %s: %s", user, e)
+            return False
+
+    async def check(self, now: float | None = None):
+        now = time.time() if now is None else now
+        df = await self._io(self.client.df)
+        sizes = measure_homes(df, self.template)
+        running = ready_servers(await self.hub.users(state="active"))
+        records, actions = decide(sizes, running, self.records, self.budget, now)
+        for a in actions:
+            if a.kind == "warn":
+                log.warning("home of %s: %s", a.user, a.message)
+                if not await self._notice(a.user, a.servers, WRITE_NOTICE, a.message):
+                    records[a.user] = replace(records[a.user], warned=False)  # again at the next check
+            elif a.kind == "clear":
+                log.info("home of %s is back under %s", a.user, human(self.budget.warn_at))
+                await self._notice(a.user, a.servers, REMOVE_NOTICE)
+                records.pop(a.user, None)
+            elif a.kind == "stop":
+                log.warning("stopping %s's servers %s: %s", a.user, ", ".join(s or "(default)" for s in a.servers),
+                            a.message)
+                await self._notice(a.user, a.servers, WRITE_NOTICE, a.message)
+                for server in a.servers:
+                    try:
+                        await self.hub.stop_server(a.user, server)
+                    except Exception as e:  # noqa: BLE001 - logged; the next check tries again
+                        log.error("could not stop %s/%s: %s", a.user, server, e)
+                        # a server still running must not pass for a restart to clean up (the grace window)
+                        records.pop(a.user, None)
+        self.records = records
+        self._check_state_space()
+        try:
+            save_records(self.state_path, records, now, self.budget)
+        except OSError as e:  # a full disk must not stop the watcher
+            log.error("cannot write %s: %s", self.state_path, e)
+
+    def _check_state_space(self):
+        """The hub's database shares a filesystem with the homes unless the site moved it (docs/disk.md)."""
+        try:
+            free = shutil.disk_usage(self.state_path.parent).free
+        except OSError:
+            return
+        if free < STATE_RESERVE:
+            log.error("only %s free on the filesystem of the hub's state (%s): the hub's database may fail "
+                      "to write; free space, or move hub.stateVolume to a filesystem of its own",
+                      human(free), self.state_path.parent)
+
+    async def run(self):
+        self.records = load_records(self.state_path)
+        log.info("home budget %s (warning at %s), checked every %ss, %ss to clean up after a stop",
+                 human(self.budget.limit), human(self.budget.warn_at), self.every, self.budget.grace)
+        while True:
+            started = time.monotonic()
+            try:
+                await self.check()
+            except Exception as e:  # noqa: BLE001 - an engine or hub hiccup: try again next time
+                log.error("disk check failed: %s", e)
+            await asyncio.sleep(max(1.0, self.every - (time.monotonic() - started)))
+
+
+def main(argv=None):
+    import docker
+
+    from spawner.services.hubapi import HubAPI
+
+    p = argparse.ArgumentParser(prog="stackhub-diskwatch", description=__doc__.splitlines()[0])
+    p.add_argument("--state", type=Path, required=True, help="hub state directory (disk-budget.json)")
+    p.add_argument("--budget", type=int, required=True, help="bytes per home")
+    p.add_argument("--warn", type=float, default=0.9)
+    p.add_argument("--grace", type=float, default=1800)
+    p.add_argument("--every", type=float, default=60)
+    p.add_argument("--uid", type=int, default=1000)
+    p.add_argument("--home-volume", default="stackhub-home-{user}")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="[%(levelname).1s %(asctime)s stackhub-diskwatch] %(message)s")
+    hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
+    watcher = Watcher(client=docker.from_env(timeout=120), hub=hub,
+                      budget=Budget(args.budget, args.warn, args.grace), state_path=args.state / STATE_FILE,
+                      template=args.home_volume, uid=args.uid, every=args.every)
+    asyncio.run(watcher.run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The package's layers, pinned: what each folder may import (see spawner/__init__.py)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "spawner"
+
+# folder -> the stackhub folders it may import from (besides itself)
+ALLOWED = {
+    "core": set(),
+    "backends": {"core"},
+    "courses": {"core"},
+    "hub": {"core", "backends"},
+    "services": {"core", "backends", "courses", "hub"},
+    "deploy": {"core", "hub"},
+    "build": {"core"},
+    "cli": {"core", "deploy", "build", "hub", "courses"},
+}
+
+
+def imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            yield "." * node.level + (node.module or ""), [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, []
+
+
+def modules():
+    return sorted(p for p in PKG.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_each_folder_imports_only_the_layers_below_it(path):
+    rel = path.relative_to(PKG)
+    layer = rel.parts[0] if len(rel.parts) > 1 else None
+    for module, _ in imports(path):
+        assert not module.startswith("."), f"{rel}: relative import {module}; use spawner.<layer>...."
+        if not module.startswith("spawner.") or layer is None:
+            continue
+        target = module.split(".")[1]
+        if target == layer:
+            continue
+        assert target in ALLOWED[layer], f"{rel} ({layer}/) imports {module}: {layer}/ may use {sorted(ALLOWED[layer]) or 'nothing'} only"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_no_module_imports_another_modules_private_names(path):
+    rel = path.relative_to(PKG)
+    for module, names in imports(path):
+        if module.startswith("spawner."):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            assert not private, f"{rel} imports private {private} from {module}"
+
+
+def test_core_is_pure_no_engine_network_or_process_libraries():
+    banned = {"docker", "kubernetes", "subprocess", "socket", "urllib.request", "requests", "tornado.httpclient"}
+    for path in (PKG / "core").rglob("*.py"):
+        for module, _ in imports(path):
+            assert module not in banned and module.split(".")[0] not in {"docker", "kubernetes", "requests"}, \
+                f"{path.relative_to(PKG)} imports {module}: core/ does no I/O"
+
+
+def test_the_hub_image_leaves_out_exactly_the_host_only_folders():
+    from spawner.build.images import HOST_ONLY, REPO
+
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {f"spawner/{d}" for d in HOST_ONLY} <= ignored
+    # and nothing the hub runs imports them
+    for layer in ("core", "backends", "hub", "services", "courses"):
+        for path in (PKG / layer).rglob("*.py"):
+            for module, _ in imports(path):
+                assert module.split(".")[:2] not in [["spawner", d] for d in HOST_ONLY], f"{path} imports {module}"
