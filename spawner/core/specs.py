@@ -27,10 +27,6 @@ class MountSpec:
     read_only: bool
     type: str  # "volume" or "bind"
 
-    def as_docker(self) -> dict:
-        """Keyword arguments of ``docker.types.Mount``."""
-        return {"source": self.source, "target": self.target, "read_only": self.read_only, "type": self.type}
-
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -64,16 +60,6 @@ class Hardening:
     read_only_root: bool = True
     tmpfs: dict = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=1G,mode=1777"})
 
-    def as_docker_host_config(self) -> dict:
-        """Keyword arguments of docker-py's ``create_host_config``."""
-        return {
-            "cap_drop": list(self.cap_drop),
-            "security_opt": ["no-new-privileges:true"] if self.no_new_privileges else [],
-            "pids_limit": self.pids_limit,
-            "ulimits": [{"name": "nofile", "soft": self.nofile, "hard": self.nofile}],
-            "read_only": self.read_only_root,
-            "tmpfs": dict(self.tmpfs),
-        }
 
 
 def hardening(config: StackhubConfig) -> Hardening:

@@ -30,3 +30,57 @@ def test_courses_can_be_turned_off_or_kept_from_start(catalog):
     assert [m.target for m in off.mounts] == ["/home", "/data"] and "STACKHUB_COURSES" not in off.environment
     lazy = build_server_spec(StackhubConfig.model_validate({"courses": {"syncOnSpawn": False}}), "ann", "", choice)
     assert lazy.environment["STACKHUB_COURSE_SYNC_ON_START"] == "0"
+
+
+def test_docker_objects_for_a_user_golden(catalog, golden):
+    """What Docker is asked for, for one user's named server (tutorial defaults)."""
+    from spawner.backends.docker.objects import spawner_traits
+
+    cfg = StackhubConfig()
+    choice = validate_options({"image_tag": "w_2026_43", "size": "small"}, catalog, cfg.sizes, default_size="small")
+    golden("docker_server_ada_named", spawner_traits(build_server_spec(cfg, "ada", "big-run", choice)))
+
+
+def test_hub_and_proxy_containers_golden(golden, tmp_path):
+    from spawner.core.config import StackhubConfig as Cfg
+    from spawner.deploy.single_host import HostPaths, hub_container, proxy_container
+    from spawner.deploy.tls import TLSFiles
+
+    root = tmp_path / "state"
+    paths = HostPaths(root)
+    tls = TLSFiles(root / "tls/ca.pem", root / "tls/server.pem", root / "tls/server-key.pem")
+    built = {"hub": hub_container(Cfg(), paths, None, {"STACKHUB_OAUTH_CLIENT_SECRET_FILE": "/srv/stackhub/secrets/env-x"}),
+             "proxy": proxy_container(Cfg(), paths, tls)}
+    golden("deploy_hub_and_proxy", json_safe(built, {str(root): "<state>"}))
+
+
+def test_apply_config_on_a_plain_config_golden(golden, tmp_path):
+    from traitlets.config import Config
+
+    from spawner.hub.apply import HubPaths, apply_config
+
+    for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (tmp_path / name).write_text(f"{name}-value\n")
+    c = apply_config(Config(), StackhubConfig(), HubPaths(state=tmp_path, secrets=tmp_path))
+    import sys
+
+    golden("apply_config_defaults", json_safe(c, {str(tmp_path): "<state>", sys.executable: "<python>"}))
+
+
+def json_safe(value, replace: dict):
+    """Plain JSON of built objects: classes by dotted name, other objects by type, paths made stable."""
+    import json
+
+    def default(o):
+        if isinstance(o, type):
+            return f"{o.__module__}.{o.__qualname__}"
+        if hasattr(o, "items"):
+            return dict(o.items())
+        if isinstance(o, (set, frozenset)):
+            return sorted(o, key=str)
+        return f"<{type(o).__module__}.{type(o).__qualname__}>"
+
+    text = json.dumps(value, default=default, sort_keys=True)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return json.loads(text)

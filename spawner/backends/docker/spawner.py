@@ -24,6 +24,7 @@ from traitlets import Any, Integer, default
 
 from spawner.core import names
 from spawner.backends.catalog_source import CatalogSource
+from spawner.backends.docker import objects
 from spawner.core.config import StackhubConfig
 from spawner.core.policy import PolicyUnavailable
 from spawner.core.options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
@@ -179,19 +180,13 @@ class LSSTDockerSpawner(DockerSpawner):
         self.apply_spec(build_server_spec(self.cfg, self.user.name, self.name or "", choice))
 
     def apply_spec(self, spec: ServerSpec):
-        """Hand a built spec to DockerSpawner's traits."""
-        self.image = spec.image  # re-renders object_name: set the name after it
-        self.object_name = spec.name
+        """Hand a built spec to DockerSpawner's traits (``objects.spawner_traits``); what the hub's
+        config already put in the merged traits (environment, create and host config) stays."""
         self.server_spec = spec
-        self.mounts = [m.as_docker() for m in spec.mounts]
-        self.volumes = {}
-        self.read_only_volumes = {}
-        self.environment = {**self.environment, **spec.environment}
-        self.cpu_limit = spec.cpu_limit
-        self.mem_limit = spec.mem_limit
-        self.network_name = spec.network
-        self.extra_create_kwargs = {**self.extra_create_kwargs, "labels": spec.labels, "user": str(spec.uid)}
-        self.extra_host_config = {**self.extra_host_config, **spec.hardening.as_docker_host_config()}
+        for name, value in objects.spawner_traits(spec).items():
+            if name in ("environment", "extra_create_kwargs", "extra_host_config"):
+                value = {**getattr(self, name), **value}
+            setattr(self, name, value)
 
     # -- only ever this user's own server ----------------------------------------------------
 
