@@ -50,7 +50,7 @@ def cmd_up(args) -> int:
     print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
     print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
           "(stack tags, sessions, pre-warm; docs/sessions.md)")
-    print("logs: docker logs stackhub-hub; docker logs stackhub-proxy")
+    print(f"logs: docker logs {dep.own.hub}; docker logs {dep.own.proxy}")
     return 0
 
 

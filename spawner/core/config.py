@@ -54,6 +54,7 @@ class NamedServers(Model):
 
 
 class HubSettings(Model):
+    prefix: str = Field("stackhub", pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$", description="Name of this deployment on its engine: its containers are <prefix>-hub, <prefix>-proxy and <prefix>-user-<name>, and `down` stops only its own. Two deployments on one engine need different prefixes, ports, networks and volumes (the test suite runs as stackhub-test).")
     public_host: str = Field("localhost", description="Host name users type; used for the URL and the generated certificate.")
     https_port: int = Field(8443, ge=1, le=65535, description="Public HTTPS port.")
     http_port: int = Field(8080, ge=1, le=65535, description="Plain HTTP port; it only redirects to HTTPS.")

@@ -9,11 +9,12 @@ separator cannot be forged by a username or a server name.
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 
 from escapism import escape
 
 _SAFE = set(string.ascii_lowercase + string.digits)
-PREFIX = "stackhub"
+PREFIX = "stackhub"  # the default deployment's prefix (hub.prefix)
 USER_PREFIX = f"{PREFIX}-user-"  # every user server's container; nothing else is named so
 
 
@@ -22,13 +23,13 @@ def escape_name(name: str) -> str:
     return escape(name, safe=_SAFE, escape_char="-")
 
 
-def container_name(username: str, server_name: str = "") -> str:
+def container_name(username: str, server_name: str = "", prefix: str = PREFIX) -> str:
     """Container (or Swarm service) of one server of one user.
 
     Under ``<prefix>-user-``, a namespace none of the deployment's own objects use: a user named
     ``hub`` or ``proxy`` gets ``stackhub-user-hub``, never the hub's or proxy's container.
     """
-    base = f"{USER_PREFIX}{escape_name(username)}"
+    base = f"{prefix}-user-{escape_name(username)}"
     return f"{base}--{escape_name(server_name)}" if server_name else base
 
 
@@ -37,8 +38,37 @@ def home_volume_name(username: str, template: str = "stackhub-home-{user}") -> s
     return template.format(user=escape_name(username))
 
 
-HUB_CONTAINER = f"{PREFIX}-hub"
-PROXY_CONTAINER = f"{PREFIX}-proxy"
+@dataclass(frozen=True)
+class Deployment:
+    """The names of one deployment's own objects, from its prefix (``hub.prefix``).
+
+    Two deployments on one engine (a tutorial's and a test run's) differ in the prefix, and so in
+    every container name and in the ``stackhub.deployment`` label that ``down`` goes by.
+    """
+
+    prefix: str = PREFIX
+
+    @property
+    def hub(self) -> str:
+        return f"{self.prefix}-hub"
+
+    @property
+    def proxy(self) -> str:
+        return f"{self.prefix}-proxy"
+
+    @property
+    def proxy_api(self) -> str:
+        """The proxy's alias on the hub-only network, where its API listens."""
+        return f"{self.prefix}-proxy-api"
+
+    def server(self, username: str, server_name: str = "") -> str:
+        return container_name(username, server_name, self.prefix)
+
+    def labels(self, role: str) -> dict:
+        return {LABEL_ROLE: role, LABEL_DEPLOYMENT: self.prefix}
+
+
+LABEL_DEPLOYMENT = "stackhub.deployment"
 LABEL_USER = "stackhub.user"
 LABEL_SERVER = "stackhub.server"
 LABEL_ROLE = "stackhub.role"

@@ -99,6 +99,7 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
     mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config) + course_mounts(config)
     labels = {
         names.LABEL_ROLE: "server",
+        names.LABEL_DEPLOYMENT: config.hub.prefix,
         names.LABEL_USER: username,
         names.LABEL_SERVER: server_name,
         "stackhub.tag": choice.entry.name,
@@ -114,7 +115,7 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
         **course_environment(config),
     }
     return ServerSpec(
-        name=names.container_name(username, server_name),
+        name=names.container_name(username, server_name, config.hub.prefix),
         image=choice.entry.image,
         tag=choice.entry.name,
         home_volume=home_volume,

@@ -25,7 +25,7 @@ from pathlib import Path
 from spawner.deploy import isolation
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
-from spawner.hub.apply import HUB_COURSES, HUB_NAME, HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, PROXY_NAME
+from spawner.hub.apply import HUB_COURSES, HUB_PORT, PROXY_API_PORT
 from spawner.deploy.tls import TLSFiles, write_private, ensure_local_tls
 
 HUB_SECRETS = "/srv/stackhub/secrets"
@@ -55,23 +55,23 @@ def _bind(source, target, mode="ro") -> str:
 
 
 def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dict:
-    hub = cfg.hub
+    hub, own = cfg.hub, names.Deployment(cfg.hub.prefix)
     chp = [
         "configurable-http-proxy", "--ip", "0.0.0.0", "--port", "8443",
         "--ssl-cert", f"{PROXY_TLS}/cert.pem", "--ssl-key", f"{PROXY_TLS}/key.pem",
         "--redirect-port", "8080", "--redirect-to", str(hub.https_port),
         # the API listens only on the proxy's address on hub.apiNetwork (the alias exists there alone)
-        "--api-ip", PROXY_API_HOST, "--api-port", str(PROXY_API_PORT),
-        "--default-target", f"http://{HUB_NAME}:{HUB_PORT}",
-        "--error-target", f"http://{HUB_NAME}:{HUB_PORT}/hub/error",
+        "--api-ip", own.proxy_api, "--api-port", str(PROXY_API_PORT),
+        "--default-target", f"http://{own.hub}:{HUB_PORT}",
+        "--error-target", f"http://{own.hub}:{HUB_PORT}/hub/error",
     ]
     # the token is read from its file inside the container: it never appears in `docker inspect`
     script = f'CONFIGPROXY_AUTH_TOKEN="$(cat {HUB_SECRETS}/proxy-token)" exec {shlex.join(chp)}'
     return dict(
         image=hub.image,
-        name=PROXY_NAME,
+        name=own.proxy,
         command=["sh", "-c", script],
-        labels={names.LABEL_ROLE: "proxy"},
+        labels=own.labels("proxy"),
         network=hub.network,
         ports={"8443/tcp": (hub.bind_address, hub.https_port), "8080/tcp": (hub.bind_address, hub.http_port)},
         volumes=[
@@ -111,8 +111,8 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
     volumes += [_bind(p.resolve(), p.resolve()) for p in _auth_files(cfg)]
     return dict(
         image=hub.image,
-        name=HUB_NAME,
-        labels={names.LABEL_ROLE: "hub"},
+        name=names.Deployment(hub.prefix).hub,
+        labels=names.Deployment(hub.prefix).labels("hub"),
         network=hub.network,
         environment=env,
         volumes=volumes,
@@ -189,6 +189,21 @@ class Deployment:
         self.paths = paths
         self.config_file = config_file
         self.log = log
+
+    @property
+    def own(self) -> names.Deployment:
+        """This deployment's object names (``hub.prefix``)."""
+        return names.Deployment(self.cfg.hub.prefix)
+
+    def servers(self, all: bool = False) -> list:
+        """This deployment's user servers: labelled with its prefix (or, from before the label
+        existed, unlabelled and named under it). Another deployment's are never among them."""
+        found = []
+        for c in self.client.containers.list(all=all, filters={"label": f"{names.LABEL_ROLE}=server"}):
+            deployment = c.labels.get(names.LABEL_DEPLOYMENT)
+            if deployment == self.cfg.hub.prefix or (deployment is None and c.name.startswith(f"{self.cfg.hub.prefix}-")):
+                found.append(c)
+        return found
 
     def _remove(self, name: str):
         from docker.errors import NotFound
@@ -310,7 +325,7 @@ class Deployment:
                 raise RuntimeError(f"{container_name} has no address on the Docker network {name}")
             return ip
 
-        return isolation.Endpoints(bridge=bridge, hub=address(HUB_NAME), proxy=address(PROXY_NAME),
+        return isolation.Endpoints(bridge=bridge, hub=address(self.own.hub), proxy=address(self.own.proxy),
                                    dns=tuple(host_nameservers()), host_networks=tuple(host_networks()))
 
     def apply_firewall(self) -> list[isolation.Rule]:
@@ -353,7 +368,7 @@ class Deployment:
         try:
             self.client.volumes.get(name)
         except NotFound:
-            self.client.volumes.create(name, labels={names.LABEL_ROLE: role})
+            self.client.volumes.create(name, labels=self.own.labels(role))
 
     def up(self, environment: dict | None = None) -> TLSFiles:
         """Start (or restart) proxy and hub; user servers keep running across it."""
@@ -362,8 +377,8 @@ class Deployment:
         tls = tls_files(self.cfg, self.paths)
         self.log("[2/4] networks and volumes")
         self.check_firewall()
-        self._remove(PROXY_NAME)
-        self._remove(HUB_NAME)
+        self._remove(self.own.proxy)
+        self._remove(self.own.hub)
         self._ensure_networks()
         if self.cfg.hub.state_volume.startswith("/"):  # a host directory, e.g. on its own filesystem
             Path(self.cfg.hub.state_volume).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -375,7 +390,7 @@ class Deployment:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")
         self.log("[3/4] proxy and hub containers, network isolation rules")
-        self._start(proxy_container(self.cfg, self.paths, tls), [PROXY_API_HOST], "proxy")
+        self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
         self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
@@ -385,7 +400,7 @@ class Deployment:
 
     def _warn_stranded_servers(self):
         """Servers started by an older stackhub on another network: the hub cannot reach them."""
-        for c in self.client.containers.list(filters={"label": f"{names.LABEL_ROLE}=server"}):
+        for c in self.servers():
             nets = set(c.attrs.get("NetworkSettings", {}).get("Networks") or {})
             if self.cfg.hub.network not in nets:
                 self.log(f"warning: {c.name} runs on {', '.join(sorted(nets)) or 'no network'}, not on "
@@ -422,20 +437,20 @@ class Deployment:
                 last = f"waiting for routes {', '.join(sorted(missing))}"
             except (urllib.error.URLError, OSError, ValueError) as e:
                 last = e
-            hub = self.client.containers.get(HUB_NAME)
+            hub = self.client.containers.get(self.own.hub)
             # with a restart policy a hub that cannot start loops through "restarting"
             if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
                 hub.stop(timeout=1)
                 raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
             time.sleep(0.5)
-        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); see `docker logs {HUB_NAME}`")
+        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); see `docker logs {self.own.hub}`")
 
     def down(self):
         """Stop hub, proxy and user servers; homes, data and hub state stay."""
-        for c in self.client.containers.list(all=True, filters={"label": f"{names.LABEL_ROLE}=server"}):
+        for c in self.servers(all=True):
             self.log(f"stopping {c.name}")
             c.remove(force=True)
-        for name in (HUB_NAME, PROXY_NAME):
+        for name in (self.own.hub, self.own.proxy):
             self._remove(name)
         self.remove_firewall()
         self.log("stopped hub and proxy; homes, data and hub state are kept")

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spawner.core.config import StackhubConfig
+from spawner.core.names import Deployment
 
-HUB_NAME = "stackhub-hub"
-PROXY_NAME = "stackhub-proxy"
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
-PROXY_API_HOST = "stackhub-proxy-api"  # the proxy's alias on hub.apiNetwork only; its API listens there
 ADMIN_SERVICE = "stackhub-admin"
 COURSES_SERVICE = "stackhub-courses"
 INSTRUCTORS_GROUP = "instructors"
@@ -63,7 +61,7 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
     c.JupyterHub.bind_url = "http://0.0.0.0:8000"  # the proxy container serves the public side
     c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
-    c.JupyterHub.hub_connect_url = f"http://{HUB_NAME}:{HUB_PORT}"
+    c.JupyterHub.hub_connect_url = f"http://{Deployment(hub.prefix).hub}:{HUB_PORT}"
     c.JupyterHub.db_url = f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
@@ -82,7 +80,8 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
     """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
     c.JupyterHub.proxy_class = "configurable-http-proxy"
     c.ConfigurableHTTPProxy.should_start = False
-    c.ConfigurableHTTPProxy.api_url = f"http://{PROXY_API_HOST}:{PROXY_API_PORT}"
+    # the proxy's alias on hub.apiNetwork only: its API listens there
+    c.ConfigurableHTTPProxy.api_url = f"http://{Deployment(cfg.hub.prefix).proxy_api}:{PROXY_API_PORT}"
     c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
 
 
@@ -131,7 +130,7 @@ def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
         env["STACKHUB_CONFIG"] = os.environ["STACKHUB_CONFIG"]
     service = {
         "name": SESSIONS_SERVICE,
-        "url": f"http://{HUB_NAME}:{SESSIONS_PORT}",
+        "url": f"http://{Deployment(cfg.hub.prefix).hub}:{SESSIONS_PORT}",
         "command": [sys.executable, "-m", "spawner.services.sessions", f"--port={SESSIONS_PORT}",
                     f"--state={paths.state}", f"--concurrency={PREWARM_CONCURRENCY}"],
         "environment": env,
@@ -152,7 +151,7 @@ def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     courses = cfg.courses
     service = {
         "name": COURSES_SERVICE,
-        "url": f"http://{HUB_NAME}:{courses.service_port}",
+        "url": f"http://{Deployment(cfg.hub.prefix).hub}:{courses.service_port}",
         "command": [sys.executable, "-m", "spawner.services.courses", f"--port={courses.service_port}",
                     f"--root={HUB_COURSES}", f"--state={paths.state}", f"--uid={cfg.spawner.uid}",
                     # sources are fetched in throwaway containers of the hub's own image
@@ -185,7 +184,7 @@ def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]
         "command": [sys.executable, "-m", "spawner.services.diskwatch", f"--state={paths.state}",
                     f"--budget={budget.limit}", f"--warn={budget.warn}", f"--grace={budget.grace:g}",
                     f"--every={v.home_budget_check_seconds}", f"--uid={cfg.spawner.uid}",
-                    f"--home-volume={v.home_volume}"],
+                    f"--home-volume={v.home_volume}", f"--prefix={cfg.hub.prefix}"],
     }
     role = {
         "name": DISKWATCH_SERVICE,

@@ -69,6 +69,7 @@ class Watcher:
     uid: int
     every: float
     records: dict[str, Record] = field(default_factory=dict)
+    prefix: str = names.PREFIX  # the deployment's (hub.prefix): whose servers these are
 
     async def _io(self, fn, *args, timeout: float = 120.0, **kw):
         return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw)),
@@ -79,7 +80,7 @@ class Watcher:
         done = False
         for server in servers:
             try:
-                c = self.client.containers.get(names.container_name(user, server))
+                c = self.client.containers.get(names.container_name(user, server, self.prefix))
             except Exception as e:  # noqa: BLE001 - gone, or the engine is busy: next check
                 log.warning("no container for %s/%s: %s", user, server, e)
                 continue
@@ -173,13 +174,14 @@ def main(argv=None):
     p.add_argument("--every", type=float, default=60)
     p.add_argument("--uid", type=int, default=1000)
     p.add_argument("--home-volume", default="stackhub-home-{user}")
+    p.add_argument("--prefix", default=names.PREFIX, help="the deployment's prefix (hub.prefix)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(levelname).1s %(asctime)s stackhub-diskwatch] %(message)s")
     hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
     watcher = Watcher(client=docker.from_env(timeout=120), hub=hub,
                       budget=Budget(args.budget, args.warn, args.grace), state_path=args.state / STATE_FILE,
-                      template=args.home_volume, uid=args.uid, every=args.every)
+                      template=args.home_volume, uid=args.uid, every=args.every, prefix=args.prefix)
     asyncio.run(watcher.run())
 
 

@@ -35,6 +35,26 @@ def stack_tags(docker_client):
     return names
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bystander(tmp_path_factory, docker_client, stack_tags):
+    """A deployment beside the test one (as a tutorial's `make up` would be): the whole session must
+    leave it exactly as it was (tests/integration/bystander.py)."""
+    from .bystander import remove_bystander, start_bystander
+    from .hubfixture import checkout_hub_image, hold_deployment_lock
+
+    hold_deployment_lock()
+    b = start_bystander(docker_client, tmp_path_factory.mktemp("bystander"), checkout_hub_image(docker_client),
+                        stack_tags[0])
+    before = b.snapshot()
+    yield b
+    try:
+        after = b.snapshot()
+        assert after == before, f"the test session changed the deployment beside it:\n{before}\n{after}"
+        assert b.server_answers(), "the bystander's user server no longer answers through its proxy"
+    finally:
+        remove_bystander(b)
+
+
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory, docker_client, stack_tags, request):
     h = start_hub(tmp_path_factory.mktemp("hub"))

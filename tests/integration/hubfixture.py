@@ -15,6 +15,7 @@ import docker
 import requests
 import yaml
 
+from spawner.core import names
 from spawner.core.config import load_config
 from spawner.deploy.single_host import Deployment, HostPaths
 from spawner.deploy.tls import TLSFiles
@@ -112,14 +113,14 @@ class Hub:
         ``environment``: extra variables for the hub container (e.g. an OAuth client secret).
         Running servers keep running. Call with no argument to go back to the test default.
         """
-        config = {**TEST_CONFIG, **(extra or {})}
+        config = test_config(extra)
         self.config_file.write_text(yaml.safe_dump(config))
         self.deployment.cfg = load_config(self.config_file)
         self.deployment.up(environment=environment)
 
     def dump_logs(self, name="hub"):
         ARTIFACTS.mkdir(exist_ok=True)
-        for c in ("stackhub-hub", "stackhub-proxy"):
+        for c in (OWN.hub, OWN.proxy):
             try:
                 logs = self.client.containers.get(c).logs(tail=400)
             except docker.errors.NotFound:
@@ -127,9 +128,15 @@ class Hub:
             (ARTIFACTS / f"{name}-{c}.log").write_bytes(logs)
 
 
+TEST_PREFIX = "stackhub-test"
+OWN = names.Deployment(TEST_PREFIX)
+# a deployment of its own beside a live `make up`: other prefix, ports, networks and volumes
 TEST_CONFIG = {
-    "hub": {"stateVolume": "stackhub-test-hub-state", "adminUsers": ["admin"]},
-    "volumes": {"data": [{"source": "stackhub-test-data", "target": "/data"}]},
+    "hub": {"prefix": TEST_PREFIX, "httpsPort": 9443, "httpPort": 9080, "network": f"{TEST_PREFIX}-users",
+            "apiNetwork": f"{TEST_PREFIX}-internal", "stateVolume": f"{TEST_PREFIX}-hub-state",
+            "adminUsers": ["admin"]},
+    "volumes": {"data": [{"source": f"{TEST_PREFIX}-data", "target": "/data"}],
+                "homeVolume": f"{TEST_PREFIX}-home-{{user}}"},
     "stack": {"catalogTtl": 2},
     "courses": {"volume": "stackhub-test-courses"},
 }
@@ -146,6 +153,8 @@ def hold_deployment_lock():
     """
     import fcntl
 
+    if _held:  # this session holds it already
+        return
     f = open(LOCK, "w")
     fcntl.flock(f, fcntl.LOCK_EX)
     _held.append(f)
@@ -155,7 +164,7 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
     hold_deployment_lock()
     client = docker.from_env()
     TEST_CONFIG["hub"]["image"] = checkout_hub_image(client)
-    config = {**TEST_CONFIG, **(extra or {})}
+    config = test_config(extra)
     config_file = tmp / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))
     cfg = load_config(config_file)
@@ -207,9 +216,29 @@ def seed_data(client, volume):
 
 
 def remove_user_objects(client, prefix_users):
-    for c in client.containers.list(all=True, filters={"label": "stackhub.role=server"}):
+    """The test users' servers and homes, of the test deployment only."""
+    mine = {"label": [f"stackhub.deployment={TEST_PREFIX}"]}
+    for c in client.containers.list(all=True, filters={"label": mine["label"] + ["stackhub.role=server"]}):
         if c.labels.get("stackhub.user") in prefix_users:
             c.remove(force=True)
-    for v in client.volumes.list(filters={"label": "stackhub.role=home"}):
+    for v in client.volumes.list(filters={"label": mine["label"] + ["stackhub.role=home"]}):
         if (v.attrs.get("Labels") or {}).get("stackhub.user") in prefix_users:
             v.remove(force=True)
+
+
+def test_config(extra: dict | None = None) -> dict:
+    """TEST_CONFIG with ``extra`` merged one level deep: a section given in ``extra`` keeps the test
+    deployment's own keys (prefix, ports, networks, volumes) unless it names them."""
+    config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TEST_CONFIG.items()}
+    for key, value in (extra or {}).items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+    return config
+
+
+def container_name(user: str, server: str = "") -> str:
+    """A test user's server container (in the test deployment's namespace)."""
+    return OWN.server(user, server)
+
+
+def home_volume_name(user: str) -> str:
+    return names.home_volume_name(user, TEST_CONFIG["volumes"]["homeVolume"])

@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from spawner.core.names import container_name
+from .hubfixture import OWN, container_name
 
 from .conftest import TEST_USERS
 
@@ -44,7 +44,7 @@ def infra(hub):
     """The deployment's own containers as they were: nothing an attendee does may change them."""
     before = {c.name: (c.id, c.status) for c in hub.client.containers.list(filters={"label": "stackhub.role"})
               if c.labels.get("stackhub.role") in ("hub", "proxy")}
-    assert {"stackhub-hub", "stackhub-proxy"} <= set(before), before
+    assert {OWN.hub, OWN.proxy} <= set(before), before
     yield before
     after = {name: (c.id, c.status) for name in before for c in [hub.client.containers.get(name)]}
     assert after == before, "the deployment's containers changed"
@@ -88,7 +88,7 @@ def test_reserved_names_are_refused_and_nothing_is_created(hub, infra, name):
 
 def test_users_servers_never_take_an_infrastructure_name(hub):
     for name in ("hub", "proxy"):
-        assert container_name(name) not in ("stackhub-hub", "stackhub-proxy")
+        assert container_name(name) not in (OWN.hub, OWN.proxy)
 
 
 def test_a_container_that_is_not_the_users_server_is_left_alone(hub, infra, stack_tags):
@@ -150,7 +150,7 @@ def test_user_container_has_no_capabilities_and_limits(hub, user, stack_tags, in
 
 
 def test_secrets_are_not_in_docker_inspect(hub, infra):
-    for name in ("stackhub-hub", "stackhub-proxy"):
+    for name in (OWN.hub, OWN.proxy):
         text = json.dumps(hub.client.api.inspect_container(name))
         for secret in (hub.password, hub.admin_password, hub.token):
             assert secret not in text, f"a secret shows in docker inspect {name}"

@@ -11,7 +11,9 @@ import requests
 
 from spawner.core.config import StackhubConfig
 
-HUB = "stackhub-hub"
+from .hubfixture import OWN
+
+HUB = OWN.hub
 
 
 def test_a_user_cannot_start_more_named_servers_than_the_limit_through_the_api(hub, user, stack_tags):

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from cryptography import x509
 
-from spawner.core.names import container_name
+from .hubfixture import container_name
 
 from .conftest import TEST_USERS
 from .idp import issue_cert

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from spawner.core.names import container_name
+from .hubfixture import OWN, container_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COURSE_API = "services/stackhub-courses/api"
@@ -196,7 +196,7 @@ def homes_listing(hub, name):
 
 
 def courses_volume(hub):
-    return hub.client.containers.get("stackhub-hub").exec_run(["ls", "-A", "/srv/stackhub/courses"])[1].decode().split()
+    return hub.client.containers.get(OWN.hub).exec_run(["ls", "-A", "/srv/stackhub/courses"])[1].decode().split()
 
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path):
@@ -241,12 +241,12 @@ HUB_STATE_SEEN = "/srv/stackhub/state/courses-seen.json"
 
 
 def hub_exec(hub, cmd):
-    code, out = hub.client.containers.get("stackhub-hub").exec_run(cmd)
+    code, out = hub.client.containers.get(OWN.hub).exec_run(cmd)
     return code, out.decode(errors="replace")
 
 
 def hub_logs(hub):
-    return hub.client.containers.get("stackhub-hub").logs(tail=2000).decode(errors="replace")
+    return hub.client.containers.get(OWN.hub).logs(tail=2000).decode(errors="replace")
 
 
 def fetch_containers(hub):
@@ -320,7 +320,7 @@ def test_a_publish_with_credentials_in_the_url_stores_and_logs_no_credentials(hu
     ("https://127.0.0.1/tutorial.git", "127.0.0.1 is a loopback address"),
     ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
     ("https://10.11.12.13/tutorial.git", "10.11.12.13 is a private address"),
-    ("https://stackhub-hub:8081/hub/api", "a private address"),  # the hub's own name on its network
+    (f"https://{OWN.hub}:8081/hub/api", "a private address"),  # the hub's own name on its network
     ("http://example.org/tutorial.git", "scheme http is not allowed (allowed: https://)"),
     ("git@github.com:org/tutorial.git", "scheme ssh is not allowed"),
 ])

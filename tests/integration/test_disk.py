@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spawner.core.names import container_name
+from .hubfixture import OWN, container_name
 
 from .hubfixture import TEST_CONFIG
 
@@ -37,7 +37,7 @@ def sh(hub, name, cmd):
 
 
 def state(hub) -> dict:
-    code, out = hub.client.containers.get("stackhub-hub").exec_run(
+    code, out = hub.client.containers.get(OWN.hub).exec_run(
         ["cat", "/srv/stackhub/state/disk-budget.json"])
     return json.loads(out) if code == 0 else {}
 
@@ -81,7 +81,7 @@ def test_warn_at_90_percent_then_stop_over_budget_and_let_the_user_clean_up(budg
     assert 'data-status="over"' in page
     assert f"of its {BUDGET_MB} MiB disk budget; your server was stopped at" in page
     assert "You can start it again to delete files: you then have 2 minutes" in page
-    logs = hub.client.containers.get("stackhub-hub").logs(tail=300).decode(errors="replace")
+    logs = hub.client.containers.get(OWN.hub).logs(tail=300).decode(errors="replace")
     assert f"stopping {filler}'s servers (default)" in logs
 
     # the neighbour was untouched

@@ -10,7 +10,7 @@ import docker
 import pytest
 import requests
 
-from spawner.core.names import container_name, home_volume_name
+from .hubfixture import OWN, container_name, home_volume_name
 
 from .conftest import TEST_USERS
 
@@ -155,7 +155,7 @@ def test_named_servers_share_the_home(hub, user, stack_tags):
 def test_hub_restart_keeps_running_servers_reachable(hub, user, stack_tags):
     name = user("restart")
     hub.spawn(name, {"image_tag": stack_tags[0]})
-    hub.client.containers.get("stackhub-hub").restart()
+    hub.client.containers.get(OWN.hub).restart()
     hub.deployment.wait_ready(hub.tls)
     r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
@@ -168,9 +168,10 @@ def test_hub_restart_keeps_running_servers_reachable(hub, user, stack_tags):
 def test_http_redirects_to_https_and_the_certificate_verifies(hub):
     r = requests.get(f"{hub.http_url}hub/login", allow_redirects=False, timeout=10)
     assert r.status_code in (301, 302, 307, 308)
-    assert r.headers["Location"].startswith("https://localhost:8443/")
+    port = hub.deployment.cfg.hub.https_port
+    assert r.headers["Location"].startswith(f"https://localhost:{port}/")
     ctx = ssl.create_default_context(cafile=hub.ca)
-    with socket.create_connection(("localhost", 8443)) as sock, ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+    with socket.create_connection(("localhost", port)) as sock, ctx.wrap_socket(sock, server_hostname="localhost") as tls:
         assert tls.getpeercert()["subject"]
     r = requests.get(f"{hub.url}hub/login", verify=hub.ca, timeout=10)
     assert "Strict-Transport-Security" in r.headers
@@ -256,7 +257,7 @@ def test_up_prints_the_login_block_token_and_down_keeps_homes(hub, user, stack_t
     up = subprocess.run(cli + ["up"], env=env, capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     block = dict(line.split(": ", 1) for line in up.stdout.splitlines() if re.match(r"^[a-z-]+: ", line))
-    assert block["url"] == "https://localhost:8443/"
+    assert block["url"] == hub.url
     assert block["room-code"] == hub.password and block["ca"] == hub.ca
     assert requests.get(block["url"] + "hub/api/", verify=block["ca"], timeout=10).status_code == 200
     token = subprocess.run(cli + ["token"], env=env, capture_output=True, text=True).stdout.splitlines()[-1]
@@ -265,7 +266,7 @@ def test_up_prints_the_login_block_token_and_down_keeps_homes(hub, user, stack_t
 
     down = subprocess.run(cli + ["down"], env=env, capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr
-    assert gone(hub, "stackhub-hub") and gone(hub, container_name(name))
+    assert gone(hub, OWN.hub) and gone(hub, container_name(name))
     hub.client.volumes.get(home_volume_name(name))  # the home is kept
     hub.client.volumes.get(hub.deployment.cfg.hub.state_volume)  # and the hub's state
     hub.deployment.up()

@@ -25,7 +25,7 @@ from spawner.deploy.single_host import hub_container
 
 from .conftest import TEST_USERS
 from .idp import ADA, EVE, GRACE, start_provider
-from .hubfixture import ARTIFACTS, TEST_CONFIG
+from .hubfixture import ARTIFACTS, OWN, test_config
 
 SHOTS = ARTIFACTS / "oauth"
 CHROMIUM = "/usr/bin/chromium"
@@ -289,12 +289,12 @@ def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, e
 
     from spawner.core.config import load_config
 
-    config = {**TEST_CONFIG, **oauth_config(hub, idp)}
+    config = test_config(oauth_config(hub, idp))
     config["auth"] = {**config["auth"], **auth_change}
     config_file = tmp_path / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))
     spec = hub_container(load_config(config_file), hub.deployment.paths, config_file, environment)
-    spec.update(name=f"stackhub-hub-badauth-{secrets.token_hex(3)}", restart_policy=None, detach=True,
+    spec.update(name=f"{OWN.hub}-badauth-{secrets.token_hex(3)}", restart_policy=None, detach=True,
                 labels={"stackhub.role": "test"})
     c = hub.client.containers.run(**spec)
     try:
@@ -308,7 +308,7 @@ def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, e
 
 
 def test_client_secret_from_the_environment_is_not_in_docker_inspect(oauth_hub, idp):
-    inspect = json.dumps(oauth_hub.client.api.inspect_container("stackhub-hub"))
+    inspect = json.dumps(oauth_hub.client.api.inspect_container(OWN.hub))
     assert "STACKHUB_OAUTH_CLIENT_SECRET_FILE" in inspect and idp.client_secret not in inspect
 
 
@@ -321,7 +321,7 @@ def test_client_secret_file_is_mounted_read_only_and_not_in_docker_inspect(oauth
     config["auth"]["clientSecretFile"] = str(secret_file)
     try:
         hub.reconfigure(config)  # no secret in the environment: the file is the only route
-        inspect = hub.client.api.inspect_container("stackhub-hub")
+        inspect = hub.client.api.inspect_container(OWN.hub)
         mount = next(m for m in inspect["Mounts"] if m["Source"] == str(secret_file))
         assert mount["RW"] is False
         assert idp.client_secret not in json.dumps(inspect)
@@ -336,7 +336,7 @@ def test_up_refuses_a_missing_secret_before_it_starts_anything(oauth_hub, idp, t
 
     hub = oauth_hub
     config_file = tmp_path / "stackhub.yaml"
-    config_file.write_text(yaml.safe_dump({**TEST_CONFIG, **oauth_config(hub, idp)}))
+    config_file.write_text(yaml.safe_dump(test_config(oauth_config(hub, idp))))
     before = {c.name: c.id for c in hub.client.containers.list(all=True)}
     env = {k: v for k, v in os.environ.items() if k != "STACKHUB_OAUTH_CLIENT_SECRET"}
     env.update(STACKHUB_STATE=str(hub.deployment.paths.root), STACKHUB_CONFIG=str(config_file))

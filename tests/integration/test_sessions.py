@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from spawner.core.names import container_name
+from .hubfixture import OWN, container_name
 
 from .conftest import TEST_USERS
 
@@ -243,7 +243,7 @@ HUB_STATE = "/srv/stackhub/state"  # the hub state volume (hub.stateVolume) in t
 
 
 def hub_container(hub):
-    return hub.client.containers.get("stackhub-hub")
+    return hub.client.containers.get(OWN.hub)
 
 
 def state_file(hub, name, text=None) -> str:

@@ -9,7 +9,10 @@ from pydantic import ValidationError
 from spawner.deploy import isolation
 from spawner.core.config import StackhubConfig
 from spawner.deploy.single_host import HostPaths, proxy_container
-from spawner.hub.apply import HUB_PORT, PROXY_API_HOST, PROXY_API_PORT, HubPaths, update_proxy
+from spawner.core.names import Deployment
+from spawner.hub.apply import HUB_PORT, PROXY_API_PORT, HubPaths, update_proxy
+
+PROXY_API_HOST = Deployment().proxy_api
 from spawner.deploy.tls import TLSFiles
 
 EP = isolation.Endpoints(bridge="br-0123456789ab", hub="172.30.0.3", proxy="172.30.0.2",

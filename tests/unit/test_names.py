@@ -31,10 +31,23 @@ def test_named_servers_share_the_users_home_volume():
 
 
 def test_user_servers_live_in_a_namespace_the_deployment_never_uses():
-    from spawner.hub.apply import COURSES_SERVICE, HUB_NAME, PROXY_NAME, SESSIONS_SERVICE
+    from spawner.core.names import Deployment
+    from spawner.hub.apply import COURSES_SERVICE, SESSIONS_SERVICE
 
-    infra = {HUB_NAME, PROXY_NAME, COURSES_SERVICE, SESSIONS_SERVICE}
+    own = Deployment()
+    infra = {own.hub, own.proxy, own.proxy_api, COURSES_SERVICE, SESSIONS_SERVICE}
     for user in ("hub", "proxy", "courses", "sessions", "user-hub", "-hub"):
         assert container_name(user) not in infra
         assert container_name(user).startswith("stackhub-user-")
     assert container_name("hub") == "stackhub-user-hub"
+
+
+def test_a_second_deployment_on_the_engine_shares_no_name_with_the_first():
+    from spawner.core.names import Deployment
+
+    live, test = Deployment("stackhub"), Deployment("stackhub-test")
+    assert {live.hub, live.proxy, live.proxy_api}.isdisjoint({test.hub, test.proxy, test.proxy_api})
+    assert live.server("ann") != test.server("ann") and test.server("ann") == "stackhub-test-user-ann"
+    # no user of one can be named into the other's objects
+    assert live.server("test-user-ann") != test.server("ann")
+    assert live.labels("server")["stackhub.deployment"] != test.labels("server")["stackhub.deployment"]

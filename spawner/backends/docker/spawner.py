@@ -193,6 +193,7 @@ class LSSTDockerSpawner(DockerSpawner):
     def _is_mine(self, obj: dict) -> bool:
         labels = (obj.get("Config") or {}).get("Labels") or {}
         return (labels.get(names.LABEL_ROLE) == "server" and labels.get(names.LABEL_USER) == self.user.name
+                and labels.get(names.LABEL_DEPLOYMENT, names.PREFIX) == self.cfg.hub.prefix
                 and labels.get(names.LABEL_SERVER, "") == (self.name or ""))
 
     async def get_object(self):
@@ -226,7 +227,7 @@ class LSSTDockerSpawner(DockerSpawner):
         self._event(20, f"Preparing home volume {spec.home_volume}")
         await self.docker(
             "create_volume", name=spec.home_volume,
-            labels={"stackhub.role": "home", "stackhub.user": self.user.name},
+            labels={**names.Deployment(self.cfg.hub.prefix).labels("home"), names.LABEL_USER: self.user.name},
         )
 
     async def start(self):
