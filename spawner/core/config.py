@@ -360,6 +360,23 @@ def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
     return cfg
 
 
+CONFIG_JSON_ENV = "STACKHUB_CONFIG_JSON"
+
+
+def services_json(cfg: StackhubConfig) -> str:
+    """The config as the hub hands it to its services: serialised once, in the YAML's own keys."""
+    return cfg.model_dump_json(by_alias=True)
+
+
+def config_from_env(environ=os.environ) -> StackhubConfig:
+    """The config a hub-managed service runs with: the hub's own (``STACKHUB_CONFIG_JSON``, set by
+    spawner.hub.apply), so a service never reads the YAML again or takes settings as flags."""
+    text = environ.get(CONFIG_JSON_ENV)
+    if text is None:
+        raise ConfigError(f"{CONFIG_JSON_ENV} is not set: this program is started by the hub as a service")
+    return StackhubConfig.model_validate_json(text)
+
+
 BUILT_BACKENDS = ("docker",)  # swarm and kubernetes: accepted by the schema, refused until they exist
 
 

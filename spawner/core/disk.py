@@ -190,3 +190,9 @@ def ready_servers(users: list[dict]) -> dict[str, list[str]]:
         if ready:
             out[u["name"]] = sorted(ready)
     return out
+
+
+def budget_of(cfg) -> Budget:
+    """The disk budget ``volumes`` sets (``cfg`` a StackhubConfig)."""
+    v = cfg.volumes
+    return Budget(v.home_budget_bytes, v.home_budget_warn, float(v.home_budget_grace_seconds))

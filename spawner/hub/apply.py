@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from spawner.core.config import StackhubConfig
+from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
+from spawner.core.disk import budget_of
 from spawner.core.names import Deployment
 
 HUB_PORT = 8081
@@ -98,7 +99,7 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
         from spawner.hub.disk_store import DiskNotices
 
-        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, disk_budget(cfg))
+        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, budget_of(cfg))
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"
@@ -125,15 +126,11 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
 
 def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     """The admins' tags / sessions / pre-warm service (spawner.services.sessions) and its role."""
-    env = {"STACKHUB_HUB_STATE": str(paths.state)}
-    if os.environ.get("STACKHUB_CONFIG"):
-        env["STACKHUB_CONFIG"] = os.environ["STACKHUB_CONFIG"]
     service = {
         "name": SESSIONS_SERVICE,
         "url": f"http://{Deployment(cfg.hub.prefix).hub}:{SESSIONS_PORT}",
-        "command": [sys.executable, "-m", "spawner.services.sessions", f"--port={SESSIONS_PORT}",
-                    f"--state={paths.state}", f"--concurrency={PREWARM_CONCURRENCY}"],
-        "environment": env,
+        "command": [sys.executable, "-m", "spawner.services.sessions"],
+        "environment": service_environment(cfg, paths),
         "oauth_no_confirm": True,
         "display": True,
     }
@@ -152,10 +149,8 @@ def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     service = {
         "name": COURSES_SERVICE,
         "url": f"http://{Deployment(cfg.hub.prefix).hub}:{courses.service_port}",
-        "command": [sys.executable, "-m", "spawner.services.courses", f"--port={courses.service_port}",
-                    f"--root={HUB_COURSES}", f"--state={paths.state}", f"--uid={cfg.spawner.uid}",
-                    # sources are fetched in throwaway containers of the hub's own image
-                    f"--image={cfg.hub.image}", f"--settings={courses.model_dump_json(by_alias=True)}"],
+        "command": [sys.executable, "-m", "spawner.services.courses"],
+        "environment": service_environment(cfg, paths),
         "oauth_no_confirm": True,
         "display": True,
     }
@@ -169,22 +164,19 @@ def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     return service, role
 
 
-def disk_budget(cfg: StackhubConfig):
-    from spawner.core.disk import Budget
-
-    v = cfg.volumes
-    return Budget(v.home_budget_bytes, v.home_budget_warn, float(v.home_budget_grace_seconds))
+def service_environment(cfg: StackhubConfig, paths: HubPaths) -> dict:
+    """What every managed service is started with: the config (serialised once, the one route by
+    which settings reach a service) and where the hub keeps its state."""
+    return {CONFIG_JSON_ENV: services_json(cfg), "STACKHUB_HUB_STATE": str(paths.state),
+            "STACKHUB_SECRETS": str(paths.secrets)}
 
 
 def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     """The home budget watcher (spawner.services.diskwatch): sees who runs what, stops servers, nothing more."""
-    v, budget = cfg.volumes, disk_budget(cfg)
     service = {
         "name": DISKWATCH_SERVICE,
-        "command": [sys.executable, "-m", "spawner.services.diskwatch", f"--state={paths.state}",
-                    f"--budget={budget.limit}", f"--warn={budget.warn}", f"--grace={budget.grace:g}",
-                    f"--every={v.home_budget_check_seconds}", f"--uid={cfg.spawner.uid}",
-                    f"--home-volume={v.home_volume}", f"--prefix={cfg.hub.prefix}"],
+        "command": [sys.executable, "-m", "spawner.services.diskwatch"],
+        "environment": service_environment(cfg, paths),
     }
     role = {
         "name": DISKWATCH_SERVICE,

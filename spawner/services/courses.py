@@ -22,7 +22,6 @@ start and runs through ``docker exec`` for "sync now".
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
@@ -41,7 +40,7 @@ from docker import errors as docker_errors
 from tornado import web
 
 from spawner.core import names
-from spawner.core.config import Courses
+from spawner.core.config import Courses, StackhubConfig, config_from_env
 from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
 from spawner.courses.sources import GitPolicy, scrub
 from spawner.courses.publish import CourseError, CourseStore, Limits, Source, extract_tar, validate_name
@@ -322,20 +321,20 @@ class Context:
     locks: dict = field(default_factory=dict)
 
     @classmethod
-    def from_args(cls, args) -> "Context":
+    def from_config(cls, cfg: StackhubConfig, *, state: Path, root: Path) -> "Context":
         import docker
 
-        settings: Courses = args.settings
+        settings: Courses = cfg.courses
         executor = ThreadPoolExecutor(8, thread_name_prefix="stackhub-courses")
         # no Docker call waits longer than the longest step it runs (a hung engine frees the thread)
         client = docker.from_env(max_pool_size=8, timeout=max(settings.git_timeout * 3, settings.sync_seconds) + 60)
-        store = CourseStore(root=args.root, keep_versions=settings.keep_versions, limits=limits(settings),
+        store = CourseStore(root=root, keep_versions=settings.keep_versions, limits=limits(settings),
                             git_policy=git_policy(settings),
-                            fetcher=ContainerFetcher(client, own_image(client, args.image),
+                            fetcher=ContainerFetcher(client, own_image(client, cfg.hub.image),
                                                      network=settings.fetch_network))
-        servers = Servers(client=client, uid=args.uid, mount_path=settings.mount_path, executor=executor,
+        servers = Servers(client=client, uid=cfg.spawner.uid, mount_path=settings.mount_path, executor=executor,
                           exec_timeout=settings.exec_timeout, sync_seconds=settings.sync_seconds)
-        return cls(store=store, servers=servers, seen=Seen(args.state / "courses-seen.json"),
+        return cls(store=store, servers=servers, seen=Seen(state / "courses-seen.json"),
                    prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/"),
                    executor=executor)
 
@@ -507,25 +506,20 @@ def make_app(ctx: Context) -> web.Application:
     ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32), log_function=log_request)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spawner.services.courses", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, required=True, help="port to listen on (all interfaces)")
-    p.add_argument("--root", type=Path, required=True, help="the courses volume, read-write")
-    p.add_argument("--state", type=Path, required=True, help="the hub's state directory (who has which version)")
-    p.add_argument("--uid", type=int, default=1000, help="user id the sync runs as in users' containers")
-    p.add_argument("--image", required=True, help="image of the throwaway containers that fetch sources (the hub's)")
-    p.add_argument("--settings", type=Courses.model_validate_json, default=Courses(),
-                   help="the config's courses section, as JSON")
-    args = p.parse_args(argv)
+def main() -> int:
+    """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags.
+    Sources are fetched in throwaway containers of the hub's own image."""
+    from spawner.hub.apply import HUB_COURSES, HubPaths
+
+    cfg = config_from_env()
     logging.basicConfig(level=logging.INFO, format=f"[%(levelname)1.1s %(asctime)s {SERVICE_NAME}] %(message)s")
-    ctx = Context.from_args(args)
+    ctx = Context.from_config(cfg, state=HubPaths.from_env().state, root=Path(HUB_COURSES))
     ctx.store.clean_staging()
     ctx.store.install_tool()
-    log.info("courses in %s, served at %s; sources are fetched in containers of %s", args.root, ctx.prefix,
+    log.info("courses in %s, served at %s; sources are fetched in containers of %s", HUB_COURSES, ctx.prefix,
              ctx.store.fetcher.image)
-    serve(make_app(ctx), args.port, log, max_body_size=args.settings.max_mb * 2**20 + 2**20)
+    serve(make_app(ctx), cfg.courses.service_port, log, max_body_size=cfg.courses.max_mb * 2**20 + 2**20)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,6 @@ must add for hard guarantees (filesystem quotas, homes on their own filesystem).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -32,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spawner.core import names
-from spawner.core.disk import Budget, Record, WARNING_FILE, decide, human, measure_homes, ready_servers
+from spawner.core.config import config_from_env
+from spawner.core.disk import WARNING_FILE, Budget, Record, budget_of, decide, human, measure_homes, ready_servers
 from spawner.hub.disk_store import STATE_FILE, load_records, save_records
 
 log = logging.getLogger("stackhub.diskwatch")
@@ -161,29 +161,22 @@ class Watcher:
             await asyncio.sleep(max(1.0, self.every - (time.monotonic() - started)))
 
 
-def main(argv=None):
+def main():
+    """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags."""
     import docker
 
+    from spawner.hub.apply import HubPaths
     from spawner.services.hubapi import HubAPI
 
-    p = argparse.ArgumentParser(prog="stackhub-diskwatch", description=__doc__.splitlines()[0])
-    p.add_argument("--state", type=Path, required=True, help="hub state directory (disk-budget.json)")
-    p.add_argument("--budget", type=int, required=True, help="bytes per home")
-    p.add_argument("--warn", type=float, default=0.9)
-    p.add_argument("--grace", type=float, default=1800)
-    p.add_argument("--every", type=float, default=60)
-    p.add_argument("--uid", type=int, default=1000)
-    p.add_argument("--home-volume", default="stackhub-home-{user}")
-    p.add_argument("--prefix", default=names.PREFIX, help="the deployment's prefix (hub.prefix)")
-    args = p.parse_args(argv)
+    cfg = config_from_env()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="[%(levelname).1s %(asctime)s stackhub-diskwatch] %(message)s")
     hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
-    watcher = Watcher(client=docker.from_env(timeout=120), hub=hub,
-                      budget=Budget(args.budget, args.warn, args.grace), state_path=args.state / STATE_FILE,
-                      template=args.home_volume, uid=args.uid, every=args.every, prefix=args.prefix)
+    v = cfg.volumes
+    watcher = Watcher(client=docker.from_env(timeout=120), hub=hub, budget=budget_of(cfg),
+                      state_path=HubPaths.from_env().state / STATE_FILE, template=v.home_volume,
+                      uid=cfg.spawner.uid, every=v.home_budget_check_seconds, prefix=cfg.hub.prefix)
     asyncio.run(watcher.run())
-
 
 if __name__ == "__main__":
     main()

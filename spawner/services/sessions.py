@@ -33,7 +33,6 @@ hub process reads it.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -44,7 +43,7 @@ from tornado import web
 
 from spawner.backends.catalog_source import CatalogSource
 from spawner.core.catalog import Catalog
-from spawner.core.config import StackhubConfig, load_config
+from spawner.core.config import StackhubConfig, config_from_env
 from spawner.services.hubapi import HubAPI
 from spawner.services.base import ServiceHandler, routes, serve
 from spawner.services.jobs import Job, Jobs, Row
@@ -324,17 +323,13 @@ def make_app(ctx: Context) -> web.Application:
     ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spawner.services.sessions", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, required=True, help="port to listen on (all interfaces)")
-    p.add_argument("--state", type=Path, required=True, help="the hub's state directory (policy.json lives there)")
-    p.add_argument("--concurrency", type=int, default=3, help="servers a pre-warm starts at the same time")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
-    from spawner.backends.docker.host import fit_to_engine
+def main() -> int:
+    """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags."""
+    from spawner.hub.apply import PREWARM_CONCURRENCY, SESSIONS_PORT, HubPaths
 
-    ctx = Context.from_config(fit_to_engine(load_config(), log=log), state=args.state, concurrency=args.concurrency)
-    serve(make_app(ctx), args.port, log)
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
+    ctx = Context.from_config(config_from_env(), state=HubPaths.from_env().state, concurrency=PREWARM_CONCURRENCY)
+    serve(make_app(ctx), SESSIONS_PORT, log)
     return 0
 
 

@@ -39,10 +39,9 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
     service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-courses")
     assert service["url"] == "http://stackhub-hub:10102" and service["oauth_no_confirm"]
-    assert service["command"][1:3] == ["-m", "spawner.services.courses"]
-    assert "--root=/srv/stackhub/courses" in service["command"] and "--image=stackhub/hub:0.1.0" in service["command"]
-    settings = next(a for a in service["command"] if a.startswith("--settings="))
-    assert json.loads(settings.split("=", 1)[1])["mountPath"] == "/opt/stackhub/courses"
+    assert service["command"][1:] == ["-m", "spawner.services.courses"]  # no settings as flags
+    handed = service["environment"]["STACKHUB_CONFIG_JSON"]
+    assert json.loads(handed)["courses"]["mountPath"] == "/opt/stackhub/courses"
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "course-instructors")
     assert role["groups"] == ["instructors"] and role["scopes"] == ["access:services!service=stackhub-courses"]
 
@@ -74,11 +73,26 @@ def test_the_disk_watcher_may_only_see_and_stop_servers(tmp_path):
                                                      "homeBudgetGraceSeconds": 90}})
     c = apply_config(Config(), cfg, paths(tmp_path))
     service = next(s for s in c.JupyterHub.services if s["name"] == "stackhub-diskwatch")
-    assert service["command"][1:3] == ["-m", "spawner.services.diskwatch"]
-    assert {f"--budget={20 * 2**20}", "--every=2", "--grace=90", "--warn=0.9", f"--state={tmp_path}",
-            "--home-volume=stackhub-home-{user}"} <= set(service["command"])
+    assert service["command"][1:] == ["-m", "spawner.services.diskwatch"]
+    assert service["environment"]["STACKHUB_HUB_STATE"] == str(tmp_path)
     assert "url" not in service and "api_token" not in service  # no port, a token of its own from the hub
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "stackhub-diskwatch")
     assert role["scopes"] == ["list:users", "read:servers", "delete:servers"]
     assert role["services"] == ["stackhub-diskwatch"]
     assert c.LSSTDockerSpawner.disk_notices.path == tmp_path / "disk-budget.json"
+
+
+def test_every_service_gets_the_hubs_config_by_one_route(tmp_path, monkeypatch):
+    """Serialised once by apply_config, read back whole by each service: the same model."""
+    from spawner.core.config import config_from_env
+
+    cfg = StackhubConfig.model_validate({"hub": {"prefix": "tut", "httpsPort": 9999},
+                                         "volumes": {"homeBudget": "1G"}, "courses": {"maxFiles": 7}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    envs = [s["environment"] for s in c.JupyterHub.services if "command" in s and "spawner.services" in " ".join(s["command"])]
+    assert len(envs) == 3  # sessions, courses, disk watcher
+    assert len({e["STACKHUB_CONFIG_JSON"] for e in envs}) == 1
+    for env in envs:
+        assert config_from_env(env) == cfg
+        assert not any(a.startswith("--") for s in c.JupyterHub.services for a in s.get("command", [])
+                       if "spawner.services" in " ".join(s.get("command", [])))
