@@ -128,7 +128,16 @@ go_download() {
 # go_run_logged LOGFILE WHAT CMD...: run a go command; on failure show the download errors it met
 go_run_logged() {
   local logf=$1 what=$2; shift 2
-  if ! "$@" >"$logf" 2>&1; then
+  local pid n=0 rc=0
+  "$@" >"$logf" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do  # a line a minute, so that a long build shows it is alive
+    sleep 1
+    n=$((n + 1))
+    [ $((n % 60)) = 0 ] && log "  ... $what: ${n} s"
+  done
+  wait "$pid" || rc=$?
+  if [ "$rc" != 0 ]; then
     echo "---- $what failed; last lines of $logf:" >&2
     tail -n 25 "$logf" >&2
     if grep -qE 'reading https?://|server response|not available|unrecognized import path' "$logf"; then
