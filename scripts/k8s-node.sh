@@ -57,7 +57,11 @@ COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-schedule
 
 T0=$SECONDS
 log() { printf '[k8s-node %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
-die() { printf '[k8s-node %4ss] ERROR: %s\n' "$((SECONDS - T0))" "$*" >&2; exit 1; }
+die() {
+  printf '[k8s-node %4ss] ERROR: %s\n' "$((SECONDS - T0))" "$*" >&2
+  [ "${CMD:-}" = up ] && echo "(logs: $LOG; '$0 down' stops what was started)" >&2
+  exit 1
+}
 # step NAME CMD...: run one step, print its start and its duration
 step() {
   local name=$1 t=$SECONDS; shift
@@ -561,7 +565,7 @@ wait_for() {
   until "$@" >/dev/null 2>&1; do
     if [ $((SECONDS - t)) -ge "$secs" ]; then
       echo "---- $what not ready after $secs s" >&2
-      local c=${what%% *}
+      local c=${what%% *}; c=${c%:}
       [ -f "$LOG/$c.log" ] && { echo "---- last lines of $LOG/$c.log:" >&2; tail -n 30 "$LOG/$c.log" >&2; }
       die "$what did not become ready"
     fi
@@ -596,6 +600,18 @@ host_setup() {
   fi
   ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # $NODE_IP is a host address, so anything routed to the host (Docker containers included) could
+  # reach the apiserver, kubelet and DNS there: only the host itself and the pods may. The node's
+  # own nftables table; `down` deletes it.
+  nft delete table ip stackhub-k8s 2>/dev/null || true
+  nft -f - <<EOF
+table ip stackhub-k8s {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ip daddr $NODE_IP iifname != { "lo", "$BRIDGE" } counter drop comment "node services: host and pods only"
+  }
+}
+EOF
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -797,7 +813,8 @@ cmd_down() {
     [ "$c" = kubelet ] && continue
     stop "$c"
   done
-  # kube-proxy's own nftables tables
+  # kube-proxy's nftables tables, and the node's own (host_setup)
+  nft delete table ip stackhub-k8s 2>/dev/null || true
   # (not `kube-proxy --cleanup`: its iptables-mode cleanup leaves an empty `ip6 nat` table behind)
   nft delete table ip kube-proxy 2>/dev/null || true
   nft delete table ip6 kube-proxy 2>/dev/null || true
@@ -894,6 +911,7 @@ cmd_load() {
   done
 }
 
+CMD=${1:-}
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;

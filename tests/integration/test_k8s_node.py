@@ -4,8 +4,8 @@ Not part of `make test` yet (tests/conftest.py deselects `k8s` tests unless aske
     sudo .venv/bin/python -m pytest -m k8s tests/integration/test_k8s_node.py
 
 It brings the node up (cold: ~10 min of Go builds once; warm: about a minute), loads a stack image,
-runs a pod from it as uid 1000 with a PVC of the default StorageClass, checks the stack, DNS and the
-API's TLS from inside the pod, deletes the pod and checks that the PVC stays. If the node was down
+runs a pod from it as uid 1000 with a PVC of the default StorageClass, checks the stack, DNS, the
+API's TLS and a Service from inside the pod, deletes the pod and checks that the PVC stays. If the node was down
 before, it is brought down again at the end.
 """
 import json
@@ -57,7 +57,7 @@ def pod_manifest():
     volume_mount = {"name": "home", "mountPath": "/home/lsst"}
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": POD, "namespace": NS},
+        "metadata": {"name": POD, "namespace": NS, "labels": {"app": POD}},
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
@@ -72,7 +72,8 @@ def pod_manifest():
             }],
             "containers": [{
                 "name": "stack", "image": IMAGE, "imagePullPolicy": "Never",
-                "command": ["sleep", "infinity"],
+                # something to reach through a Service: the stack's python serving /tmp
+                "command": ["python", "-m", "http.server", "8888", "--directory", "/tmp"],
                 "env": [{"name": "HOME", "value": "/home/lsst"}],
                 "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True,
                                     "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
@@ -106,6 +107,8 @@ def test_stack_pod_with_pvc_dns_and_api(node):
 
     apply(env, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     kubectl(env, "-n", NS, "delete", "pod", POD, "--ignore-not-found", "--wait=true")
+    apply(env, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "smoke-web", "namespace": NS},
+                "spec": {"selector": {"app": POD}, "ports": [{"port": 80, "targetPort": 8888}]}})
     apply(env, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": PVC, "namespace": NS},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     # the ServiceAccount admission needs the namespace's `default` ServiceAccount
@@ -142,6 +145,10 @@ def test_stack_pod_with_pvc_dns_and_api(node):
                       "print(json.load(urllib.request.urlopen('https://kubernetes.default.svc/version', context=ctx))"
                       "['gitVersion'])\"")
     assert out.strip() == "v1.34.4", out
+    # a Service by its DNS name, back to the same pod (kube-proxy, hairpin on the bridge)
+    out = in_pod(env, "python -c \"import urllib.request; "
+                      "print(urllib.request.urlopen('http://smoke-web.stackhub-smoke.svc.cluster.local/', timeout=10).status)\"")
+    assert out.strip() == "200", out
 
     # stop: the pod goes, the claim and its data stay
     kubectl(env, "-n", NS, "delete", "pod", POD, "--wait=true", "--timeout=120s")
