@@ -11,7 +11,7 @@
 # repository, under $STACKHUB_K8S_HOME (default /var/lib/stackhub-k8s): binaries keyed by version in
 # bin/, logs in log/. It runs its own containerd (own socket, root and state) next to Docker's and
 # never touches Docker's. See docs/kubernetes-node.md.
-set -euo pipefail
+set -euo pipefail   # (so never `producer | grep -q`: grep's early exit fails the pipe)
 
 K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
@@ -78,8 +78,8 @@ kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 # ---------------------------------------------------------------------------------------------
 install_packages() {
   local missing=() p
-  for p in containerd runc containernetworking-plugins nftables iptables conntrack openssl curl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  for p in containerd runc containernetworking-plugins nftables iptables conntrack openssl curl python3; do
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed"* ]] || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
     log "Debian packages present"
@@ -122,7 +122,11 @@ sys.exit(1 if bad else 0)'
 # go_download MODULE VERSION: fetch one module zip; print its directory
 go_download() {
   local out
-  out=$(cd "$BUILD" && "$GO" mod download -json "$1@$2" 2>/dev/null) || true
+  out=$(cd "$BUILD" && "$GO" mod download -json "$1@$2" 2>"$LOG/download.err") || true
+  if [ -z "$out" ]; then
+    cat "$LOG/download.err" >&2
+    die "could not download $1@$2 from $GOPROXY (no answer; the go command's error is above)"
+  fi
   if ! printf '%s' "$out" | report_download_errors; then
     die "could not download $1@$2 from $GOPROXY"
   fi
@@ -174,7 +178,7 @@ build_kubernetes() {
   printf '%s' "$dl" | report_download_errors || die "module downloads for kubernetes $K8S_VERSION failed"
   local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version minor=${K8S_VERSION#v1.}
   minor=${minor%%.*}
-  local ldflags="-s -w"
+  local ldflags="-s -w" p
   for p in $pkg $cgo; do
     ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
     ldflags+=" -X $p.buildDate=1970-01-01T00:00:00Z"
@@ -206,7 +210,7 @@ build_small() {
   log "  go build $name"
   rm -rf "$outdir.tmp"; mkdir -p "$outdir.tmp"
   (cd "$b" && go_run_logged "$LOG/build-$name.log" "$name build" \
-    "$GO" build -trimpath -ldflags "-s -w ${LDFLAGS_EXTRA:-}" -o "$outdir.tmp/$binary" .)
+    "$GO" build -trimpath -ldflags "-s -w" -o "$outdir.tmp/$binary" .)
   rm -rf "$outdir"; mv "$outdir.tmp" "$outdir"
   rm -rf "$b"
 }
@@ -529,7 +533,7 @@ pid_of() { # NAME: print the pid if that component runs
   pid=$(cat "$f")
   [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
   # guard against a recycled pid: the process must still be our binary
-  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$(basename "$1")" || return 1
+  [[ $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") == *"$(basename "$1")"* ]] || return 1
   echo "$pid"
 }
 
@@ -598,7 +602,7 @@ host_setup() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
+  [[ $(ip -o -4 addr show dev "$BRIDGE") == *" $NODE_IP/"* ]] || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # $NODE_IP is a host address, so anything routed to the host (Docker containers included) could
   # reach the apiserver, kubelet and DNS there: only the host itself and the pods may. The node's
@@ -620,7 +624,7 @@ EOF
 start_containerd() {
   start containerd containerd --config "$ETC/containerd.toml"
   wait_for "containerd socket" 30 ctr --address "$CTR_SOCK" version
-  if ! "$K8S_BIN/stackhub-cri" "$CTR_SOCK" images 2>/dev/null | grep -q " $PAUSE_IMAGE\$"; then
+  if ! grep -q " $PAUSE_IMAGE\$" <<<"$("$K8S_BIN/stackhub-cri" "$CTR_SOCK" images 2>/dev/null)"; then
     ctr --address "$CTR_SOCK" -n k8s.io images import "$PAUSE_DIR/pause.tar" >/dev/null
     log "  imported the pause image $PAUSE_IMAGE"
   fi
@@ -736,7 +740,7 @@ cmd_up() {
 our_shims() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -- "-address $CTR_SOCK " && echo "${p#/proc/}"
+    [[ $(tr '\0' ' ' 2>/dev/null <"$p/cmdline") == *"-address $CTR_SOCK "* ]] && echo "${p#/proc/}"
   done
   return 0
 }
@@ -839,7 +843,7 @@ cmd_down() {
   if [ -f "$RUN_DIR/nft-tables.saved" ]; then
     local family name
     { nft list tables | grep -vxF -f "$RUN_DIR/nft-tables.saved" || true; } | while read -r _ family name; do
-      nft list table "$family" "$name" | grep -q 'chain ' || { nft delete table "$family" "$name"; log "  removed the empty table $family $name"; }
+      [[ $(nft list table "$family" "$name") == *"chain "* ]] || { nft delete table "$family" "$name"; log "  removed the empty table $family $name"; }
     done
     rm -f "$RUN_DIR/nft-tables.saved"
   fi
@@ -897,10 +901,17 @@ cmd_load() {
   local img id have
   have=$("$K8S_BIN/stackhub-cri" "$CTR_SOCK" images)
   for img in "$@"; do
-    id=$(docker image inspect -f '{{.Id}}' "$img") || die "no Docker image $img"
     local ref=$img
     [[ $ref == */*/* || $ref == *.*/* || $ref == localhost/* ]] || ref=docker.io/$ref
     [[ $ref == docker.io/* && ${ref#docker.io/} != */* ]] && ref=docker.io/library/${ref#docker.io/}
+    if ! id=$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null); then
+      # not (or no longer) in Docker: what the node already has will do, with a word about it
+      local held
+      held=$(awk -v r="$ref" '$2 == r {print $1}' <<<"$have")
+      [ -n "$held" ] || die "no Docker image $img, and the node has none either"
+      log "$img: no such Docker image; the node keeps its copy ($held)"
+      continue
+    fi
     if grep -qx "$id $ref" <<<"$have"; then
       log "$img: already loaded ($id)"
       continue
