@@ -66,9 +66,11 @@ die() {
 step() {
   local name=$1 t=$SECONDS; shift
   log "$name ..."
+  CACHED=0
   "$@"
-  log "$name: done in $((SECONDS - t)) s"
+  [ "$CACHED" = 1 ] || log "$name: done in $((SECONDS - t)) s"
 }
+cached() { CACHED=1; log "  cached: $1"; }  # a build step found its output already there
 
 need_root() { [ "$(id -u)" = 0 ] || die "needs root (it runs containerd, the kubelet and network setup)"; }
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
@@ -82,7 +84,7 @@ install_packages() {
     [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"ok installed"* ]] || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    log "Debian packages present"
+    CACHED=1; log "  all installed"
     return
   fi
   log "installing Debian packages: ${missing[*]}"
@@ -159,7 +161,7 @@ go_run_logged() {
 build_kubernetes() {
   local t missing=0
   for t in "${K8S_TOOLS[@]}"; do [ -x "$K8S_BIN/$t" ] || missing=1; done
-  if [ $missing = 0 ]; then log "Kubernetes $K8S_VERSION: cached in $K8S_BIN"; return; fi
+  if [ $missing = 0 ]; then cached "$K8S_BIN"; return; fi
   local src b=$BUILD/kubernetes-$K8S_VERSION staging_version=v0.${K8S_VERSION#v1.}
   src=$(go_download k8s.io/kubernetes "$K8S_VERSION")
   rm -rf "$b"
@@ -196,7 +198,7 @@ build_kubernetes() {
 # build_small NAME MODULE VERSION OUTDIR BINARY: a tiny main (scripts/k8s-node/NAME) importing MODULE
 build_small() {
   local name=$1 mod=$2 ver=$3 outdir=$4 binary=$5
-  if [ -x "$outdir/$binary" ]; then log "$name $ver: cached in $outdir"; return; fi
+  if [ -x "$outdir/$binary" ]; then cached "$outdir/$binary"; return; fi
   go_download "$mod" "$ver" >/dev/null
   local b=$BUILD/$name-$ver
   rm -rf "$b"; mkdir -p "$b"
@@ -216,7 +218,7 @@ build_small() {
 }
 
 build_helm() {
-  if [ -x "$HELM_BIN/helm" ]; then log "helm $HELM_VERSION: cached in $HELM_BIN"; return; fi
+  if [ -x "$HELM_BIN/helm" ]; then cached "$HELM_BIN/helm"; return; fi
   local src cgv major minor
   src=$(go_download helm.sh/helm/v3 "$HELM_VERSION")
   # helm's own Makefile stamps the Kubernetes version of its client-go (for `helm template`/lint)
@@ -233,7 +235,7 @@ build_helm() {
 }
 
 build_pause() {
-  if [ -f "$PAUSE_DIR/pause.tar" ]; then log "pause image: cached in $PAUSE_DIR"; return; fi
+  if [ -f "$PAUSE_DIR/pause.tar" ]; then cached "$PAUSE_DIR/pause.tar"; return; fi
   rm -rf "$PAUSE_DIR.tmp"; mkdir -p "$PAUSE_DIR.tmp"
   (cd "$AUX/pause" && go_run_logged "$LOG/build-pause.log" "pause build" \
     "$GO" build -trimpath -ldflags "-s -w" -o "$PAUSE_DIR.tmp/pause" main.go)
