@@ -6,6 +6,7 @@
 #   scripts/k8s-node.sh status        component health (exit 1 when something is down)
 #   scripts/k8s-node.sh load IMAGE..  copy Docker images into the node's containerd (skips unchanged)
 #   scripts/k8s-node.sh env           `eval "$(scripts/k8s-node.sh env)"` sets KUBECONFIG and PATH
+#   scripts/k8s-node.sh build         only the builds (what `up` does first)
 #
 # Everything is built from the Go module proxy (no registry is reachable here) and kept out of the
 # repository, under $STACKHUB_K8S_HOME (default /var/lib/stackhub-k8s): binaries keyed by version in
@@ -932,5 +933,5 @@ case ${1:-} in
   env) cmd_env ;;
   load) shift; cmd_load "$@" ;;
   build) need_root; mkdir -p "$HOME_DIR" "$LOG"; build_all ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
