@@ -113,7 +113,7 @@ class Hub:
         ``environment``: extra variables for the hub container (e.g. an OAuth client secret).
         Running servers keep running. Call with no argument to go back to the test default.
         """
-        config = test_config(extra)
+        config = with_test_defaults(extra)
         self.config_file.write_text(yaml.safe_dump(config))
         self.deployment.cfg = load_config(self.config_file)
         self.deployment.up(environment=environment)
@@ -164,7 +164,7 @@ def start_hub(tmp: Path, extra: dict | None = None) -> Hub:
     hold_deployment_lock()
     client = docker.from_env()
     TEST_CONFIG["hub"]["image"] = checkout_hub_image(client)
-    config = test_config(extra)
+    config = with_test_defaults(extra)
     config_file = tmp / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))
     cfg = load_config(config_file)
@@ -226,7 +226,7 @@ def remove_user_objects(client, prefix_users):
             v.remove(force=True)
 
 
-def test_config(extra: dict | None = None) -> dict:
+def with_test_defaults(extra: dict | None = None) -> dict:
     """TEST_CONFIG with ``extra`` merged one level deep: a section given in ``extra`` keeps the test
     deployment's own keys (prefix, ports, networks, volumes) unless it names them."""
     config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TEST_CONFIG.items()}

@@ -25,7 +25,7 @@ from spawner.deploy.single_host import hub_container
 
 from .conftest import TEST_USERS
 from .idp import ADA, EVE, GRACE, start_provider
-from .hubfixture import ARTIFACTS, OWN, test_config
+from .hubfixture import ARTIFACTS, OWN, with_test_defaults
 
 SHOTS = ARTIFACTS / "oauth"
 CHROMIUM = "/usr/bin/chromium"
@@ -289,7 +289,7 @@ def test_hub_refuses_to_start_half_configured(hub, idp, tmp_path, auth_change, e
 
     from spawner.core.config import load_config
 
-    config = test_config(oauth_config(hub, idp))
+    config = with_test_defaults(oauth_config(hub, idp))
     config["auth"] = {**config["auth"], **auth_change}
     config_file = tmp_path / "stackhub.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -336,7 +336,7 @@ def test_up_refuses_a_missing_secret_before_it_starts_anything(oauth_hub, idp, t
 
     hub = oauth_hub
     config_file = tmp_path / "stackhub.yaml"
-    config_file.write_text(yaml.safe_dump(test_config(oauth_config(hub, idp))))
+    config_file.write_text(yaml.safe_dump(with_test_defaults(oauth_config(hub, idp))))
     before = {c.name: c.id for c in hub.client.containers.list(all=True)}
     env = {k: v for k, v in os.environ.items() if k != "STACKHUB_OAUTH_CLIENT_SECRET"}
     env.update(STACKHUB_STATE=str(hub.deployment.paths.root), STACKHUB_CONFIG=str(config_file))
