@@ -76,7 +76,7 @@ def cmd_schema(args) -> int:
 
 def cmd_check(args) -> int:
     cfg = load_config(args.file)
-    print(f"{args.file or '(defaults)'}: valid; backend {cfg.spawner.backend}, auth {cfg.auth.type}")
+    print(f"{args.file or '(defaults)'}: valid; backend {cfg.spawner.backend.type}, auth {cfg.auth.type}")
     return 0
 
 

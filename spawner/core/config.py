@@ -280,20 +280,48 @@ class NetworkPolicy(Model):
         return out
 
 
+class DockerBackend(Model):
+    """One Docker engine runs the hub, the proxy and every user server."""
+
+    type: Literal["docker"] = "docker"
+    workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+
+
+class SwarmBackend(Model):
+    """User servers as Docker Swarm services (not built yet: refused by load_config)."""
+
+    type: Literal["swarm"] = "swarm"
+
+
+class KubernetesBackend(Model):
+    """User servers as Kubernetes pods through KubeSpawner (not built yet: refused by load_config)."""
+
+    type: Literal["kubernetes"] = "kubernetes"
+    namespace: str = Field("stackhub", description="Namespace of the hub and the user pods.")
+
+
+Backend = Annotated[DockerBackend | SwarmBackend | KubernetesBackend, Field(discriminator="type")]
+
+
 class SpawnerSettings(Model):
-    backend: Literal["docker", "swarm", "kubernetes"] = Field("docker", description="Where user servers run.")
-    docker_workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+    backend: Backend = Field(default_factory=DockerBackend, description="Where user servers run, with that engine's own settings: {type: docker|swarm|kubernetes, ...}. A bare name (docker) means {type: docker}.")
     uid: int = Field(1000, description="User id the stack image runs as.")
     pids_limit: int = Field(2048, ge=64, description="Most processes and threads one user server may run (a fork bomb stops there, not the host).")
     nofile: int = Field(8192, ge=256, description="Open files one process in a user server may hold (soft and hard ulimit).")
     read_only_root: bool = Field(True, description="Mount the image's root filesystem read-only; the home, /tmp (tmpfs) and the data mounts stay as they are.")
     tmp_size: str = Field("1G", description="Size of the tmpfs at /tmp (counts against the server's memory).")
 
+    network: NetworkPolicy = NetworkPolicy()
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_by_name(cls, v):
+        return {"type": v} if isinstance(v, str) else v
+
     @field_validator("tmp_size")
     @classmethod
     def _tmp_size(cls, v):
         return memory_size(v, "tmpSize")
-    network: NetworkPolicy = NetworkPolicy()
 
 
 class StackhubConfig(Model):
@@ -354,8 +382,8 @@ def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
             key = ".".join(str(p) for p in err["loc"])
             problems.append(f"  {key}: {err['msg']}")
         raise ConfigError(f"{path}: invalid config\n" + "\n".join(problems)) from None
-    if cfg.spawner.backend not in BUILT_BACKENDS:
-        raise ConfigError(f"{path}: spawner.backend: {cfg.spawner.backend!r} is not built yet; "
+    if cfg.spawner.backend.type not in BUILT_BACKENDS:
+        raise ConfigError(f"{path}: spawner.backend: {cfg.spawner.backend.type!r} is not built yet; "
                           f"this version runs {', '.join(BUILT_BACKENDS)} only")
     return cfg
 

@@ -95,7 +95,8 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
     # a bad policy file keeps the last good policy and is logged at error level in the hub's log
     c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
-    c.LSSTDockerSpawner.docker_workers = cfg.spawner.docker_workers
+    if cfg.spawner.backend.type == "docker":
+        c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
     if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
         from spawner.hub.disk_store import DiskNotices
 

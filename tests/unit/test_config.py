@@ -120,3 +120,17 @@ def test_a_backend_not_built_yet_is_refused_by_name(tmp_path, backend):
     f.write_text(f"spawner: {{backend: {backend}}}\n")
     with pytest.raises(ConfigError, match=f"spawner.backend: '{backend}' is not built yet; this version runs docker only"):
         load_config(f)
+
+
+def test_backend_is_a_typed_variant_with_its_own_keys(tmp_path):
+    from spawner.core.config import DockerBackend
+
+    assert StackhubConfig().spawner.backend == DockerBackend(workers=16)
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("spawner: {backend: {type: docker, workers: 4}}\n")
+    assert load_config(f).spawner.backend.workers == 4
+    f.write_text("spawner: {backend: docker}\n")  # a bare name
+    assert load_config(f).spawner.backend.type == "docker"
+    f.write_text("spawner: {backend: {type: docker, namespace: x}}\n")  # a Kubernetes key on Docker
+    with pytest.raises(ConfigError, match="spawner.backend.docker.namespace"):
+        load_config(f)

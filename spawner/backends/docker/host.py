@@ -30,7 +30,7 @@ def fit_to_engine(cfg: StackhubConfig, client=None, *, log=log) -> StackhubConfi
     Backends other than docker place servers on other machines: left alone. An engine that does not
     answer is logged and the check skipped (the spawns will say so themselves).
     """
-    if cfg.spawner.backend != "docker":
+    if cfg.spawner.backend.type != "docker":
         return cfg
     try:
         host = engine_capacity(client)

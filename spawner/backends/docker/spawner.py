@@ -25,7 +25,7 @@ from traitlets import Any, Integer, default
 from spawner.core import names
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.docker import objects
-from spawner.core.config import StackhubConfig
+from spawner.core.config import DockerBackend, StackhubConfig
 from spawner.core.policy import PolicyUnavailable
 from spawner.core.options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
                       validate_options)
@@ -42,11 +42,11 @@ class LSSTDockerSpawner(DockerSpawner):
     ).tag(config=True)
 
     docker_workers = Integer(
-        16,
+        DockerBackend.model_fields["workers"].default,  # one default, the config model's
         help="""Docker API calls that may run at the same time, shared by all spawners.
 
         Stock DockerSpawner runs every call on one thread, so in a burst each spawn waits for all
-        the others' calls. Set from spawner.dockerWorkers in stackhub.yaml.
+        the others' calls. Set from spawner.backend.workers in stackhub.yaml.
         """,
     ).tag(config=True)
 
