@@ -11,7 +11,7 @@ CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
 
-.PHONY: up down token images hub-image stack-images engine venv test test-unit status clean-test
+.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ token: venv
 ## test: the whole suite (unit, then real-engine integration and browser tests)
 test: venv engine stack-images hub-image
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## test-k8s: the single-node Kubernetes smoke test (builds the node once, ~9 min cold; not in `make test` yet)
+test-k8s: venv engine stack-images
+	./scripts/k8s-node.sh up
+	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py
 
 test-unit: venv
 	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit
