@@ -271,6 +271,28 @@ async def test_admin_starts_and_prewarm_obey_the_real_policy_and_a_refused_user_
     assert (await run({"action": "start", "user": "dm1", "tag": "v30_0_0"}))["dm1"][0] == "ready"
 
 
+async def test_the_job_list_keeps_the_last_50(service):
+    ids = []
+    for _ in range(55):
+        code, job = await service("POST", "jobs", {"action": "stop", "user": "zed"})
+        assert code == 202
+        ids.append((await finished(service, job))["id"])
+    listed = [j["id"] for j in (await service("GET", "jobs"))[1]["jobs"]]
+    assert listed == ids[-50:]
+    assert (await service("GET", f"jobs/{ids[4]}"))[0] == 404 and (await service("GET", f"jobs/{ids[5]}"))[0] == 200
+
+
+async def test_a_running_job_is_never_dropped_from_the_list(service):
+    service.hub.delay = 0.5
+    code, slow = await service("POST", "jobs", {"action": "start", "user": "zed", "tag": "v30_0_0"})
+    service.ctx.jobs.keep = 2
+    for _ in range(3):
+        await finished(service, (await service("POST", "jobs", {"action": "stop", "user": "dm1"}))[1])
+    listed = [j["id"] for j in (await service("GET", "jobs"))[1]["jobs"]]
+    assert slow["id"] in listed and len(listed) == 2
+    assert (await finished(service, slow))["counts"] == {"ready": 1}
+
+
 def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
     from spawner.cli.sessions import follow
 
