@@ -118,7 +118,7 @@ async def run_job(hub, job: Job, *, timeout: float = 300):
 
 
 class Jobs:
-    """The service's jobs, newest last; keeps the last ``keep`` finished ones."""
+    """The service's jobs, newest last; keeps the last ``keep`` (more only while more are running)."""
 
     def __init__(self, hub, *, timeout: float = 300, keep: int = 50):
         self.hub = hub
@@ -132,13 +132,18 @@ class Jobs:
         task = asyncio.ensure_future(run_job(self.hub, job, timeout=self.timeout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        finished = [j for j in self._jobs.values() if j.done and j.finished]
-        for old in finished[:-self.keep]:
-            self._jobs.pop(old.id, None)
+        self._prune()
         return job
+
+    def _prune(self):
+        """At most ``keep`` jobs: the oldest finished ones go first; a running job is never dropped."""
+        finished = [j for j in self._jobs.values() if j.done and j.finished]
+        for old in finished[:max(0, len(self._jobs) - self.keep)]:
+            self._jobs.pop(old.id, None)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
     def all(self) -> list[Job]:
+        self._prune()
         return list(self._jobs.values())

@@ -6,6 +6,7 @@ the REST API; attendees' servers get the notebooks at spawn and on "sync now"; e
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,7 +150,9 @@ def test_publish_spawn_edit_update_sync(hub, user, repo):
     assert code == 0 and f"{course}: version {v2[:12]}: up to date" in out, out
     # nbgitpuller links keep working: the extension is installed and enabled in the image
     code, out = sh(hub, editor, "jupyter server extension list 2>&1")
-    assert "nbgitpuller" in out and "enabled" in out, out
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out)  # the list colours "enabled" and "OK"
+    assert re.search(r"^\s*nbgitpuller enabled$", plain, re.M), out  # its own line, not another extension's
+    assert re.search(r"^\s*nbgitpuller \S+ OK$", plain, re.M), out  # and it loads
 
     # the page's data: the published version and how many users have it
     r = course_api(hub, "GET", "courses", token=token)
@@ -339,3 +342,112 @@ def test_publishing_leaves_no_fetch_container_behind(hub, repo):
     assert r.status_code == 201, r.text
     assert fetch_containers(hub) == []
     assert course_api(hub, "DELETE", "courses/leftover").status_code == 200
+
+
+# --- issue 17: what docs/courses.md promises about sources and --restore -----------------------
+
+
+def published_files(hub, course, version):
+    """``path type`` of everything in a published version, as the hub's course volume holds it."""
+    base = f"/srv/stackhub/courses/{course}/versions/{version}"
+    code, out = hub_exec(hub, ["find", base, "-mindepth", "1", "-printf", "%P %y\n"])
+    assert code == 0, out
+    return sorted(line for line in out.splitlines() if line)
+
+
+def published_version(hub, course):
+    return next((c["version"] for c in course_api(hub, "GET", "courses").json()["courses"] if c["course"] == course),
+                None)
+
+
+def test_the_cli_warns_about_uncommitted_changes_and_publishes_only_commits(hub, repo):
+    course = f"dirty-{os.urandom(3).hex()}"
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / "A.ipynb").write_text(nb("A not committed"))
+    (repo / "new.ipynb").write_text(nb("not even added"))
+    out = cli(hub, "publish", course, str(repo))
+    assert out.returncode == 0, out.stderr
+    assert f"note: {repo.resolve()} has uncommitted changes; only commits are published" in out.stderr
+    assert f"{course}: published version {head[:12]} (3 files)" in out.stdout
+    assert published_files(hub, course, head[:12]) == ["A.ipynb f", "B.ipynb f", "data d", "data/README.md f"]
+    code, text = hub_exec(hub, ["cat", f"/srv/stackhub/courses/{course}/versions/{head[:12]}/A.ipynb"])
+    assert code == 0 and text == nb("A version 1")
+    # once committed, there is nothing to warn about and the new commit is the version
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "v2")
+    out = cli(hub, "publish", course, str(repo))
+    assert out.returncode == 0 and "uncommitted" not in out.stderr, out.stderr
+    assert f"published version {git(repo, 'rev-parse', 'HEAD')[:12]} (4 files)" in out.stdout
+    assert cli(hub, "remove", course).returncode == 0
+
+
+def test_pycache_is_left_out_and_dangling_and_directory_symlinks_are_refused(hub, tmp_path, repo):
+    course = f"links-{os.urandom(3).hex()}"
+    d = tmp_path / "folder"
+    (d / "lib/__pycache__").mkdir(parents=True)
+    (d / "__pycache__").mkdir()
+    (d / ".ipynb_checkpoints").mkdir()
+    (d / "A.ipynb").write_text(nb("A"))
+    (d / "lib/helpers.py").write_text("X = 1\n")
+    (d / "lib/__pycache__/helpers.cpython-313.pyc").write_bytes(b"\x00compiled")
+    (d / "__pycache__/top.cpython-313.pyc").write_bytes(b"\x00compiled")
+    (d / ".ipynb_checkpoints/A-checkpoint.ipynb").write_text(nb("checkpoint"))
+    os.symlink("A.ipynb", d / "same-as-A.ipynb")  # a link to a file inside the course becomes a copy
+    out = cli(hub, "publish", course, str(d))
+    assert out.returncode == 0, out.stderr
+    version = published_version(hub, course)
+    assert f"{course}: published version {version} (3 files)" in out.stdout
+    assert published_files(hub, course, version) == ["A.ipynb f", "lib d", "lib/helpers.py f", "same-as-A.ipynb f"]
+
+    for link, target, needle in [("dangling.ipynb", "missing.ipynb", "dangling.ipynb is a symlink to missing.ipynb, "
+                                                                      "which does not exist"),
+                                 ("libdir", "lib", "libdir is a symlink to a directory: not supported")]:
+        os.symlink(target, d / link)
+        out = cli(hub, "publish", course, str(d))
+        assert out.returncode == 2 and needle in out.stderr, (link, out.stdout, out.stderr)
+        assert published_version(hub, course) == version  # nothing was published
+        (d / link).unlink()
+    # the same checks hold for a git repository's tree
+    os.symlink("missing.ipynb", repo / "dangling.ipynb")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "dangling link")
+    out = cli(hub, "publish", course, str(repo))
+    assert out.returncode == 2 and "dangling.ipynb is a symlink to missing.ipynb, which does not exist" in out.stderr
+    assert published_version(hub, course) == version
+    assert fetch_containers(hub) == []
+    assert cli(hub, "remove", course).returncode == 0
+
+
+def test_restore_brings_back_a_deleted_file_once_per_publication(hub, user, tmp_path):
+    course = f"rst-{os.urandom(3).hex()}"
+    d = tmp_path / "course"
+    d.mkdir()
+    (d / "A.ipynb").write_text(nb("A 1"))
+    (d / "B.ipynb").write_text(nb("B 1"))
+    assert cli(hub, "publish", course, str(d)).returncode == 0
+    attendee = user("rst")
+    hub.spawn(attendee)
+
+    def sync():
+        r = course_api(hub, "POST", "sync", json={"users": [attendee], "courses": [course]})
+        assert r.status_code == 200 and r.json()["synced"] == 1, r.text
+
+    assert read(hub, attendee, f"{course}/B.ipynb") == nb("B 1")
+    assert sh(hub, attendee, f"rm ~/notebooks/{course}/B.ipynb")[0] == 0
+    # an update without --restore: the deletion stands
+    (d / "A.ipynb").write_text(nb("A 2"))
+    out = cli(hub, "publish", course, str(d))
+    assert out.returncode == 0 and "restoring" not in out.stdout, out.stdout + out.stderr
+    sync()
+    assert read(hub, attendee, f"{course}/A.ipynb") == nb("A 2") and read(hub, attendee, f"{course}/B.ipynb") is None
+    # with --restore it comes back, once
+    (d / "A.ipynb").write_text(nb("A 3"))
+    out = cli(hub, "publish", course, str(d), "--restore")
+    assert out.returncode == 0 and "restoring deleted files" in out.stdout, out.stdout + out.stderr
+    sync()
+    assert read(hub, attendee, f"{course}/B.ipynb") == nb("B 1")
+    assert sh(hub, attendee, f"rm ~/notebooks/{course}/B.ipynb")[0] == 0
+    sync()
+    assert read(hub, attendee, f"{course}/B.ipynb") is None  # that publication's restore is spent
+    hub.stop(attendee)
+    assert cli(hub, "remove", course).returncode == 0

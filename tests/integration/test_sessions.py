@@ -186,7 +186,12 @@ def test_admin_starts_a_users_server_with_a_tag_from_the_page(hub, user, tags):
     bare.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
     bare.verify = hub.ca
     bare.cookies.update(page.cookies)
-    assert bare.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "stop", "user": name}).status_code in (401, 403)
+    r = bare.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "stop", "user": name})
+    assert r.status_code in (401, 403), (r.status_code, r.text)
+    # ... and it is the token that was missing, not the login: the same cookies with it get in
+    bare.headers["X-XSRFToken"] = page.headers["X-XSRFToken"]
+    r = bare.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "stop", "user": name})
+    assert r.status_code == 202 and r.json()["by"] == "admin", (r.status_code, r.text)
 
     job = ok(page.post(f"{hub.url}{SERVICE}api/jobs", json={"action": "start", "user": name, "tag": tag,
                                                             "size": "small"}), 202)
@@ -199,16 +204,37 @@ def test_admin_starts_a_users_server_with_a_tag_from_the_page(hub, user, tags):
     hub.stop(name)
 
 
+def starting_at_once(hub, members) -> int:
+    """How many of ``members`` have a server the hub has not seen ready yet."""
+    users = hub.api("GET", "/users?state=active").json()
+    return sum(1 for u in users if u["name"] in members and not all(s.get("ready") for s in u["servers"].values()))
+
+
 def test_prewarm_a_group_of_five_then_stop_all_with_the_cli(hub, user, tags):
     _, tag, _ = tags
     members = [user("warm") for _ in range(5)]
     group = make_group(hub, members)
     t0 = time.monotonic()
-    out = cli(hub, "prewarm", group, "--tag", tag)
+    env = {**os.environ, "STACKHUB_STATE": str(hub.deployment.paths.root), "STACKHUB_CONFIG": str(hub.config_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "spawner.cli.main", "prewarm", group, "--tag", tag], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the cap, watched from the hub: never more than 3 (the default) servers starting at once, and 3 do
+        most = 0
+        deadline = time.monotonic() + 400
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "prewarm did not finish in 400s"
+            most = max(most, starting_at_once(hub, set(members)))
+            time.sleep(0.2)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     took = time.monotonic() - t0
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("starting") and "5 servers" in lines[0]
+    assert proc.returncode == 0, stdout + stderr
+    assert most == 3, f"at most {most} servers were starting at the same time; the cap is 3"
+    lines = stdout.splitlines()
+    assert lines[0].startswith("starting") and "5 servers" in lines[0] and "3 at a time" in lines[0], lines[0]
     assert any(line.startswith("[5/5]") for line in lines) and "5 ready" in lines[-1]
     for m in members:
         srv = hub.api("GET", f"/users/{m}").json()["servers"][""]
@@ -220,6 +246,55 @@ def test_prewarm_a_group_of_five_then_stop_all_with_the_cli(hub, user, tags):
     assert "5 stopped" in out.stdout.splitlines()[-1]
     for m in members:
         assert hub.api("GET", f"/users/{m}").json()["servers"] == {}
+    # at most 16 at a time, whatever is asked for
+    job = ok(svc(hub, "POST", "jobs", json={"action": "stop", "group": group, "concurrency": 99}), 202)
+    assert job["concurrency"] == 16, job
+    wait_job(lambda i: ok(svc(hub, "GET", f"jobs/{i}")), job, timeout=60)
+
+
+def test_admin_start_and_prewarm_obey_the_users_lock_and_hidden_tags(hub, user, tags):
+    """docs/sessions.md: an admin's start is the hub's own spawn, so the target user's policy applies."""
+    _, locked, hidden = tags
+    member, plain = user("lockd"), user("plain")
+    group = make_group(hub, [member])
+    warm = make_group(hub, [member, plain])
+    session = f"admin start {uuid.uuid4().hex[:4]}"
+    q = requests.utils.quote(session, safe="")
+    ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": True}))
+    ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group}))
+    try:
+        job = ok(svc(hub, "POST", "jobs", json={"action": "start", "user": member, "tag": hidden}), 202)
+        row = wait_job(lambda i: ok(svc(hub, "GET", f"jobs/{i}")), job, timeout=60)["users"][0]
+        assert row["state"] == "failed", row
+        assert f"session '{session}': only image_tag '{locked}' may be started, not '{hidden}'" in row["message"]
+
+        out = cli(hub, "prewarm", warm, "--tag", hidden)
+        assert out.returncode == 1, out.stdout + out.stderr
+        lines = out.stdout.splitlines()
+        assert any(f"{member}: failed" in line and f"session '{session}'" in line for line in lines), lines
+        assert any(f"{plain}: failed" in line and "hidden by an admin" in line for line in lines), lines
+        for name in (member, plain):
+            assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+
+        # what the policy allows starts: the session's tag for the member, an offered tag for the other
+        out = cli(hub, "prewarm", warm, "--tag", locked)
+        assert out.returncode == 0 and "2 ready" in out.stdout.splitlines()[-1], out.stdout + out.stderr
+        for name in (member, plain):
+            assert f"stackhub/lsst-stack:{locked}" in image_of(hub, name)
+    finally:
+        ok(svc(hub, "DELETE", f"sessions/{q}"))
+        ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": False}))
+        assert cli(hub, "prewarm", warm, "--stop").returncode == 0
+
+
+def test_the_job_list_keeps_the_last_50(hub, user):
+    name = user("jobs")
+    ids = [ok(svc(hub, "POST", "jobs", json={"action": "stop", "user": name}), 202)["id"] for _ in range(52)]
+    until("52 stop jobs done", lambda: all(ok(svc(hub, "GET", f"jobs/{i}"))["done"] for i in ids[-3:])
+          and all(j["done"] for j in ok(svc(hub, "GET", "jobs"))["jobs"]))
+    listed = [j["id"] for j in ok(svc(hub, "GET", "jobs"))["jobs"]]
+    assert listed == ids[-50:], listed
+    assert svc(hub, "GET", f"jobs/{ids[1]}").status_code == 404
 
 
 def test_cli_tags_and_sessions(hub, user, tags):
@@ -312,6 +387,65 @@ def test_a_corrupt_policy_file_keeps_the_lock_logs_and_shows_on_the_page(hub, us
         ok(svc(hub, "DELETE", f"sessions/{q}"))
     assert ok(svc(hub, "GET", "policy"))["ok"]
     assert other in offered(form(hub, member))
+
+
+def test_the_policy_survives_a_hub_restart_and_down_and_up(hub, user, tags):
+    """docs/sessions.md: hidden tags, the recommended override and sessions are kept across restarts
+    and `make down` / `make up` (the CLI behind them); the jobs list is not."""
+    _, new_recommended, hidden = tags
+    member, outsider = user("kept"), user("kept")
+    group = make_group(hub, [member])
+    session = f"kept {uuid.uuid4().hex[:4]}"
+    q = requests.utils.quote(session, safe="")
+    ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": True}))
+    ok(svc(hub, "PUT", "recommended", json={"tag": new_recommended}))
+    ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": hidden, "group": group}))  # a session may name a hidden tag
+    ok(svc(hub, "POST", "jobs", json={"action": "stop", "user": outsider}), 202)
+
+    def kept(when):
+        t = ok(svc(hub, "GET", "tags"))
+        assert (t["hidden"], t["recommended"]) == ([hidden], new_recommended), (when, t)
+        assert [s["name"] for s in ok(svc(hub, "GET", "sessions"))["sessions"]] == [session], when
+        assert offered(form(hub, member)) == {hidden}, when  # the spawner reads it too
+        html = form(hub, outsider)
+        assert hidden not in offered(html) and f"Recommended ({new_recommended})" in html, when
+        r = spawn_status(hub, outsider, {"image_tag": hidden})
+        assert r.status_code == 400 and "hidden by an admin" in r.json()["message"], (when, r.text)
+
+    def answers():
+        try:
+            return svc(hub, "GET", "tags", timeout=10).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def service_back():
+        until("stackhub-sessions", answers, timeout=120)
+
+    try:
+        kept("before")
+        assert ok(svc(hub, "GET", "jobs"))["jobs"]
+        hub_container(hub).restart()
+        hub.deployment.wait_ready(hub.tls)
+        service_back()
+        kept("after a hub restart")
+        assert ok(svc(hub, "GET", "jobs"))["jobs"] == []  # jobs live in the service's memory only
+
+        down = cli(hub, "down", timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        until("the hub container gone", lambda: "stackhub-hub" not in [c.name for c in hub.client.containers.list()])
+        up = cli(hub, "up", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        service_back()
+        kept("after down and up")
+    finally:
+        if not answers():  # a failed down/up: bring the test deployment back before restoring the policy
+            hub.deployment.up()
+        service_back()
+        ok(svc(hub, "DELETE", f"sessions/{q}"))
+        ok(svc(hub, "PUT", "recommended", json={"tag": None}))
+        ok(svc(hub, "PUT", f"tags/{hidden}", json={"hidden": False}))
+    t = ok(svc(hub, "GET", "tags"))
+    assert t["hidden"] == [] and t["recommended"] == t["configured_recommended"]
 
 
 @pytest.mark.browser

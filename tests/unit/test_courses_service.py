@@ -104,7 +104,12 @@ async def test_publish_directory_list_counts_and_remove(service):
     code, body = await call("POST", "sync", {"courses": ["intro"]})
     assert code == 200 and body["synced"] == 1 and body["failed"] == ["bob"]
     assert ctx.servers.synced == [(None, ["intro"])] and ctx.seen.counts("intro") == {"v2": 1}
+    assert ctx.store.current("intro") is not None and (ctx.store.root / "intro").is_dir()
     assert (await call("DELETE", "courses/intro"))[0] == 200
+    # unpublished: gone from the store (and its versions from the volume), the list and the API
+    assert ctx.store.list() == [] and ctx.store.current("intro") is None
+    assert not (ctx.store.root / "intro").exists()
+    assert (await call("GET", "courses"))[1]["courses"] == []
     assert (await call("DELETE", "courses/intro"))[0] == 404
 
 

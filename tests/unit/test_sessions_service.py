@@ -12,8 +12,8 @@ from tornado.testing import bind_unused_port
 
 from spawner.core.config import StackhubConfig
 from spawner.services.hubapi import HubError
-from spawner.services.jobs import Job, Jobs, Row, run_job
-from spawner.hub.policy_store import PolicyStore
+from spawner.services.jobs import Jobs
+from spawner.hub.policy_store import HubPolicy, PolicyStore
 from spawner.services.base import ServiceHandler
 from spawner.services.sessions import Context, make_app
 
@@ -124,6 +124,16 @@ async def service(tmp_path, catalog, monkeypatch):
     client.close()
 
 
+async def finished(service, job, timeout=10):
+    """Poll the job until it is done, or fail after ``timeout`` seconds showing where it stuck."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not job["done"]:
+        assert asyncio.get_running_loop().time() < deadline, f"job not done within {timeout}s: {job}"
+        await asyncio.sleep(0.02)
+        job = (await service("GET", f"jobs/{job['id']}"))[1]
+    return job
+
+
 @pytest.mark.parametrize("token,status", [("bob-user", 403), ("carl-no-access", 403), (None, 401), ("bogus", 401)])
 async def test_only_admins_may_call_the_api(service, token, status):
     for method, path, body in [("GET", "tags", None), ("PUT", "tags/w_2026_42", {"hidden": True}),
@@ -168,17 +178,13 @@ async def test_open_change_and_close_a_session(service):
 async def test_prewarm_a_group_with_bounded_concurrency_then_stop_all(service):
     code, job = await service("POST", "jobs", {"action": "start", "group": "dm", "tag": "w_2026_41", "size": "small"})
     assert code == 202 and job["total"] == 5 and job["concurrency"] == 2
-    while not job["done"]:
-        await asyncio.sleep(0.02)
-        job = (await service("GET", f"jobs/{job['id']}"))[1]
+    job = await finished(service, job)
     assert job["counts"] == {"ready": 5}
     assert service.hub.most_at_once == 2
     assert service.hub.users_["dm3"]["servers"][""]["user_options"] == {"image_tag": "w_2026_41", "size": "small"}
     assert "" not in service.hub.users_["zed"]["servers"]
     code, job = await service("POST", "jobs", {"action": "stop", "group": "dm", "concurrency": 5})
-    while not job["done"]:
-        await asyncio.sleep(0.02)
-        job = (await service("GET", f"jobs/{job['id']}"))[1]
+    job = await finished(service, job)
     assert job["counts"] == {"stopped": 5}
     assert (await service("GET", "audit"))[1]["audit"][0]["action"] == "prewarm.stop"
 
@@ -197,16 +203,94 @@ async def test_start_one_user_and_bad_jobs(service):
         assert code == status and needle in data["message"], data
 
 
-async def test_a_refused_user_fails_alone():
-    hub = FakeHub(delay=0)
-    hub.refuse["dm2"] = "session 'DM': only image_tag 'w_2026_41' may be started, not 'v30_0_0'"
-    hub.users_["dm3"]["servers"][""] = {"ready": True}
-    job = await run_job(hub, Job(action="start", rows=[Row(u) for u in ("dm1", "dm2", "dm3")], by="t",
-                                 options={"image_tag": "v30_0_0"}))
-    states = {r.user: (r.state, r.message) for r in job.rows}
-    assert states["dm1"][0] == "ready" and states["dm3"][0] == "running"
-    assert states["dm2"] == ("failed", hub.refuse["dm2"])
-    assert job.done and job.to_json()["counts"] == {"ready": 1, "failed": 1, "running": 1}
+class PolicyHub(FakeHub):
+    """A fake hub whose start checks user_options the way the spawner does: the real stored policy
+    (``HubPolicy`` over the service's own ``PolicyStore``) and the real ``validate_options``."""
+
+    def __init__(self, store, catalog):
+        super().__init__(delay=0)
+        self.users_["ann"] = {"name": "ann", "admin": True, "groups": [], "servers": {}}
+        self.policy, self.catalog = HubPolicy(store), catalog
+
+    async def start(self, name, options):
+        from types import SimpleNamespace
+
+        from spawner.core.options import OptionsError, validate_options
+
+        model = self.users_[name]
+        if "" in model["servers"]:  # the hub answers this before the spawner sees the options
+            raise HubError(400, f"{name} is already running")
+        user = SimpleNamespace(name=name, admin=model["admin"], groups=[SimpleNamespace(name=g) for g in model["groups"]])
+        cfg = StackhubConfig()
+        try:
+            validate_options(options, self.catalog, cfg.sizes, default_size=cfg.stack.default_size,
+                             restriction=await self.policy.restriction_for(user))
+        except OptionsError as e:
+            raise HubError(400, str(e)) from None
+        return await super().start(name, options)
+
+
+@pytest.fixture
+async def policy_service(service, catalog):
+    hub = PolicyHub(service.ctx.store, catalog)
+    service.ctx.hub = service.hub = hub
+    service.ctx.jobs = Jobs(hub, timeout=5)
+    return service
+
+
+async def test_admin_starts_and_prewarm_obey_the_real_policy_and_a_refused_user_fails_alone(policy_service):
+    service = policy_service
+    assert (await service("PUT", "tags/w_2026_42", {"hidden": True}))[0] == 200
+    assert (await service("PUT", "sessions/DM", {"tag": "w_2026_41", "group": "dm"}))[0] == 200
+    service.hub.users_["dm3"]["servers"][""] = {"ready": True}
+
+    async def run(body):
+        code, job = await service("POST", "jobs", body)
+        assert code == 202, job
+        job = await finished(service, job)
+        return {r["user"]: (r["state"], r["message"]) for r in job["users"]}
+
+    # the group is locked: another tag fails for each member, the running one is left alone
+    states = await run({"action": "start", "group": "dm", "tag": "v30_0_0"})
+    lock = "session 'DM': only image_tag 'w_2026_41' may be started, not 'v30_0_0'"
+    assert states.pop("dm3")[0] == "running"
+    assert states == {u: ("failed", lock) for u in ("dm1", "dm2", "dm4", "dm5")}
+    # a hidden tag is refused for a user outside the session, not for an admin
+    states = await run({"action": "start", "user": "zed", "tag": "w_2026_42"})
+    assert states["zed"][0] == "failed" and "'w_2026_42' is not offered (hidden by an admin)" in states["zed"][1]
+    assert (await run({"action": "start", "user": "ann", "tag": "w_2026_42"}))["ann"][0] == "ready"
+    # what the policy allows starts: the session's tag for the group (even one hidden), an offered tag for zed
+    assert (await run({"action": "start", "user": "zed", "tag": "v30_0_0"}))["zed"][0] == "ready"
+    states = await run({"action": "start", "group": "dm", "tag": "w_2026_41"})
+    assert states == {"dm1": ("ready", ""), "dm2": ("ready", ""), "dm4": ("ready", ""), "dm5": ("ready", ""),
+                      "dm3": ("running", "was already running (stop it first to change its tag)")}
+    assert service.hub.users_["dm1"]["servers"][""]["user_options"] == {"image_tag": "w_2026_41"}
+    # closing the session lifts the lock
+    assert (await service("DELETE", "sessions/DM"))[0] == 200
+    service.hub.users_["dm1"]["servers"].clear()
+    assert (await run({"action": "start", "user": "dm1", "tag": "v30_0_0"}))["dm1"][0] == "ready"
+
+
+async def test_the_job_list_keeps_the_last_50(service):
+    ids = []
+    for _ in range(55):
+        code, job = await service("POST", "jobs", {"action": "stop", "user": "zed"})
+        assert code == 202
+        ids.append((await finished(service, job))["id"])
+    listed = [j["id"] for j in (await service("GET", "jobs"))[1]["jobs"]]
+    assert listed == ids[-50:]
+    assert (await service("GET", f"jobs/{ids[4]}"))[0] == 404 and (await service("GET", f"jobs/{ids[5]}"))[0] == 200
+
+
+async def test_a_running_job_is_never_dropped_from_the_list(service):
+    service.hub.delay = 0.5
+    code, slow = await service("POST", "jobs", {"action": "start", "user": "zed", "tag": "v30_0_0"})
+    service.ctx.jobs.keep = 2
+    for _ in range(3):
+        await finished(service, (await service("POST", "jobs", {"action": "stop", "user": "dm1"}))[1])
+    listed = [j["id"] for j in (await service("GET", "jobs"))[1]["jobs"]]
+    assert slow["id"] in listed and len(listed) == 2
+    assert (await finished(service, slow))["counts"] == {"ready": 1}
 
 
 def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
@@ -225,12 +309,28 @@ def test_cli_follow_prints_a_line_per_change_and_fails_on_a_failure():
     assert rc == 1
 
 
-def test_cli_times_without_offset_are_local():
-    from spawner.cli.sessions import local_iso
+@pytest.mark.parametrize("zone,offset", [("America/Chicago", "-06:00"), ("Asia/Kolkata", "+05:30"), ("UTC", "+00:00")])
+def test_cli_times_without_offset_are_local(monkeypatch, zone, offset):
+    """A time typed without an offset is the CLI machine's local time: outside UTC a naive time
+    taken as UTC (or dropped offsets) gives another instant, so the zone is set here, not assumed."""
+    import time
 
-    assert local_iso("2026-12-01T09:00+01:00") == "2026-12-01T09:00:00+01:00"
-    assert local_iso("2026-12-01T09:00").startswith("2026-12-01T09:00:00") and local_iso("2026-12-01T09:00")[19:]
-    assert local_iso(None) is None
+    from spawner.cli.sessions import local_iso
+    from spawner.core.policy import parse_time
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert local_iso("2026-12-01T09:00") == f"2026-12-01T09:00:00{offset}"
+        # what the service stores (UTC) is the same instant
+        assert parse_time(local_iso("2026-12-01T09:00")) == parse_time(f"2026-12-01T09:00:00{offset}")
+        # an explicit offset or Z is kept, whatever the local zone
+        assert local_iso("2026-12-01T09:00+01:00") == "2026-12-01T09:00:00+01:00"
+        assert local_iso("2026-12-01T09:00Z") == "2026-12-01T09:00:00+00:00"
+        assert local_iso(None) is None
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 async def test_a_corrupt_policy_shows_on_the_page_and_api_and_the_lock_holds(service, tmp_path):
