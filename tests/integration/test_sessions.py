@@ -432,7 +432,7 @@ def test_the_policy_survives_a_hub_restart_and_down_and_up(hub, user, tags):
 
         down = cli(hub, "down", timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
-        until("the hub container gone", lambda: "stackhub-hub" not in [c.name for c in hub.client.containers.list()])
+        until("the hub container gone", lambda: OWN.hub not in [c.name for c in hub.client.containers.list()])
         up = cli(hub, "up", timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         service_back()
