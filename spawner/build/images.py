@@ -255,6 +255,8 @@ def run_and_commit(
     /mnt already exists in Debian, so the bind mount leaves no mountpoint behind, and the commit
     never contains the CA bundle. Returns the new image id; removes the container either way.
     """
+    from docker.types import Mount
+
     with tempfile.TemporaryDirectory(prefix="stackhub-build-") as tmp:
         d = Path(tmp)
         shutil.copy(script, d / script.name)
@@ -268,7 +270,9 @@ def run_and_commit(
             command=["bash", f"/mnt/{script.name}"],
             user="root",
             entrypoint=[],
-            volumes={str(d): {"bind": "/mnt", "mode": "ro"}},
+            # a mount, not `volumes=`: that would also declare VOLUME /mnt in the container's config,
+            # the commit would keep it, and every container of the image would leave an anonymous volume
+            mounts=[Mount(target="/mnt", source=str(d), type="bind", read_only=True)],
             network_mode="bridge",
         )
         try:

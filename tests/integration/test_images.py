@@ -93,6 +93,8 @@ def test_default_command_is_the_start_script(client, stack):
     cfg = client.images.get(ref).attrs["Config"]
     assert cfg["Cmd"] == ["stackhub-start"]
     assert cfg["User"] == "lsst"
+    # no VOLUME left from the build step's mount: each server would leave an anonymous volume behind
+    assert not cfg.get("Volumes"), cfg.get("Volumes")
 
 
 def test_start_script_makes_home_and_execs_singleuser(client, stack):
@@ -350,6 +352,7 @@ def test_hub_image(client):
                           "print(jupyterhub.__version__)' && pwd"], remove=True,
     ).decode()
     assert "5.3.0" in out and "\n5." in out and "/srv/stackhub" in out, out
+    assert not client.images.get(ref).attrs["Config"].get("Volumes")  # no anonymous volume per hub restart
     _check_no_ca(client, ref)
 
 
