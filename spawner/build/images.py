@@ -440,7 +440,11 @@ def hub_checkout_ref(client=None) -> str:
     ``make up``) never run each other's hub code through the shared ``<version>`` tag.
     """
     client = client or _client()
-    return f"{HUB_REPO}:{hub_version()}-{hub_inputs(client)[:12]}"
+    return f"{HUB_REPO}:{checkout_tag(hub_inputs(client))}"
+
+
+def checkout_tag(digest: str) -> str:
+    return f"{hub_version()}-{digest[:12]}"
 
 
 def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
@@ -453,7 +457,7 @@ def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
     base = ensure_base(client, log)
     ref = f"{HUB_REPO}:{version}"
     digest = hub_inputs(client)
-    checkout_ref = f"{HUB_REPO}:{version}-{digest[:12]}"
+    checkout_ref = f"{HUB_REPO}:{checkout_tag(digest)}"
     labels = _image_labels(client, checkout_ref) or {}
     if labels.get("stackhub.inputs") == digest:
         client.images.get(checkout_ref).tag(HUB_REPO, version)
@@ -474,7 +478,7 @@ def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
         message=f"stackhub: hub {version} (pip + npm)",
     )
     client.images.get(image_id).tag(HUB_REPO, version)
-    client.images.get(image_id).tag(HUB_REPO, f"{version}-{digest[:12]}")
+    client.images.get(image_id).tag(HUB_REPO, checkout_tag(digest))
     log(f"hub {ref}: built in {_fmt_secs(time.monotonic() - t0)}")
     return ref
 

@@ -34,9 +34,10 @@ def memory_size(value: str, key: str) -> str:
     return value
 
 
-def size_bytes(value: str) -> int:
-    """Bytes of a size like ``512M``, ``10G`` or ``1.5T`` (binary units, as Docker's)."""
-    unit = value[-1] if value[-1] in "KMGT" else ""
+def memory_bytes(value: str) -> int:
+    """Bytes of a size like ``512M``, ``2G``, ``1.5T`` (no unit: bytes), with binary units as Docker
+    reads them. ``value`` has passed ``memory_size``."""
+    unit = value[-1] if value[-1] in _UNITS else ""
     return int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
 
 
@@ -210,13 +211,13 @@ class Volumes(Model):
     @field_validator("home_budget")
     @classmethod
     def _home_budget(cls, v):
-        if v is not None and size_bytes(memory_size(v, "homeBudget")) <= 0:
+        if v is not None and memory_bytes(memory_size(v, "homeBudget")) <= 0:
             raise ValueError("homeBudget must be more than 0 (or null for no budget)")
         return v
 
     @property
     def home_budget_bytes(self) -> int | None:
-        return size_bytes(self.home_budget) if self.home_budget else None
+        return memory_bytes(self.home_budget) if self.home_budget else None
 
 
 class Culler(Model):
@@ -406,15 +407,6 @@ def config_from_env(environ=os.environ) -> StackhubConfig:
 
 
 BUILT_BACKENDS = ("docker",)  # swarm and kubernetes: accepted by the schema, refused until they exist
-
-
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def memory_bytes(value: str) -> int:
-    """A size's memory (``512M``, ``2G``, ``1.5G``; no unit: bytes) in bytes, as Docker reads it."""
-    unit = value[-1] if value[-1:].isalpha() else ""
-    return int(float(value[: len(value) - len(unit)]) * _UNITS[unit.upper()])
 
 
 @dataclass(frozen=True)

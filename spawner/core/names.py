@@ -15,7 +15,6 @@ from escapism import escape
 
 _SAFE = set(string.ascii_lowercase + string.digits)
 PREFIX = "stackhub"  # the default deployment's prefix (hub.prefix)
-USER_PREFIX = f"{PREFIX}-user-"  # every user server's container; nothing else is named so
 
 
 def escape_name(name: str) -> str:

@@ -125,16 +125,18 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
         update_oauth(c, cfg, paths)
 
 
+def managed_service(cfg: StackhubConfig, paths: HubPaths, name: str, module: str, port: int | None = None) -> dict:
+    """A service the hub starts (``python -m module``) with the config by its one route; with a
+    ``port``, a page users reach through the hub's OAuth, without a confirmation step."""
+    service = {"name": name, "command": [sys.executable, "-m", module], "environment": service_environment(cfg, paths)}
+    if port is not None:
+        service.update(url=f"http://{Deployment(cfg.hub.prefix).hub}:{port}", oauth_no_confirm=True, display=True)
+    return service
+
+
 def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     """The admins' tags / sessions / pre-warm service (spawner.services.sessions) and its role."""
-    service = {
-        "name": SESSIONS_SERVICE,
-        "url": f"http://{Deployment(cfg.hub.prefix).hub}:{SESSIONS_PORT}",
-        "command": [sys.executable, "-m", "spawner.services.sessions"],
-        "environment": service_environment(cfg, paths),
-        "oauth_no_confirm": True,
-        "display": True,
-    }
+    service = managed_service(cfg, paths, SESSIONS_SERVICE, "spawner.services.sessions", SESSIONS_PORT)
     role = {
         "name": SESSIONS_SERVICE,
         "description": "start and stop anyone's server with a tag; read users and groups",
@@ -146,15 +148,7 @@ def sessions_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
 
 def courses_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     """The instructors' course service (spawner.services.courses) and the role that lets them in."""
-    courses = cfg.courses
-    service = {
-        "name": COURSES_SERVICE,
-        "url": f"http://{Deployment(cfg.hub.prefix).hub}:{courses.service_port}",
-        "command": [sys.executable, "-m", "spawner.services.courses"],
-        "environment": service_environment(cfg, paths),
-        "oauth_no_confirm": True,
-        "display": True,
-    }
+    service = managed_service(cfg, paths, COURSES_SERVICE, "spawner.services.courses", cfg.courses.service_port)
     # admins reach it through the admin role (access:services); the group is created if missing
     role = {
         "name": "course-instructors",
@@ -174,11 +168,7 @@ def service_environment(cfg: StackhubConfig, paths: HubPaths) -> dict:
 
 def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     """The home budget watcher (spawner.services.diskwatch): sees who runs what, stops servers, nothing more."""
-    service = {
-        "name": DISKWATCH_SERVICE,
-        "command": [sys.executable, "-m", "spawner.services.diskwatch"],
-        "environment": service_environment(cfg, paths),
-    }
+    service = managed_service(cfg, paths, DISKWATCH_SERVICE, "spawner.services.diskwatch")
     role = {
         "name": DISKWATCH_SERVICE,
         "description": "see users' servers and stop those whose home is over its disk budget",

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from spawner.core.config import StackhubConfig, size_bytes
+from spawner.core.config import StackhubConfig, memory_bytes
 from spawner.core.disk import Budget, Record, decide, human, measure_homes, message, ready_servers
 from spawner.hub.disk_store import DiskNotices, load_records, save_records
 
@@ -184,7 +184,7 @@ def test_budget_config_defaults_and_checks():
                 {"homeBudgetCheckSeconds": 0}, {"homeBudgetGraceSeconds": -1}):
         with pytest.raises(ValueError):
             StackhubConfig.model_validate({"volumes": bad})
-    assert size_bytes("1.5G") == 3 * 2**29 and size_bytes("512") == 512 and size_bytes("2T") == 2 * 2**40
+    assert memory_bytes("1.5G") == 3 * 2**29 and memory_bytes("512") == 512 and memory_bytes("2T") == 2 * 2**40
 
 
 class FakeContainer:

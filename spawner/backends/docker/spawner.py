@@ -230,15 +230,19 @@ class LSSTDockerSpawner(DockerSpawner):
             labels={**names.Deployment(self.cfg.hub.prefix).labels("home"), names.LABEL_USER: self.user.name},
         )
 
+    async def create_object(self):
+        """DockerSpawner's create; a name held by a container that ``get_object`` found not ours
+        makes the engine answer 409: that becomes a message, and the container is left alone."""
+        try:
+            return await super().create_object()
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+            raise web.HTTPError(409, f"a container named {self.object_name} exists and is not this server; "
+                                     "the hub leaves it alone. Ask an admin to look at it.") from None
+
     async def start(self):
         spec = self.server_spec
-        try:
-            existing = await self.docker("inspect_container", spec.name)
-        except docker.errors.NotFound:
-            existing = None
-        if existing is not None and not self._is_mine(existing):
-            raise web.HTTPError(409, f"a container named {spec.name} exists and is not this server; "
-                                     "the hub leaves it alone. Ask an admin to look at it.")
         self._event(10, f"Image {spec.image}")
         await self.ensure_volumes(spec)
         self._event(40, f"Starting container {spec.name}")
