@@ -66,6 +66,27 @@ class Deployment:
     def labels(self, role: str) -> dict:
         return {LABEL_ROLE: role, LABEL_DEPLOYMENT: self.prefix}
 
+    # Kubernetes (helm/stackhub names the same objects from the same prefix; a unit test renders
+    # the chart and checks that they agree)
+    @property
+    def catalog_configmap(self) -> str:
+        """ConfigMap listing the stack tags (written by ``stackhub images catalog``)."""
+        return f"{self.prefix}-stack-catalog"
+
+    @property
+    def hub_config(self) -> str:
+        """ConfigMap holding the hub's stackhub.yaml (the chart's values)."""
+        return f"{self.prefix}-config"
+
+    @property
+    def hub_secrets(self) -> str:
+        """Secret holding the hub's generated secrets (room code, admin password and token, proxy token)."""
+        return f"{self.prefix}-secrets"
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.prefix}-hub"
+
 
 LABEL_DEPLOYMENT = "stackhub.deployment"
 LABEL_USER = "stackhub.user"
