@@ -32,6 +32,16 @@ def container_name(username: str, server_name: str = "", prefix: str = PREFIX) -
     return f"{base}--{escape_name(server_name)}" if server_name else base
 
 
+def kube_name(name: str) -> str:
+    """A container or volume name as a Kubernetes object name (lower-case DNS-1123).
+
+    ``escape_name`` writes its escapes in upper-case hex (``big-run`` -> ``big-2Drun``), which
+    Docker takes and Kubernetes does not. Every ``-`` of an escaped name starts an escape, so
+    lower-casing the hex keeps names apart: the map stays injective.
+    """
+    return name.lower()
+
+
 def home_volume_name(username: str, template: str = "stackhub-home-{user}") -> str:
     """The user's home volume: one per user, shared by all of the user's named servers."""
     return template.format(user=escape_name(username))

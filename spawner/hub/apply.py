@@ -20,7 +20,9 @@ from spawner.core.names import Deployment
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
 SPAWNER_CLASSES = {
     "docker": "spawner.backends.docker.spawner.LSSTDockerSpawner",
+    "kubernetes": "spawner.backends.kubernetes.spawner.LSSTKubeSpawner",
 }
+DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubDatabase), from a Secret
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
@@ -66,7 +68,7 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
     c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = f"http://{Deployment(hub.prefix).hub}:{HUB_PORT}"
-    c.JupyterHub.db_url = f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_url = os.environ.get(DB_URL_ENV) or f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit

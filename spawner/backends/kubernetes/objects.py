@@ -21,11 +21,9 @@ What maps how:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 
 from spawner.core import names
-from spawner.core.catalog import LABEL_TAG
 from spawner.core.config import KubernetesBackend, memory_bytes
 from spawner.core.specs import HOME_MOUNT, MountSpec, ServerSpec
 
@@ -34,18 +32,27 @@ TMP = "tmp"
 INIT_HOME = "stackhub-home-owner"
 ANNOTATION_USER = "stackhub/user"  # the raw names (label values cannot hold every username)
 ANNOTATION_SERVER = "stackhub/server"
-_LABEL_VALUE = re.compile(r"^([a-z0-9]([-a-z0-9_.]*[a-z0-9])?)?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _TMPFS_SIZE = re.compile(r"size=([^,]+)")
 
 
 def label_value(text: str) -> str:
-    """A Kubernetes label value for any username or server name: the escaped name, or (too long,
-    or not starting and ending with a letter or digit) a hash of it. Injective like ``escape_name``
-    up to the hash."""
-    v = names.escape_name(text)
-    if len(v) > 63 or not _LABEL_VALUE.match(v):
-        v = "h-" + hashlib.sha256(text.encode()).hexdigest()[:24]
-    return v
+    """A Kubernetes label value for any username, server name or tag: the text itself when it is
+    one, else its escaped form, else (too long) a hash. Labels select and inform; who a pod belongs
+    to is read from its annotations and its name (``engine.KubeEngine``)."""
+    for v in (text, names.escape_name(text)):
+        if len(v) <= 63 and _LABEL_VALUE.match(v):
+            return v
+    return "h-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def pod_name(spec: ServerSpec) -> str:
+    return names.kube_name(spec.name)
+
+
+def claim_name(spec: ServerSpec) -> str:
+    """The user's home claim (pvc), or their directory on the shared claim."""
+    return names.kube_name(spec.home_volume)
 
 
 def quantity(size: str) -> str:
@@ -68,8 +75,8 @@ def home_volume(spec: ServerSpec, kube: KubernetesBackend) -> tuple[dict, dict]:
     homes = kube.homes
     if homes.type == "shared":
         volume = {"name": HOME, "persistentVolumeClaim": {"claimName": homes.shared_claim}}
-        return volume, {"name": HOME, "mountPath": HOME_MOUNT, "subPath": spec.home_volume}
-    volume = {"name": HOME, "persistentVolumeClaim": {"claimName": spec.home_volume}}
+        return volume, {"name": HOME, "mountPath": HOME_MOUNT, "subPath": claim_name(spec)}
+    volume = {"name": HOME, "persistentVolumeClaim": {"claimName": claim_name(spec)}}
     return volume, {"name": HOME, "mountPath": HOME_MOUNT}
 
 
@@ -149,8 +156,8 @@ def spawner_traits(spec: ServerSpec, kube: KubernetesBackend) -> dict:
     return {
         "image": spec.image,
         "image_pull_policy": kube.image_pull_policy,
-        "pod_name": spec.name,
-        "pvc_name": spec.home_volume,
+        "pod_name": pod_name(spec),
+        "pvc_name": claim_name(spec),
         "storage_pvc_ensure": homes.type == "pvc",
         "storage_capacity": homes.capacity,
         "storage_class": homes.storage_class,
@@ -178,33 +185,3 @@ def spawner_traits(spec: ServerSpec, kube: KubernetesBackend) -> dict:
         "extra_annotations": pod_annotations(spec),
         "extra_pod_config": {"enableServiceLinks": False},
     }
-
-
-# --- the tag catalog as a ConfigMap (written by `stackhub images catalog`, read by the hub) ---------
-
-
-def catalog_configmap(name: str, images: list[dict], repository: str) -> dict:
-    """A ConfigMap listing the stack images: one key per tag, its value the image reference and
-    labels as JSON. ``images`` are Docker's image list entries (``RepoTags``, ``Labels``)."""
-    data = {}
-    for img in images:
-        for ref in img.get("RepoTags") or ():
-            repo, _, tag = ref.rpartition(":")
-            if repo == repository and (img.get("Labels") or {}).get(LABEL_TAG):
-                data[tag] = json.dumps({"image": ref, "labels": img.get("Labels") or {}}, sort_keys=True)
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": {names.LABEL_ROLE: "catalog"}},
-            "data": dict(sorted(data.items()))}
-
-
-def images_from_configmap(data: dict | None) -> list[dict]:
-    """The ConfigMap's entries as image list entries for ``catalog_from_images``; an entry that is
-    not what ``catalog_configmap`` writes is skipped (the catalog's parser then refuses bad tags)."""
-    out = []
-    for value in (data or {}).values():
-        try:
-            entry = json.loads(value)
-            out.append({"RepoTags": [str(entry["image"])], "Labels": dict(entry.get("labels") or {})})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return out
