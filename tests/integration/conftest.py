@@ -36,9 +36,13 @@ def stack_tags(docker_client):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def bystander(tmp_path_factory, docker_client, stack_tags):
+def bystander(tmp_path_factory, docker_client, stack_tags, request):
     """A deployment beside the test one (as a tutorial's `make up` would be): the whole session must
-    leave it exactly as it was (tests/integration/bystander.py)."""
+    leave it exactly as it was (tests/integration/bystander.py). A session of Kubernetes tests
+    only (-m k8s) deploys nothing on Docker: no bystander, and no wait for the deployment lock."""
+    if request.session.items and all(i.get_closest_marker("k8s") for i in request.session.items):
+        yield None
+        return
     from .bystander import remove_bystander, start_bystander
     from .hubfixture import checkout_hub_image, hold_deployment_lock
 
