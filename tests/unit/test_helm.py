@@ -6,7 +6,6 @@ on Docker and on Kubernetes.
 helm is v3.22.0 from the Go module proxy: `scripts/k8s-node.sh helm` builds it once (~70 s) and
 prints its path (`make test` runs it first)."""
 
-import json
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
