@@ -72,6 +72,7 @@ class HubInputs:
 
     secrets: dict = field(repr=False)  # secret file name -> value
     oauth: object = field(default=None, repr=False)  # spawner.hub.auth.OAuthInputs
+    db_url: str | None = field(default=None, repr=False)  # an external database (it holds a password)
 
     def secret(self, name: str) -> str:
         return self.secrets[name]
@@ -93,7 +94,7 @@ def read_inputs(cfg: StackhubConfig, paths: HubPaths, **oauth_kw) -> HubInputs:
 
         oauth = read_oauth_inputs(cfg, **oauth_kw)
     secrets.update({name: paths.secret(name) for name in wanted})
-    return HubInputs(secrets=secrets, oauth=oauth)
+    return HubInputs(secrets=secrets, oauth=oauth, db_url=os.environ.get(DB_URL_ENV) or None)
 
 
 def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
@@ -102,7 +103,7 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = f"http://{Deployment(hub.prefix).hub}:{HUB_PORT}"
-    c.JupyterHub.db_url = os.environ.get(DB_URL_ENV) or f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_url = inputs.db_url or f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit

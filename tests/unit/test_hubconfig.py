@@ -119,3 +119,19 @@ def test_the_steps_only_set_traits_secrets_are_read_before_any_step_runs(tmp_pat
 
     with pytest.raises(SystemExit, match="missing/proxy-token"):
         read_inputs(StackhubConfig(), nowhere)
+
+
+def test_an_external_database_url_comes_from_the_environment_never_the_config(tmp_path, monkeypatch):
+    """The Helm chart's hubDatabase.type external: STACKHUB_DB_URL from a Secret."""
+    from traitlets.config import Config
+
+    from spawner.core.config import StackhubConfig
+    from spawner.hub.apply import DB_URL_ENV, HubPaths, apply_config
+
+    paths = HubPaths(state=tmp_path, secrets=tmp_path)
+    for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (tmp_path / name).write_text("x\n")
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url.startswith("sqlite:///")
+    monkeypatch.setenv(DB_URL_ENV, "postgresql://hub:pw@db/hub")
+    assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url == "postgresql://hub:pw@db/hub"
