@@ -23,6 +23,15 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
+def k8s_node():
+    """The single-node Kubernetes (scripts/k8s-node.sh) for the session's `k8s` tests: up once,
+    down at the end if it was down before; yields the environment for kubectl and helm."""
+    from .k8snode import node_up
+
+    yield from node_up()
+
+
+@pytest.fixture(scope="session")
 def stack_tags(docker_client):
     """The stack tags built on this engine, newest weekly first (at least two needed)."""
     from spawner.core.catalog import catalog_from_images

@@ -26,7 +26,7 @@ from spawner.core.names import Deployment
 from spawner.deploy.helm import CHART
 
 from .hubfixture import checkout_hub_image
-from .k8snode import ROOT, SCRIPT, node_up, run
+from .k8snode import ROOT, SCRIPT, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
@@ -59,9 +59,8 @@ def plain_http(session):
 
 
 @pytest.fixture(scope="module")
-def cluster(docker_client):
-    gen = node_up()
-    env = next(gen)
+def cluster(docker_client, k8s_node):
+    env = k8s_node
     hub_image = checkout_hub_image(docker_client)
     t = time.monotonic()
     run(SCRIPT, "load", hub_image, *[f"stackhub/lsst-stack:{tag}" for tag in TAGS], timeout=1200)
@@ -88,7 +87,6 @@ def cluster(docker_client):
         print(out.stdout[-6000:])
         run("helm", "-n", NS, "uninstall", RELEASE, "--wait", env=env, check=False)
         run("kubectl", "delete", "namespace", NS, "--wait=true", "--timeout=180s", env=env, check=False, timeout=240)
-        next(gen, None)
 
 
 def seed_data(env):

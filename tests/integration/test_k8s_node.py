@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .k8snode import SCRIPT, node_up, run
+from .k8snode import SCRIPT, run
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
@@ -26,8 +26,8 @@ POD = "smoke-stack"
 
 
 @pytest.fixture(scope="module")
-def node():
-    yield from node_up()
+def node(k8s_node):
+    return k8s_node
 
 
 def kubectl(env, *args, check=True, timeout=300, input=None):
