@@ -52,11 +52,12 @@ token: venv
 helm:
 	@./scripts/k8s-node.sh helm >/dev/null
 
-## test: the whole suite (unit, then real-engine integration and browser tests)
+## test: the whole suite (unit, then real-engine integration, browser and Kubernetes tests; the
+## Kubernetes node is built on the first run, ~9 min, and brought down again at the end)
 test: venv engine stack-images hub-image helm
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	STACKHUB_K8S_TESTS=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
 
-## test-k8s: the single-node Kubernetes smoke test (builds the node once, ~9 min cold; not in `make test` yet)
+## test-k8s: only the Kubernetes tests (the node smoke test and the Helm chart on it)
 test-k8s: venv engine stack-images hub-image
 	./scripts/k8s-node.sh up
 	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py tests/integration/test_k8s_helm.py

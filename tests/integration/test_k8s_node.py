@@ -1,6 +1,6 @@
 """Smoke test of the single-node Kubernetes that scripts/k8s-node.sh builds and runs here.
 
-Not part of `make test` yet (tests/conftest.py deselects `k8s` tests unless asked for):
+In `make test` (STACKHUB_K8S_TESTS=1), or alone:
     sudo .venv/bin/python -m pytest -m k8s tests/integration/test_k8s_node.py
 
 It brings the node up (cold: ~10 min of Go builds once; warm: about a minute), loads a stack image,
