@@ -264,6 +264,36 @@ def test_the_home_survives_a_tag_change(cluster):
     assert in_pod(cluster, f"cat /home/{USER}/persist.txt").stdout.strip() == "kept"
 
 
+def test_the_services_engine_finds_the_server_and_execs_as_its_user(cluster, monkeypatch):
+    """KubeEngine, what the hub's services (courses sync, sessions) use, against the real API."""
+    from spawner.backends.base import EngineError
+    from spawner.backends.kubernetes.engine import KubeEngine
+    from spawner.core.config import StackhubConfig
+
+    monkeypatch.setenv("KUBECONFIG", cluster["env"]["KUBECONFIG"])
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    engine = KubeEngine(StackhubConfig.model_validate({"hub": {"prefix": PREFIX}, "spawner": {"backend": {"type": "kubernetes"}}}),
+                        namespace=NS)
+    found = engine.running_servers()
+    assert list(found) == [USER] and found[USER].name == OWN.server(USER).lower()
+    assert engine.server(USER, "").name == found[USER].name and engine.server("nobody", "") is None
+    result = engine.exec(found[USER], ["sh", "-c", "id -u; echo $GREETING; exit 3"], user="1000",
+                         environment={"GREETING": "hello"})
+    assert (result.code, result.stdout.split()) == (3, [b"1000", b"hello"])
+    with pytest.raises(EngineError):
+        engine.exec(found[USER], ["id"], user="0")
+    assert {e["RepoTags"][0] for e in engine.list_images()} >= {f"stackhub/lsst-stack:{t}" for t in TAGS}
+
+
+def test_the_idle_culler_and_the_prepuller_run(cluster):
+    services = api(cluster, "GET", "/services").json()
+    assert "idle-culler" in services and "stackhub-sessions" in services
+    ds = kjson(cluster["env"], "get", "daemonset", f"{PREFIX}-prepuller")
+    assert ds["status"].get("numberReady") == 1, ds["status"]
+    images = [c["image"] for c in ds["spec"]["template"]["spec"]["initContainers"]]
+    assert images == [f"stackhub/lsst-stack:{TAGS[1]}", f"stackhub/lsst-stack:{TAGS[0]}"]
+
+
 def test_network_policies_are_in_the_cluster(cluster):
     """Accepted by the API server; the node's bridge CNI does not enforce them (see the module
     docstring: the rendered rules are tested in tests/unit/test_helm.py)."""

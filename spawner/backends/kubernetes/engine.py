@@ -54,7 +54,8 @@ async def api_configuration() -> client.Configuration:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=conf)
     else:
-        await config.load_kube_config(client_configuration=conf)
+        # (the library reads $KUBECONFIG once, at import: read it at the call instead)
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=conf)
     return conf
 
 
