@@ -329,7 +329,6 @@ class KubernetesBackend(Model):
     homes: KubernetesHomes = KubernetesHomes()
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="Pull policy of the user pods' image.")
     guarantee_fraction: float = Field(0.1, gt=0, le=1, description="Requests as a fraction of the size's limits (cpu and memory). 1: every server is guaranteed its whole size (Guaranteed QoS); less lets a tutorial's mostly idle servers share nodes.")
-    workers: int = Field(16, ge=1, description="Kubernetes API calls the hub's services may run at once (exec into servers, listing pods).")
 
 
 Backend = Annotated[DockerBackend | SwarmBackend | KubernetesBackend, Field(discriminator="type")]
