@@ -81,6 +81,26 @@ class Client:
             time.sleep(0.3)
 
 
+def print_pod_times(env, names, t0: float):
+    """When each burst pod was created, its container started and it turned Ready (seconds after
+    the burst began; the API's timestamps have 1 s resolution): where a burst's time goes."""
+    from datetime import datetime
+
+    def at(stamp):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - t0
+
+    rows = []
+    for name in names:
+        pod = json.loads(sh("kubectl", "-n", NS, "get", "pod", OWN.server(name).lower(), "-o", "json", env=env).stdout)
+        st = pod["status"]
+        ready = next(c["lastTransitionTime"] for c in st["conditions"] if c["type"] == "Ready")
+        started = st["containerStatuses"][0]["state"]["running"]["startedAt"]
+        rows.append((at(pod["metadata"]["creationTimestamp"]), at(started), at(ready)))
+    for label, i in (("created", 0), ("container started", 1), ("Ready", 2)):
+        vals = sorted(r[i] for r in rows)
+        print(f"  pods {label}: {vals[0]:+.0f} .. {vals[-1]:+.0f} s")
+
+
 def pod_memory_mib(env, names) -> list[float]:
     """RSS of each server pod's cgroup (cgroup v1, cgroupfs driver: kubepods/<qos>/pod<uid>)."""
     out = []
@@ -129,12 +149,13 @@ def main(argv=None) -> int:
         c.stop(names[0])
         print(f"first spawn {first:.1f} s, warm spawn {warm:.1f} s")
         load = os.getloadavg()[0]
-        t = time.monotonic()
+        t, t_wall = time.monotonic(), time.time()
         with cf.ThreadPoolExecutor(burst) as pool:
             times = list(pool.map(lambda n: c.spawn(n, args.tag), names))
         wall = time.monotonic() - t
         print(f"burst of {burst} (load {load:.1f} before): all ready in {wall:.1f} s; each {min(times):.1f}-"
               f"{max(times):.1f} s, median {statistics.median(times):.1f} s; 0 failed")
+        print_pod_times(env, names, t_wall)
         time.sleep(10)
         mem = pod_memory_mib(env, names)
         if mem:
