@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--burst", type=int, default=10)
     p.add_argument("--tag", default="w_2026_43")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Helm value, e.g. chart.hubResources.cpu=500m")
     args = p.parse_args(argv)
     burst = min(args.burst, 20)
     if os.geteuid() != 0:
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
     try:
         t = time.monotonic()
         sh("helm", "-n", NS, "install", RELEASE, REPO / "helm" / "stackhub", "-f", REPO / "tests/unit/helm/node.yaml",
-           "--set", f"hub.image={hub_image}", "--set", f"hub.prefix={PREFIX}", "--wait", "--timeout", "300s", env=env)
+           "--set", f"hub.image={hub_image}", "--set", f"hub.prefix={PREFIX}",
+           *[a for kv in args.set for a in ("--set", kv)], "--wait", "--timeout", "300s", env=env)
         port = json.loads(sh("kubectl", "-n", NS, "get", "service", OWN.proxy, "-o", "json", env=env).stdout)["spec"]["ports"][0]["nodePort"]
         token = base64.b64decode(json.loads(sh("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "-o", "json",
                                                env=env).stdout)["data"]["admin-token"]).decode().strip()

@@ -89,8 +89,9 @@ class ChartSettings(Model):
     rbac: bool = Field(True, description="Create the hub's ServiceAccount, Role and RoleBinding (pods, pods/exec, claims, events, the catalog ConfigMap; nothing cluster-wide).")
     network_policy: bool = Field(True, description="Create NetworkPolicies: user pods reach the hub API, DNS and (spawner.network.internet) public addresses only; only the hub reaches the proxy API.")
     pre_puller: PrePuller = PrePuller()
-    hub_resources: Resources = Resources()
-    proxy_resources: Resources = Field(default_factory=lambda: Resources(cpu="50m", memory="64Mi", memory_limit="512Mi"))
+    # the hub's CPU share decides how fast a burst of spawns gets through it (bench/RESULTS-k8s.md)
+    hub_resources: Resources = Field(default_factory=lambda: Resources(cpu="500m"), description="The hub's requests and memory limit.")
+    proxy_resources: Resources = Field(default_factory=lambda: Resources(cpu="50m", memory="64Mi", memory_limit="512Mi"), description="The proxy's requests and memory limit.")
 
 
 class HelmValues(StackhubConfig):

@@ -69,6 +69,19 @@ def test_values_schema_is_the_one_generated_from_the_config_model():
         "helm/stackhub/values.schema.json is stale: `stackhub schema --helm > helm/stackhub/values.schema.json`"
 
 
+def test_values_yaml_spells_out_the_chart_sections_defaults():
+    """Helm does not apply a schema's defaults, so the templates see only values.yaml: its `chart`
+    must be the model's defaults, key for key."""
+    from spawner.deploy.helm import ChartSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def no_nulls(d):
+        return {k: no_nulls(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    assert no_nulls(values["chart"]) == ChartSettings().model_dump(by_alias=True, exclude_none=True)
+
+
 @pytest.mark.parametrize("values", VALUES_FILES)
 def test_helm_lint(helm, values):
     out = run_helm(helm, "lint", "--strict", CHART, "-f", VALUES / values).stdout
@@ -229,6 +242,8 @@ def test_hub_and_proxy_run_hardened(helm):
         pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
         sc = pod["containers"][0]["securityContext"]
         assert sc["runAsNonRoot"] and sc["capabilities"] == {"drop": ["ALL"]} and not sc["allowPrivilegeEscalation"]
+    hub = find(docs, "Deployment", "stackhub-hub")["spec"]["template"]["spec"]["containers"][0]
+    assert hub["resources"] == {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
     proxy = find(docs, "Deployment", "stackhub-proxy")["spec"]["template"]["spec"]
     assert proxy["automountServiceAccountToken"] is False
 

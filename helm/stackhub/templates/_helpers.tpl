@@ -55,8 +55,8 @@ seccompProfile:
 
 {{- define "stackhub.resources" -}}
 requests:
-  cpu: {{ .cpu | default "100m" }}
-  memory: {{ .memory | default "256Mi" }}
+  cpu: {{ .cpu }}
+  memory: {{ .memory }}
 limits:
-  memory: {{ .memoryLimit | default "1Gi" }}
+  memory: {{ .memoryLimit }}
 {{- end -}}
