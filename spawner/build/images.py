@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spawner.build import stack_versions
-from spawner.core.catalog import catalog_configmap
-from spawner.core.names import PREFIX, Deployment
 from spawner.core.tags import parse_tag
 
 REPO = Path(__file__).resolve().parents[2]
@@ -493,6 +491,9 @@ def print_catalog(prefix: str, repository: str) -> int:
     image build writes the catalog, so a cluster without a registry API still knows its tags."""
     import docker
 
+    from spawner.core.catalog import catalog_configmap
+    from spawner.core.names import Deployment
+
     images = docker.APIClient(version="auto").images(name=repository)
     cm = catalog_configmap(Deployment(prefix).catalog_configmap, images, repository)
     if not cm["data"]:
@@ -519,7 +520,7 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("build-hub", help="build the hub image stackhub/hub:<version>")
     h.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
     c = sub.add_parser("catalog", help="print the stack catalog ConfigMap (Kubernetes) of the stack images on this engine")
-    c.add_argument("--prefix", default=PREFIX, help=f"the deployment's hub.prefix (default {PREFIX})")
+    c.add_argument("--prefix", default="stackhub", help="the deployment's hub.prefix (default stackhub)")
     c.add_argument("--repository", default=STACK_REPO, help=f"stack image repository (default {STACK_REPO})")
     r = sub.add_parser("resolve", help="print the package versions of tags, build nothing")
     r.add_argument("tags", nargs="*", metavar="TAG")
