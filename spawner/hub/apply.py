@@ -86,21 +86,33 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
     c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
 
 
-def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
+def spawner_class(cfg: StackhubConfig):
+    """The spawner of the configured backend (docker: containers; swarm: services)."""
+    if cfg.spawner.backend.type == "swarm":
+        from spawner.backends.swarm.spawner import LSSTSwarmSpawner
+
+        return LSSTSwarmSpawner
     from spawner.backends.docker.spawner import LSSTDockerSpawner
+
+    return LSSTDockerSpawner
+
+
+def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     from spawner.hub.policy_store import HubPolicy, PolicyStore
 
-    c.JupyterHub.spawner_class = LSSTDockerSpawner
-    c.LSSTDockerSpawner.stackhub_config = cfg
+    cls = spawner_class(cfg)
+    c.JupyterHub.spawner_class = cls
+    own = c[cls.__name__]
+    own.stackhub_config = cfg
     # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
     # a bad policy file keeps the last good policy and is logged at error level in the hub's log
-    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
-    if cfg.spawner.backend.type == "docker":
-        c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
+    own.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
+    if cfg.spawner.backend.type in ("docker", "swarm"):
+        own.docker_workers = cfg.spawner.backend.workers
     if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
         from spawner.hub.disk_store import DiskNotices
 
-        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, budget_of(cfg))
+        own.disk_notices = DiskNotices(paths.state, budget_of(cfg))
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"
