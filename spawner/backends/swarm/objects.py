@@ -6,8 +6,9 @@ some of what the hardening needs (``Ulimits``, ``Limits.Pids``, API 1.41), and b
 file (tests/unit/golden/swarm_service_*.json) then shows exactly what the engine is sent.
 
 What Swarm (API 1.41, Docker 20.10) cannot carry of ``Hardening``: ``no-new-privileges`` (a
-service has no security options before API 1.46) and the tmpfs mount options ``nosuid,nodev``
-(only its size and mode). docs/swarm.md lists them.
+service has no security options before API 1.46). A tmpfs mount takes only its size and mode;
+Docker mounts it ``nosuid,nodev,noexec`` (one more than on a single host: nothing runs from /tmp).
+docs/swarm.md lists the differences.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def volume_mount(m: MountSpec, *, driver: VolumeDriver | None, labels: dict, **f
 
 
 def tmpfs_mounts(h: Hardening) -> list[dict]:
-    """The tmpfs mounts (``/tmp``): Swarm takes their size and mode, not nosuid/nodev."""
+    """The tmpfs mounts (``/tmp``): Swarm takes their size and mode (Docker adds nosuid,nodev,noexec)."""
     out = []
     for target, opts in sorted(h.tmpfs.items()):
         options = dict(o.split("=", 1) for o in opts.split(",") if "=" in o)
