@@ -96,56 +96,75 @@ def test_hub_and_proxy_services_golden(golden, tmp_path):
     assert not any("token" in e.lower() for e in proxy["task_template"]["ContainerSpec"]["Env"])
 
 
-class FakeAPI:
+class FakeClient:
+    """The manager's Docker client as the engine uses it: services and tasks, info, exec."""
+
     def __init__(self, node="N1"):
         self.node = node
         self.execs = []
+        self.api = self
+        self.containers = self
 
     def info(self):
         return {"Swarm": {"NodeID": self.node}}
 
     def services(self, filters):
         assert "stackhub.deployment=stackhub" in filters["label"]
-        return [{"ID": "s1", "Spec": {"Name": "stackhub-user-ada", "Labels": {"stackhub.user": "ada"}}},
-                {"ID": "s2", "Spec": {"Name": "stackhub-user-bo--x", "Labels": {"stackhub.user": "bo", "stackhub.server": "x"}}}]
+        labels = {"stackhub.role": "server", "stackhub.deployment": "stackhub"}
+        return [{"ID": "s1", "Spec": {"Name": "stackhub-user-ada", "Labels": {**labels, "stackhub.user": "ada"}}},
+                {"ID": "s2", "Spec": {"Name": "stackhub-user-bo--x",
+                                      "Labels": {**labels, "stackhub.user": "bo", "stackhub.server": "x"}}}]
 
     def tasks(self, filters):
-        return [{"ServiceID": "s1", "NodeID": "N1", "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c1"}}},
-                {"ServiceID": "s2", "NodeID": "N2", "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c2"}}},
-                {"ServiceID": "zz", "NodeID": "N1", "Status": {"State": "running", "ContainerStatus": {"ContainerID": "c9"}}}]
+        def task(service, node, container):
+            return {"ServiceID": service, "NodeID": node,
+                    "Status": {"State": "running", "ContainerStatus": {"ContainerID": container}}}
+        return [task("s1", "N1", "c1"), task("s2", "N2", "c2"), task("zz", "N1", "c9")]
 
-    def exec_create(self, container, argv, user, environment):
-        self.execs.append((container, argv, user))
-        return {"Id": "e1"}
+    def get(self, container):
+        client = self
 
-    def exec_start(self, exec_id, demux):
-        return b"out", None
-
-    def exec_inspect(self, exec_id):
-        return {"ExitCode": 0}
+        class Container:
+            def exec_run(self, argv, user, environment, demux):
+                client.execs.append((container, argv, user))
+                return 0, (b"out", None)
+        return Container()
 
 
 def test_engine_finds_running_servers_by_labels_and_execs_on_its_own_node_only():
-    from spawner.backends.swarm.engine import EngineError, SwarmEngine
+    from spawner.backends import engine_for
+    from spawner.backends.base import EngineError, ExecResult
 
-    api = FakeAPI()
-    engine = SwarmEngine(cfg=StackhubConfig(), client=api)
+    client = FakeClient()
+    engine = engine_for(StackhubConfig.model_validate({"spawner": {"backend": "swarm"}}), client=client)
     running = engine.running_servers()
     assert set(running) == {"ada", "bo"}  # another deployment's task (service zz) is not among them
-    assert engine.server("bo", "x").node == "N2" and engine.server("bo") is None
-    assert engine.exec(running["ada"], ["id"], user="1000", timeout=5) == (0, b"out", b"")
-    assert api.execs == [("c1", ["timeout", "-s", "KILL", "5", "id"], "1000")]
-    with pytest.raises(EngineError, match="not on this manager"):
+    assert engine.server("bo", "x").name == "stackhub-user-bo--x" and engine.server("bo") is None
+    assert engine.exec(running["ada"], ["id"], user="1000") == ExecResult(0, b"out", b"")
+    assert client.execs == [("c1", ["id"], "1000")]
+    with pytest.raises(EngineError, match="not on the hub's"):
         engine.exec(running["bo"], ["id"], user="1000")
 
 
-def test_hub_config_picks_the_swarm_spawner():
+def test_hub_config_picks_the_swarm_spawner(tmp_path):
     from traitlets.config import Config
 
-    from spawner.hub.apply import HubPaths, update_spawner
+    from spawner.hub.apply import HubPaths, apply_config
 
-    c = Config()
+    for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (tmp_path / name).write_text("x" * 40 + "\n")
     cfg = StackhubConfig.model_validate({"spawner": {"backend": {"type": "swarm", "workers": 5}}})
-    update_spawner(c, cfg, HubPaths())
-    assert c.JupyterHub.spawner_class.__name__ == "LSSTSwarmSpawner"
-    assert c.LSSTSwarmSpawner.docker_workers == 5 and c.LSSTSwarmSpawner.stackhub_config is cfg
+    c = apply_config(Config(), cfg, HubPaths(state=tmp_path, secrets=tmp_path))
+    assert c.JupyterHub.spawner_class == "spawner.backends.swarm.spawner.LSSTSwarmSpawner"
+    assert c.LSSTDockerSpawner.docker_workers == 5  # LSSTSwarmSpawner is an LSSTDockerSpawner
+    assert c.StackhubSpawnerMixin.stackhub_config["spawner"]["backend"]["type"] == "swarm"
+
+
+def test_the_swarm_spawner_class_builds_with_the_mixin_first():
+    from spawner.backends.base import StackhubSpawnerMixin
+    from spawner.backends.swarm.spawner import LSSTSwarmSpawner
+    from dockerspawner import SwarmSpawner
+
+    mro = LSSTSwarmSpawner.__mro__
+    assert mro.index(StackhubSpawnerMixin) < mro.index(SwarmSpawner)
+    assert LSSTSwarmSpawner.object_type == "service"

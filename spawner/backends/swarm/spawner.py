@@ -1,12 +1,14 @@
 """``LSSTSwarmSpawner``: dockerspawner's SwarmSpawner serving the LSST stack, one service per server.
 
-The form, the check of ``user_options`` against the tag catalog, the spec and the progress events
-are the Docker backend's (``LSSTDockerSpawner``; the shared spawner mixin takes that place once it
-exists). What differs is what is asked of the engine: a Swarm service built by the pure
+The form, the check of ``user_options`` against the tag catalog and the progress events are every
+backend's (``StackhubSpawnerMixin``); the Docker API parts (the thread pool that lets a burst run
+side by side, the catalog of the engine's images, the image check, "only ever this user's own
+object") are the Docker backend's, so this class is an ``LSSTDockerSpawner`` placed before
+``SwarmSpawner``. What differs is what the engine is asked for: a Swarm service built by the pure
 ``objects.service`` from the same ``ServerSpec``, with the home on the configured volume driver,
 placement and resources from the size, and the hardening Swarm can carry. SwarmSpawner does the
-rest: waiting for the task, its address (the service's name on the users' overlay network), poll
-and removal.
+rest: the task's state, its address (the service's name on the users' overlay network), poll and
+removal.
 """
 
 from __future__ import annotations
@@ -46,10 +48,8 @@ class LSSTSwarmSpawner(LSSTDockerSpawner, SwarmSpawner):
         self.network_name = spec.network
 
     def _is_mine(self, obj: dict) -> bool:
-        labels = (obj.get("Spec") or {}).get("Labels") or {}
-        return (labels.get(names.LABEL_ROLE) == "server" and labels.get(names.LABEL_USER) == self.user.name
-                and labels.get(names.LABEL_DEPLOYMENT) == self.cfg.hub.prefix
-                and labels.get(names.LABEL_SERVER, "") == (self.name or ""))
+        labels = (obj.get("Spec") or {}).get("Labels")
+        return names.Deployment(self.cfg.hub.prefix).is_server_of(labels, self.user.name, self.name or "")
 
     async def get_object(self):
         obj = await SwarmSpawner.get_object(self)
