@@ -19,6 +19,7 @@ import requests
 import yaml
 
 from spawner.core.config import load_config
+from spawner.core.names import home_volume_name
 from spawner.deploy.single_host import HostPaths
 from spawner.deploy.swarm import SwarmDeployment
 
@@ -174,8 +175,9 @@ def test_spawn_with_a_tag_runs_that_image_with_home_and_data_and_answers_through
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"].startswith(f"stackhub/lsst-stack:{tag}")
     assert spec["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"] == 10**9
     c = task_container(shub.client, service.name)
+    home = home_volume_name(name, f"{PREFIX}-home-{{user}}")
     mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
-    assert mounts["/home"]["Name"] == f"{PREFIX}-home-{name}" and mounts["/home"]["RW"] is True
+    assert mounts["/home"]["Name"] == home and mounts["/home"]["RW"] is True
     assert mounts["/data"]["Name"] == f"{PREFIX}-data" and mounts["/data"]["RW"] is False
     code, out = sh(shub, name, "id -u; echo $HOME; cat /data/README.txt; echo kept > ~/kept.txt && echo wrote;"
                                " touch /data/x 2>/dev/null || echo data-read-only; grep CapEff /proc/self/status")
@@ -193,7 +195,7 @@ def test_spawn_with_a_tag_runs_that_image_with_home_and_data_and_answers_through
     while shub.client.services.list(filters={"name": service.name}) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [s for s in shub.client.services.list(filters={"name": service.name}) if s.name == service.name]
-    assert shub.client.volumes.get(f"{PREFIX}-home-{name}")
+    assert shub.client.volumes.get(home).attrs["Labels"]["stackhub.user"] == name
     shub.spawn(name, {"image_tag": stack_tags[0]}, timeout=180)
     code, out = sh(shub, name, "cat ~/kept.txt")
     assert (code, out.strip()) == (0, "kept")
