@@ -21,7 +21,6 @@ from tornado import web
 
 from spawner.backends.docker.spawner import LSSTDockerSpawner
 from spawner.backends.swarm import objects
-from spawner.core import names
 from spawner.core.config import SwarmBackend
 from spawner.core.specs import ServerSpec
 
@@ -47,18 +46,8 @@ class LSSTSwarmSpawner(LSSTDockerSpawner, SwarmSpawner):
         self.mem_limit = spec.mem_limit
         self.network_name = spec.network
 
-    def _is_mine(self, obj: dict) -> bool:
-        labels = (obj.get("Spec") or {}).get("Labels")
-        return names.Deployment(self.cfg.hub.prefix).is_server_of(labels, self.user.name, self.name or "")
-
-    async def get_object(self):
-        obj = await SwarmSpawner.get_object(self)
-        if obj is not None and not self._is_mine(obj):
-            self.log.error("stackhub: service %s is not %s's server %r (labels %s); leaving it alone",
-                           self.object_name, self.user.name, self.name or "", (obj.get("Spec") or {}).get("Labels"))
-            self.object_id = ""
-            return None
-        return obj
+    def object_labels(self, obj: dict) -> dict:
+        return (obj.get("Spec") or {}).get("Labels") or {}
 
     async def ensure_volumes(self, spec: ServerSpec):
         # the node that runs the task makes the volume from the mount's driver and labels
