@@ -4,7 +4,7 @@ Takes the deployment lock, starts two deployments side by side from this checkou
 docker backend (prefix stackhub-swarmbench-docker, ports 12543/12180) and the swarm backend (prefix
 stackhub-swarm, ports 12443/12080; the engine must be a Swarm manager). Then, alternating backend
 by backend: ROUNDS single spawns each, then one burst of N on each. Every server is stopped, the
-users, their homes and both deployments removed at the end.
+users, and both deployments with their volumes and networks removed at the end.
 
     .venv/bin/python bench/swarm.py [--burst 10] [--rounds 3] [--tag recommended]
 """
@@ -96,9 +96,13 @@ def main(argv=None) -> int:
         for backend, dep in deps.items():
             dep.down()
             prefix = BACKENDS[backend][0]
-            for v in engine.volumes.list(filters={"label": [f"stackhub.deployment={prefix}", "stackhub.role=home"]}):
-                if v.name.startswith(f"{prefix}-home-bench-"):
+            time.sleep(3)  # the removed services' task containers let go of volumes and networks
+            for v in engine.volumes.list():
+                if v.name.startswith(f"{prefix}-"):
                     v.remove(force=True)
+            for n in engine.networks.list(names=[prefix]):
+                if n.name.startswith(f"{prefix}-"):
+                    n.remove()
     return 0
 
 
