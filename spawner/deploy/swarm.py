@@ -119,8 +119,9 @@ class SwarmDeployment(Deployment):
         """A removed service's task container takes a moment to go; its ports and name free then."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            left = [c for c in self.client.containers.list(all=True, filters={"label": f"{names.LABEL_DEPLOYMENT}={self.cfg.hub.prefix}"})
-                    if c.labels.get("com.docker.swarm.service.name") in names_]
+            # the plain list (no inspect of each): a container that goes meanwhile is no error
+            found = self.client.api.containers(all=True, filters={"label": f"{names.LABEL_DEPLOYMENT}={self.cfg.hub.prefix}"})
+            left = [c for c in found if (c.get("Labels") or {}).get("com.docker.swarm.service.name") in names_]
             if not left:
                 return
             time.sleep(0.5)

@@ -65,7 +65,7 @@ def remove_everything(client):
     for s in client.services.list(filters={"label": label}):
         s.remove()
     deadline = time.monotonic() + 60
-    while client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+    while client.api.containers(all=True, filters={"label": label}) and time.monotonic() < deadline:
         time.sleep(0.5)
     for v in client.volumes.list(filters={"label": label}) + [
             v for v in client.volumes.list() if v.name.startswith(f"{PREFIX}-")]:
