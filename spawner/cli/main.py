@@ -69,8 +69,7 @@ def cmd_up(args) -> int:
     print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
     print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
           "(stack tags, sessions, pre-warm; docs/sessions.md)")
-    logs = "docker service logs" if cfg.spawner.backend.type == "swarm" else "docker logs"
-    print(f"logs: {logs} {dep.own.hub}; {logs} {dep.own.proxy}")
+    print(f"logs: {dep.logs_command} {dep.own.hub}; {dep.logs_command} {dep.own.proxy}")
     return 0
 
 

@@ -84,6 +84,8 @@ def overlay_networks(cfg: StackhubConfig) -> list[dict]:
 class SwarmDeployment(Deployment):
     """I/O of the Swarm deployment, on a ``docker.DockerClient`` of a manager node."""
 
+    logs_command = "docker service logs"
+
     def node_id(self) -> str:
         swarm = self.client.info().get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
