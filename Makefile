@@ -1,6 +1,7 @@
 # stackhub: `make up` runs the hub on this machine; `make test` runs the test suite.
 # Variables: TAGS (stack tags to build), CA_BUNDLE (CA file for builds behind a TLS-intercepting
-# proxy), RECOMMENDED (tag the `recommended` alias points to), STACKHUB_CONFIG (stackhub.yaml).
+# proxy), RECOMMENDED (tag the `recommended` alias points to), STACKHUB_CONFIG (stackhub.yaml),
+# BACKEND (docker or swarm; default: spawner.backend of the config).
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,6 +11,8 @@ RECOMMENDED ?= w_2026_43
 CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
+BACKEND ?=
+BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
 .PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test
 
@@ -38,11 +41,11 @@ hub-image: venv engine
 
 ## up: start the Docker engine if needed, build what is missing, start hub + proxy
 up: stack-images hub-image
-	$(PY) -m spawner.cli.main up
+	$(PY) -m spawner.cli.main up $(BACKEND_OPT)
 
 ## down: stop hub, proxy and user servers (homes and hub state are kept)
 down: venv
-	$(PY) -m spawner.cli.main down
+	$(PY) -m spawner.cli.main down $(BACKEND_OPT)
 
 ## token: print an admin API token (last line)
 token: venv

@@ -22,6 +22,7 @@ from spawner.core.names import Deployment
 SPAWNER_CLASSES = {
     "docker": "spawner.backends.docker.spawner.LSSTDockerSpawner",
     "kubernetes": "spawner.backends.kubernetes.spawner.LSSTKubeSpawner",
+    "swarm": "spawner.backends.swarm.spawner.LSSTSwarmSpawner",
 }
 DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubDatabase), from a Secret
 HUB_PORT = 8081
@@ -141,7 +142,7 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         from spawner.hub.disk_store import DiskNotices
 
         shared.disk_notices_class = DiskNotices
-    if cfg.spawner.backend.type == "docker":
+    if cfg.spawner.backend.type in ("docker", "swarm"):  # LSSTSwarmSpawner is an LSSTDockerSpawner
         c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120

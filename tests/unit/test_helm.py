@@ -248,7 +248,7 @@ def test_hub_and_proxy_run_hardened(helm):
     assert proxy["automountServiceAccountToken"] is False
 
 
-# --- one stackhub.yaml, the same user server on Docker and on Kubernetes -----------------------
+# --- one stackhub.yaml, the same user server on Docker, Swarm and Kubernetes -----------------------
 
 SITE = """
 stack:
@@ -268,7 +268,7 @@ spawner:
 """
 
 
-async def test_the_same_stackhub_yaml_gives_the_same_server_on_docker_and_kubernetes(helm, tmp_path, catalog, monkeypatch):
+async def test_the_same_stackhub_yaml_gives_the_same_server_on_docker_swarm_and_kubernetes(helm, tmp_path, catalog, monkeypatch):
     import kubespawner.spawner
     from kubernetes_asyncio.client import ApiClient
     from traitlets.config import Config
@@ -333,3 +333,21 @@ async def test_the_same_stackhub_yaml_gives_the_same_server_on_docker_and_kubern
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert d["extra_host_config"]["security_opt"] == ["no-new-privileges:true"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is d["extra_host_config"]["read_only"] is True
+
+    # Swarm: the same file with spawner.backend: swarm gives the same service
+    from spawner.backends.swarm.objects import service
+
+    swarm_cfg = StackhubConfig.model_validate({**site, "spawner": {**site["spawner"], "backend": "swarm"}})
+    choice = validate_options({"image_tag": "w_2026_43", "size": "wide"}, catalog, swarm_cfg.sizes, default_size="small")
+    spec = build_server_spec(swarm_cfg, "ada", "", choice)
+    task = service(spec, swarm_cfg.spawner.backend, prefix=swarm_cfg.hub.prefix, env=spec.environment,
+                   args=["stackhub-start"])["task_template"]
+    cs = task["ContainerSpec"]
+    assert cs["Image"] == d["image"]
+    assert {m["Target"]: (m["Source"], bool(m.get("ReadOnly"))) for m in cs["Mounts"] if m["Target"] != "/tmp"} \
+        == docker_mounts
+    assert task["Resources"]["Limits"] == {"NanoCPUs": int(2.5 * 10**9), "MemoryBytes": 6 * 2**30,
+                                           "Pids": d["extra_host_config"]["pids_limit"]}
+    swarm_env = dict(e.split("=", 1) for e in cs["Env"])
+    assert {k: swarm_env.get(k) for k in d["environment"]} == d["environment"]
+    assert cs["User"] == "1000" and cs["CapabilityDrop"] == ["ALL"] and cs["ReadOnly"] is True
