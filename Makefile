@@ -28,10 +28,10 @@ images: venv engine
 	$(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS)
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
-# builds the stack images only when none exists yet (or when TAGS are named)
+# builds the stack images whose recipe changed (or that are missing); a no-op, with no PyPI
+# lookup, when every tag is an image of the current recipe (named by its inputs' hash)
 stack-images: venv engine
-	@if [ -n "$(TAGS)" ] || ! docker image inspect stackhub/lsst-stack:recommended >/dev/null 2>&1; then \
-	  $(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS); fi
+	$(PY) -m spawner.build.images build --if-stale $(IMAGE_OPTS) $(TAGS)
 
 hub-image: venv engine
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
