@@ -11,7 +11,7 @@ CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
 
-.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test
+.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test hpc-tools
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ images: venv engine
 stack-images: venv engine
 	$(PY) -m spawner.build.images build --if-stale $(IMAGE_OPTS) $(TAGS)
 
+## hpc-tools: what `stackhub images export` needs: mksquashfs (Debian's squashfs-tools) and siftool
+## (the SIF reference implementation, built from the Go module proxy into var/tools/bin)
+SIFTOOL := var/tools/bin/siftool
+hpc-tools: $(SIFTOOL)
+	@command -v mksquashfs >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq squashfs-tools >/dev/null; } \
+	  || { echo "stackhub: mksquashfs is missing: apt-get install squashfs-tools" >&2; exit 1; }
+
+$(SIFTOOL):
+	@command -v go >/dev/null || { echo "stackhub: siftool is built with Go (go install); install Go first" >&2; exit 1; }
+	GOBIN=$(CURDIR)/var/tools/bin go install github.com/apptainer/sif/v2/cmd/siftool@v2.25.0
+
 hub-image: venv engine
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
@@ -49,7 +60,7 @@ token: venv
 	@$(PY) -m spawner.cli.main token
 
 ## test: the whole suite (unit, then real-engine integration and browser tests)
-test: venv engine stack-images hub-image
+test: venv engine stack-images hub-image hpc-tools
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## test-k8s: the single-node Kubernetes smoke test (builds the node once, ~9 min cold; not in `make test` yet)

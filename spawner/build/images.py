@@ -3,6 +3,7 @@
     python -m spawner.build.images build [--ca-bundle PATH] [--recommended TAG] [--repository REPO] [TAGS...]
     python -m spawner.build.images build-hub [--ca-bundle PATH]
     python -m spawner.build.images resolve TAGS...          (print the pins, build nothing)
+    python -m spawner.build.images export TAG --format sif|squashfs|docker-archive   (HPC, docs/hpc.md)
 
 Layering (``images/README.md`` has the picture):
 
@@ -565,6 +566,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     h = sub.add_parser("build-hub", help="build the hub image stackhub/hub:<version>")
     h.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
+    from spawner.build import export
+
+    e = sub.add_parser("export", help="write a stack image for HPC: SIF, squashfs or docker-archive (docs/hpc.md)")
+    e.add_argument("tag", metavar="TAG", help="stack tag, e.g. w_2026_43, or recommended")
+    e.add_argument("--format", required=True, metavar="|".join(export.FORMATS),
+                   help="what to write; a comma-separated list writes several (sif,squashfs share one mksquashfs run)")
+    e.add_argument("--output", "-o", metavar="PATH", help="file to write, for one format (default: lsst-stack_TAG.sif/.sqsh/.tar)")
+    e.add_argument("--output-dir", metavar="DIR", help="directory for the files (default: here)")
+    e.add_argument("--repository", metavar="REPO", default=STACK_REPO, type=_repository,
+                   help=f"image repository of the tag (default {STACK_REPO})")
+    e.add_argument("--force", action="store_true", help="replace the output file if it exists")
     r = sub.add_parser("resolve", help="print the package versions of tags, build nothing")
     r.add_argument("tags", nargs="*", metavar="TAG")
     r.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
@@ -573,7 +585,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.ca_bundle and not Path(args.ca_bundle).is_file():
+    if getattr(args, "ca_bundle", None) and not Path(args.ca_bundle).is_file():
         print(f"stackhub images: --ca-bundle {args.ca_bundle}: no such file", file=sys.stderr)
         return 2
 
@@ -584,6 +596,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             build_stacks(args.tags, recommended=args.recommended or None, ca_bundle=args.ca_bundle,
                          repository=args.repository, if_stale=args.if_stale, log=log)
+        elif args.command == "export":
+            from spawner.build import export
+
+            try:
+                export.export_image(_client(), args.tag, args.format.split(","), output=args.output,
+                                    output_dir=args.output_dir, repository=args.repository, force=args.force,
+                                    log=log)
+            except export.ExportError as e:
+                raise BuildError(str(e)) from None
         elif args.command == "build-hub":
             build_hub(ca_bundle=args.ca_bundle, log=log)
         else:
