@@ -207,6 +207,7 @@ class Volumes(Model):
         default_factory=lambda: [Mount(source="stackhub-data", target="/data")],
         description="Shared data mounted into every container.",
     )
+    demo_data: bool = Field(True, description="At `up`, make a small demo Butler repository in the data mount at /data when it has none (made once, by a stack image; /data/README.md says what is in it).")
 
     @field_validator("home_budget")
     @classmethod

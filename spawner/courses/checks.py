@@ -29,6 +29,7 @@ NOT_CHECKED, QUEUED, RUNNING = "not checked", "queued", "running"
 CHECK_USER = "course-check"           # the home's name in the check container
 CHECK_ROLE = "course-check"           # the container's stackhub.role label
 VERSIONS_KEPT = 5                     # results of this many versions are kept per course
+CHECKS_FILE = "course-checks.json"   # in the hub's state volume: the course service writes, the sessions service reads
 LINE_MAX = 64 * 1024                  # a longer output line is not an event of the check program
 
 

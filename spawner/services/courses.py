@@ -51,7 +51,7 @@ from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen,
 from spawner.courses.sources import GitPolicy, scrub
 from spawner.courses.publish import CourseError, CourseStore, Limits, Source, extract_tar, validate_name
 from spawner.courses.sync import STATE_DIR, STATUS_FILE, TOOL_NAME, TOOLS_DIR, write_json
-from spawner.courses.checks import QUEUED, CheckStore, TagRun, matrix
+from spawner.courses.checks import CHECKS_FILE, QUEUED, CheckStore, TagRun, matrix
 from spawner.services.base import ServiceHandler, routes, serve
 from spawner.services.course_checks import CheckJob, CheckJobs
 
@@ -59,7 +59,6 @@ log = logging.getLogger("stackhub.courses")
 SERVICE_NAME = "stackhub-courses"
 UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "directory"}
 STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
-CHECKS_FILE = "course-checks.json"  # in the hub's state volume; the sessions service reads it too
 
 
 def check_tags(catalog: Catalog) -> list[str]:
