@@ -33,9 +33,6 @@ class FakeRunner:
         self.running = self.most = 0
         self.specs = []
 
-    def catalog(self, recommended):
-        return Catalog(tuple(TagEntry(parse_tag(t), image=f"stackhub/lsst-stack:{t}") for t in TAGS), "w_2026_43")
-
     def run(self, spec, on_line):
         with self.lock:
             self.running += 1
@@ -57,6 +54,11 @@ class FakeRunner:
                 self.running -= 1
 
 
+class FakeCatalogSource:
+    async def get(self):
+        return Catalog(tuple(TagEntry(parse_tag(t), image=f"stackhub/lsst-stack:{t}") for t in TAGS), "w_2026_43")
+
+
 @pytest.fixture
 async def service(tmp_path, monkeypatch):
     monkeypatch.setattr(ServiceHandler, "_hub_auth", CoursesAuth())
@@ -67,7 +69,8 @@ async def service(tmp_path, monkeypatch):
     runner = FakeRunner()
     ctx = Context(store=CourseStore(root=tmp_path / "courses"), servers=FakeServers(),
                   seen=Seen(tmp_path / "seen.json"), prefix=PREFIX, executor=ThreadPoolExecutor(2),
-                  checks=CheckJobs(cfg=cfg, runner=runner, store=CheckStore(tmp_path / "checks.json")))
+                  checks=CheckJobs(cfg=cfg, runner=runner, store=CheckStore(tmp_path / "checks.json")),
+                  catalog_source=FakeCatalogSource())
     sock, port = bind_unused_port()
     server = HTTPServer(make_app(ctx))
     server.add_sockets([sock])

@@ -3,8 +3,8 @@
 The course service never talks to Docker itself: it gives a ``CheckContainer`` (pure data) to
 ``DockerCheckRunner.run`` and gets the output lines as they come. The container is removed when
 its program ends, when its deadline passes (a notebook that hangs), or when anything goes wrong,
-so nothing of a check is left running. (This is the one place to move behind the backends'
-``Engine`` interface.)
+so nothing of a check is left running. The services get it from the engine
+(``DockerEngine.check_runner()``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 from spawner.backends.docker.objects import host_config, mount
-from spawner.core.catalog import Catalog, catalog_from_images
 
 
 def create_kwargs(c) -> dict:
@@ -40,16 +39,8 @@ def create_kwargs(c) -> dict:
 class DockerCheckRunner:
     """Runs check containers on one Docker client; ``run`` blocks (call it from a worker thread)."""
 
-    def __init__(self, client, *, repository: str):
+    def __init__(self, client):
         self.client = client
-        self.repository = repository
-
-    def catalog(self, recommended: str | None) -> Catalog:
-        return catalog_from_images(self.client.api.images(name=self.repository), self.repository,
-                                   recommended=recommended)
-
-    def image_id(self, image: str) -> str:
-        return self.client.images.get(image).id
 
     def run(self, spec, on_line: Callable[[str], None]) -> dict:
         """Run ``spec`` to its end or its deadline; returns {"exit_code", "timed_out", "stderr"}."""
