@@ -84,7 +84,7 @@ def builder_container(cfg: StackhubConfig, image: str, tag: str) -> dict:
 def _tar(path: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(path, arcname="demo_repo.py")
+        tar.add(path, arcname=f"{SCRIPT_IN.rsplit('/', 1)[1]}/demo_repo.py")
     return buf.getvalue()
 
 
@@ -94,7 +94,7 @@ def _run(client, kwargs: dict, *, log, put: bytes | None = None, timeout: float 
     container = client.containers.create(**kwargs)
     try:
         if put is not None:
-            container.put_archive(SCRIPT_IN, put)
+            container.put_archive(SCRIPT_IN.rsplit("/", 1)[0], put)  # put_archive needs the parent to exist
         container.start()
         deadline = time.monotonic() + timeout
         for line in container.logs(stream=True, follow=True, stdout=True, stderr=False):

@@ -32,6 +32,8 @@ DETECTORS = 4
 EXPOSURES = (2026112700001, 2026112700002, 2026112700003)
 FILTERS = {"demo-g": "g", "demo-r": "r"}
 SIZE = 200                 # pixels on a side of each image
+OURS = ".made-by-stackhub"  # in each directory this program made (and only those it may replace)
+MARKER_TEXT = "(`spawner/deploy/demo_repo.py`)"  # in the README this program writes
 
 INSTRUMENT_MODULE = '''"""DemoCam: the test instrument of the stackhub demo repository (made by stackhub)."""
 
@@ -69,8 +71,8 @@ class DemoCam(Instrument):
 
 README = """# Tutorial data (read-only)
 
-This volume is mounted read-only at `/data` in every stackhub server. It was made by stackhub
-(`spawner/deploy/demo_repo.py`) with the stack's own tools, in a container of `{tag}`
+This volume is mounted read-only at `/data` in every stackhub server. The demo data below was made
+by stackhub (`spawner/deploy/demo_repo.py`) with the stack's own tools, in a container of `{tag}`
 (lsst-daf-butler {butler_version}), on {date}. Every stack tag of this deployment reads it.
 
 ## `/data/butler`: a small Butler repository
@@ -203,22 +205,31 @@ def main(argv=None) -> int:
         return 0
     import datetime
 
+    for name in (REPO, PYDIR):  # never over an operator's own data: only over what this program made
+        if (DATA / name).exists() and not (DATA / name / OURS).exists():
+            log(f"/data/{name} exists and was not made by stackhub; no demo data is made")
+            return 0
     target = DATA / f".building-{os.getpid()}"
-    shutil.rmtree(target, ignore_errors=True)
     for old in DATA.glob(".building-*"):  # an interrupted build's leftovers
         shutil.rmtree(old, ignore_errors=True)
     version = build(target, tag)
-    for name in (REPO, PYDIR):  # an old incomplete tree (no marker) is replaced
-        shutil.rmtree(DATA / name, ignore_errors=True)
-        os.rename(target / name, DATA / name)
-    shutil.rmtree(target, ignore_errors=True)
-    (DATA / "README.md").write_text(README.format(tag=tag, butler_version=version, date=datetime.date.today(),
-                                                  run=RUN, n_exposures=len(EXPOSURES), size=SIZE,
-                                                  first=EXPOSURES[0]))
-    for dirpath, dirnames, filenames in os.walk(DATA):  # readable by every user, writable by none
+    for name in (REPO, PYDIR):
+        (target / name / OURS).write_text("made by stackhub (spawner/deploy/demo_repo.py)\n")
+    for dirpath, dirnames, filenames in os.walk(target):  # readable by every user, writable by none
         os.chmod(dirpath, 0o755)
         for n in filenames:
             os.chmod(os.path.join(dirpath, n), 0o644)
+    for name in (REPO, PYDIR):  # an earlier, interrupted build of ours is replaced
+        shutil.rmtree(DATA / name, ignore_errors=True)
+        os.rename(target / name, DATA / name)
+    shutil.rmtree(target, ignore_errors=True)
+    readme = DATA / "README.md"
+    if readme.exists() and MARKER_TEXT not in readme.read_text(errors="replace"):
+        readme = DATA / "README-demo-data.md"  # the operator's README stays
+    readme.write_text(README.format(tag=tag, butler_version=version, date=datetime.date.today(), run=RUN,
+                                    n_exposures=len(EXPOSURES), size=SIZE, first=EXPOSURES[0]))
+    os.chmod(readme, 0o644)
+    os.chmod(DATA, 0o755)
     tmp = DATA / f".{MARKER}.tmp"
     tmp.write_text(json.dumps({"format": FORMAT, "tag": tag, "daf_butler": version, "repo": f"/data/{REPO}",
                                "collection": RUN, "instrument": INSTRUMENT}, indent=1) + "\n")
