@@ -3,6 +3,7 @@ getting-started course run by a fresh user through the hub, and the course x tag
 that fails on one tag only, a notebook that hangs) with the sessions page's warning."""
 
 import json
+import re
 import time
 import uuid
 
@@ -14,7 +15,7 @@ from spawner.cli.courses import publish_shipped
 from spawner.courses.checks import CHECK_ROLE
 from spawner.deploy.demo_data import ensure_demo_data
 
-from .hubfixture import TEST_PREFIX, container_name
+from .hubfixture import ARTIFACTS, TEST_PREFIX, container_name
 from .test_courses import cli, course_api
 
 SESSIONS_API = "services/stackhub-sessions/api"
@@ -145,16 +146,28 @@ def wait_check(hub, job_id, timeout=900):
     raise AssertionError(f"check {job_id} not done in {timeout} s: {job}")
 
 
-def test_the_check_finds_the_tag_a_notebook_fails_on_and_the_session_lock_warns(hub, tmp_path, two_tags):
+@pytest.fixture(scope="module")
+def checked(hub, tmp_path_factory, two_tags):
+    """A course whose one notebook passes on one tag and fails on the other, checked with the CLI."""
+    wait_course_service(hub)
     (good, good_version), (bad, bad_version) = two_tags
+    tmp_path = tmp_path_factory.mktemp("checked")
     name = f"tagcheck-{uuid.uuid4().hex[:6]}"
     version = publish_dir(hub, tmp_path, name, {"only.ipynb": notebook(
         "import lsst.daf.butler",
         "x = 1",
         f"assert lsst.daf.butler.__version__ == {good_version!r}, lsst.daf.butler.__version__",
     )})
-    # the CLI: progress while it runs, then the matrix; exit status 1 because one tag fails
     done = cli(hub, "check", name, "--tags", f"{good},{bad}")
+    yield {"name": name, "version": version, "good": good, "bad": bad, "bad_version": bad_version, "cli": done,
+           "tmp": tmp_path}
+    course_api(hub, "DELETE", f"courses/{name}")
+
+
+def test_the_check_finds_the_tag_a_notebook_fails_on_and_the_session_lock_warns(hub, checked):
+    name, version, good, bad, bad_version = (checked[k] for k in ("name", "version", "good", "bad", "bad_version"))
+    done = checked["cli"]
+    # the CLI: progress while it runs, then the matrix; exit status 1 because one tag fails
     assert done.returncode == 1, done.stdout + done.stderr
     assert "running (0/1: only.ipynb)" in done.stdout
     assert f"{bad}: only.ipynb, cell 3: failed: AssertionError: {bad_version}" in done.stdout, done.stdout
@@ -181,16 +194,62 @@ def test_the_check_finds_the_tag_a_notebook_fails_on_and_the_session_lock_warns(
         assert not [w for w in r.json()["course_checks"] if w["course"] == name]
     finally:
         requests.delete(url, headers=auth, verify=hub.ca, timeout=30)
-    # a new version: "not checked" on every tag; the old results stay with the old version
-    (tmp_path / "v2").mkdir()
-    new = publish_dir(hub, tmp_path / "v2", name, {"only.ipynb": notebook("import lsst.daf.butler", "y = 2")})
+
+
+@pytest.mark.browser
+def test_the_course_page_shows_the_matrix_and_the_sessions_page_warns(hub, checked):
+    """Both pages in Chromium: the failing cell in the matrix, the warning when a session is opened."""
+    from playwright.sync_api import sync_playwright
+
+    name, good, bad = checked["name"], checked["good"], checked["bad"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--disable-background-networking"])
+        context = browser.new_context(ignore_https_errors=True)
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            page.goto(f"{hub.url}hub/login")
+            page.fill("#username_input", "admin")
+            page.fill("#password_input", hub.admin_password)
+            page.click("#login_submit")
+            page.wait_for_url(re.compile(r"/hub/"))
+            page.goto(f"{hub.url}services/stackhub-courses/")
+            table = page.locator(f"table.matrix[data-course='{name}']")
+            table.wait_for()
+            assert table.locator(f"td[data-notebook='only.ipynb'][data-tag='{bad}']").inner_text() == "failed (cell 3)"
+            assert table.locator(f"td[data-notebook='only.ipynb'][data-tag='{good}']").inner_text() == "passed"
+            assert f"{bad}, only.ipynb, cell 3: AssertionError" in page.inner_text("#matrices")
+            page.goto(f"{hub.url}services/stackhub-sessions/")
+            form = page.locator("#open-session")
+            form.locator("input[name=name]").fill(name)
+            form.locator("select[name=tag]").select_option(bad)
+            form.get_by_role("button", name="Open session").click()
+            page.locator("#message", has_text="but warning").wait_for()
+            assert f"{name} fails on {bad}: only.ipynb, cell 3" in page.inner_text("#message")
+            row = page.locator("#sessions tbody tr", has_text=name)
+            assert f"{name} fails on {bad}" in row.inner_text()
+            assert errors == []
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "course-check-sessions-page.png"), full_page=True)
+            browser.close()
+            requests.delete(f"{hub.url}{SESSIONS_API}/sessions/{name}", headers={"Authorization": f"token {hub.token}"},
+                            verify=hub.ca, timeout=30)
+
+
+def test_a_new_version_is_not_checked_and_the_old_results_stay_with_the_old_version(hub, checked):
+    name, version, good, bad = (checked[k] for k in ("name", "version", "good", "bad"))
+    (checked["tmp"] / "v2").mkdir()
+    new = publish_dir(hub, checked["tmp"] / "v2", name, {"only.ipynb": notebook("import lsst.daf.butler", "y = 2")})
     assert new != version
     r = course_api(hub, "GET", "courses")
     checks = next(c for c in r.json()["courses"] if c["course"] == name)["checks"]
     assert {checks[good]["state"], checks[bad]["state"]} == {"not checked"}
     old = course_api(hub, "GET", f"courses/{name}/checks", params={"version": version}).json()
     assert old["checks"][bad]["state"] == "failed"
-    course_api(hub, "DELETE", f"courses/{name}")
 
 
 def test_a_hanging_notebook_is_cut_at_the_timeout_reported_and_nothing_is_left_running(hub, tmp_path, stack_tags):
