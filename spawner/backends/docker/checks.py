@@ -93,7 +93,8 @@ class DockerCheckRunner:
         from docker.errors import APIError, NotFound
 
         for c in self.client.containers.list(
-                all=True, filters={"label": ["stackhub.role=course-check", f"stackhub.deployment={prefix}"]}):
+                all=True, filters={"label": ["stackhub.role=course-check", f"stackhub.deployment={prefix}"]},
+                ignore_removed=True):
             try:
                 c.remove(force=True)
             except (APIError, NotFound):

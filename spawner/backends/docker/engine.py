@@ -73,7 +73,8 @@ class DockerEngine:
         server is preferred)."""
         out: dict[str, RunningServer] = {}
         found = self.client.containers.list(
-            filters={"label": [f"{names.LABEL_ROLE}=server"], "status": "running"})
+            filters={"label": [f"{names.LABEL_ROLE}=server"], "status": "running"},
+            ignore_removed=True)  # a server removed between the list and its inspect is not an error
         for c in found:
             if not self.deployment.owns_server(c.labels):
                 continue
