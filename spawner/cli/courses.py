@@ -1,4 +1,4 @@
-"""``stackhub course publish|list|remove|sync``: instructors' commands, through the course service.
+"""``stackhub course publish|list|remove|sync|check``: instructors' commands, through the course service.
 
 They call the ``stackhub-courses`` REST API (``/services/stackhub-courses/api/``) with an
 instructor's token (``--token`` or ``$STACKHUB_TOKEN``; make one on the hub's Token page) or, by
@@ -14,16 +14,18 @@ default, the deployment's admin token. SOURCE may be:
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from spawner.cli.client import ApiError, client, guard, table
+from spawner.cli.client import REPO, ApiError, client, guard, table
 from spawner.courses.publish import SKIP_DIRS, CourseError, validate_name
 from spawner.hub.apply import COURSES_SERVICE
 
@@ -88,6 +90,93 @@ def publish(args) -> dict:
     return api("PUT", f"courses/{name}?{urlencode(query)}", data=data, content_type=ctype, timeout=600)
 
 
+SHIPPED_DIR = REPO / "courses"
+SHIPPED_MARKER = "shipped-courses.json"
+
+
+def publish_shipped(cfg, state: Path, log=print, api=None) -> list[str]:
+    """Publish the courses shipped in the repository (``courses.shipped``) once: at the first ``up``.
+
+    ``<state>/shipped-courses.json`` remembers which were published, so a course an instructor
+    removed or replaced is left as they made it. Returns the names published now.
+    """
+    if not cfg.courses.enabled or not cfg.courses.shipped:
+        return []
+    marker = state / SHIPPED_MARKER
+    try:
+        done = set(json.loads(marker.read_text()))
+    except (OSError, ValueError, TypeError):
+        done = set()
+    todo = [n for n in cfg.courses.shipped if n not in done]
+    if not todo:
+        return []
+    api = api or client(COURSES_SERVICE)
+    present = {c["course"] for c in api("GET", "courses")["courses"]}
+    published = []
+    for name in todo:
+        source = SHIPPED_DIR / name
+        if name not in present:
+            if not source.is_dir():
+                raise ApiError(f"courses.shipped names {name!r}, but {source} does not exist")
+            c = api("PUT", f"courses/{quote(name, safe='')}?{urlencode({'source': f'shipped: courses/{name}'})}",
+                    data=directory_tar(str(source)), content_type="application/x-tar", timeout=600)
+            log(f"course {name}: published version {c['version']} ({c['files']} files) from courses/{name}")
+            published.append(name)
+        done.add(name)
+    marker.write_text(json.dumps(sorted(done)) + "\n")
+    return published
+
+
+def print_matrix(course: str, version: str, checks: dict):
+    """The course x tag matrix: one row per tag, then each failing notebook with its cell and error."""
+    from spawner.courses.checks import failures
+
+    rows = []
+    for tag, r in checks.items():
+        nbs = r.get("notebooks") or []
+        passed = sum(1 for n in nbs if n.get("state") == "passed")
+        detail = f"{passed}/{r.get('total') if r.get('total') is not None else len(nbs)} notebooks passed" if nbs else (r.get("error") or "")
+        rows.append([tag, r.get("state", "not checked"), detail[:80],
+                     f"{r['seconds']:.0f}s" if r.get("seconds") is not None else "", r.get("checked") or ""])
+    print(f"{course} version {version}:")
+    table(rows, ["TAG", "RESULT", "", "TIME", "CHECKED"])
+    for tag, r in checks.items():
+        for n in failures(r):
+            cell = f", cell {n['cell']}" if n.get("cell") else ""
+            print(f"  {tag}: {n['notebook']}{cell}: {n['state']}: {n.get('error') or ''}")
+        if r.get("state") == "error" and r.get("error"):
+            print(f"  {tag}: error: {r['error']}")
+
+
+def check(args, api) -> int:
+    """``stackhub course check NAME [--tags a,b]``: run the check, show progress, print the matrix."""
+    if args.show:
+        data = api("GET", f"courses/{quote(args.name, safe='')}/checks")
+        print_matrix(args.name, data["version"], data["checks"])
+        return 1 if any(r.get("state") not in ("passed",) for r in data["checks"].values()) else 0
+    tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()] or None
+    job = api("POST", "checks", {"course": args.name, "tags": tags})
+    print(f"checking {job['course']} version {job['version']} ({job['notebooks']} notebooks) on "
+          f"{', '.join(t['tag'] for t in job['tags'])}, a few at a time ...", flush=True)
+    seen = {}
+    while True:
+        for t in job["tags"]:
+            line = t["state"] + (f" ({len(t['notebooks'])}/{t['total']}: {t['current']})" if t.get("current") else "")
+            if seen.get(t["tag"]) != line:
+                seen[t["tag"]] = line
+                print(f"  {t['tag']}: {line}", flush=True)
+        if job["done"] or args.no_wait:
+            break
+        time.sleep(2)
+        job = api("GET", f"checks/{job['id']}")
+    if args.no_wait:
+        print(f"check {job['id']} runs on; see the course page or `stackhub course check {args.name} --show`")
+        return 0
+    print(f"done in {job['seconds']:.0f} s")
+    print_matrix(job["course"], job["version"], {t["tag"]: t for t in job["tags"]})
+    return 0 if all(t["state"] == "passed" for t in job["tags"]) else 1
+
+
 def cmd_course(args) -> int:
     if args.course_command == "publish":
         c = publish(args)
@@ -104,6 +193,8 @@ def cmd_course(args) -> int:
     elif args.course_command == "remove":
         api("DELETE", f"courses/{quote(args.name, safe='')}")
         print(f"{args.name}: removed (attendees keep their copies)")
+    elif args.course_command == "check":
+        return check(args, api)
     elif args.course_command == "sync":
         data = api("POST", "sync", {"users": args.user or None, "courses": args.courses}, timeout=600)
         print(f"synced in {data['synced']} running servers in {data['seconds']} s"
@@ -130,4 +221,9 @@ def register(sub):
     sy = csub.add_parser("sync", help="sync now in every running server (or --user ...)")
     sy.add_argument("courses", nargs="*", metavar="COURSE", help="only these courses")
     sy.add_argument("--user", action="append", help="only this user's server (repeatable)")
+    ck = csub.add_parser("check", help="run NAME's notebooks headless on stack tags; print the matrix (exit 1 if any fails)")
+    ck.add_argument("name", metavar="NAME")
+    ck.add_argument("--tags", help="comma-separated stack tags (default: every stack tag), e.g. w_2026_43,v30_0_0")
+    ck.add_argument("--no-wait", action="store_true", help="start the check and return (progress on the course page)")
+    ck.add_argument("--show", action="store_true", help="print the kept results of the current version; run nothing")
     course.set_defaults(func=guard(cmd_course))

@@ -53,6 +53,9 @@ def cmd_up(args) -> int:
     environment = hub_environment(cfg)  # the OAuth client secret; a missing one stops here
     dep = deployment_for(cfg)(client=_docker(), cfg=cfg, paths=paths, config_file=config)
     tls = dep.up(environment=environment)
+    from spawner.cli.courses import publish_shipped
+
+    publish_shipped(cfg, paths.root)
     port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
     print()
     print(f"url: https://{cfg.hub.public_host}{port}/")

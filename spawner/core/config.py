@@ -207,6 +207,7 @@ class Volumes(Model):
         default_factory=lambda: [Mount(source="stackhub-data", target="/data")],
         description="Shared data mounted into every container.",
     )
+    demo_data: bool = Field(True, description="At `up`, make a small demo Butler repository in the data mount at /data when it has none (made once, by a stack image; /data/README.md says what is in it).")
 
     @field_validator("home_budget")
     @classmethod
@@ -247,6 +248,25 @@ class Courses(Model):
     fetch_network: str = Field("bridge", description="Docker network of the throwaway container that clones a git URL (uploads get no network at all).")
     exec_timeout: int = Field(10, ge=1, description="Seconds the service waits for a read from a user's server (status.json).")
     sync_seconds: int = Field(60, ge=1, description="Time budget of one course sync in a server (at start-up and 'sync now'); what is left is delivered by the next sync.")
+    check_concurrency: int = Field(2, ge=1, le=16, description="Stack tags checked at the same time by a course check (one throwaway container each; docs/courses.md, 'Check a course on the tags').")
+    check_timeout: int = Field(300, ge=10, description="Seconds one notebook cell may run in a course check; a longer one is stopped and reported as 'timeout'.")
+    check_memory: str = Field("2G", description="Memory limit of each course-check container.")
+    check_home_size: str = Field("1G", description="Size of the empty home (a tmpfs) each course-check container gets.")
+    check_network: str = Field("none", description="Docker network of the course-check containers: 'none' (no network) by default; a network name lets notebooks reach it.")
+    shipped: list[str] = Field(default_factory=lambda: ["getting-started"], description="Courses shipped in the repository (courses/<name>/) that `stackhub up` publishes once, at the first start.")
+
+    @field_validator("shipped")
+    @classmethod
+    def _shipped(cls, v):
+        for name in v:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name) or ".." in name:
+                raise ValueError(f"{name!r} is not a course name (letters, digits, '.', '_', '-')")
+        return v
+
+    @field_validator("check_memory", "check_home_size")
+    @classmethod
+    def _check_sizes(cls, v, info):
+        return memory_size(v, info.field_name)
 
     @field_validator("git_allowed_hosts")
     @classmethod

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from spawner.courses import check_run
 from spawner.courses import sync as coursesync
 from spawner.courses.records import COURSE_NAME
 from spawner.courses.sources import GitPolicy, GitTarget, SourceRefused, check_git_url, scrub, strip_credentials
@@ -433,15 +434,17 @@ class CourseStore:
     # writing
 
     def install_tool(self):
-        """Put the sync program where users' containers find it (``<mount>/.tools/``)."""
-        target = self.root / TOOLS_DIR / TOOL_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(target.parent, 0o755)
+        """Put the programs users' and check containers run where they find them (``<mount>/.tools/``):
+        the sync program and the course check (``check_run``), always the hub's own versions."""
+        tools = self.root / TOOLS_DIR
+        tools.mkdir(parents=True, exist_ok=True)
+        os.chmod(tools, 0o755)
         os.chmod(self.root, 0o755)
-        tmp = target.parent / f".{TOOL_NAME}.tmp"
-        shutil.copyfile(coursesync.__file__, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
+        for name, program in ((TOOL_NAME, coursesync.__file__), (check_run.TOOL_NAME, check_run.__file__)):
+            tmp = tools / f".{name}.tmp"
+            shutil.copyfile(program, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, tools / name)
 
     def _staging(self) -> Path:
         d = self.root / STAGING / secrets.token_hex(8)

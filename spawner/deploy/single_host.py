@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spawner.deploy import isolation
+from spawner.deploy.demo_data import ensure_demo_data
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
 from spawner.hub.apply import HUB_COURSES, HUB_PORT, PROXY_API_PORT
@@ -391,6 +392,8 @@ class Deployment:
         for mount in self.cfg.volumes.data:
             if not mount.source.startswith("/"):
                 self._ensure_volume(mount.source, "data")
+        if self.cfg.volumes.demo_data:
+            ensure_demo_data(self.client, self.cfg, log=self.log)
         self.log("[3/4] proxy and hub containers, network isolation rules")
         self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
         self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")

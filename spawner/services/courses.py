@@ -14,6 +14,10 @@ REST API (JSON; under ``/services/stackhub-courses/api``)::
     DELETE courses/<name>      unpublish (users' copies stay in their homes)
     POST   sync                {"users"?: [...], "courses"?: [...]}: sync now in running servers
     GET    users               the version of each course each user was last seen with
+    POST   checks              {"course": NAME, "tags"?: [TAG, ...]}: run the course's notebooks headless on
+                               each tag (default: every stack tag), a few at a time; 202 with the job
+    GET    checks | checks/<id>  check jobs and their progress (per tag: the notebook it is at, results)
+    GET    courses/<name>/checks   the kept results of the current version (?version=) per tag
 
 The files live in the courses volume (``courses.CourseStore``); users' containers mount it
 read-only and run ``stackhub-course-sync`` (``coursesync``), which this service installs there on
@@ -40,17 +44,25 @@ from tornado import web
 from spawner.backends import engine_for
 from spawner.backends.base import EngineError, RunningServer
 from spawner.core import names
+from spawner.core.catalog import Catalog
 from spawner.core.config import Courses, StackhubConfig, config_from_env
 from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
 from spawner.courses.sources import GitPolicy, scrub
 from spawner.courses.publish import CourseError, CourseStore, Limits, Source, extract_tar, validate_name
 from spawner.courses.sync import STATE_DIR, STATUS_FILE, TOOL_NAME, TOOLS_DIR, write_json
+from spawner.courses.checks import CHECKS_FILE, QUEUED, CheckStore, TagRun, matrix
 from spawner.services.base import ServiceHandler, routes, serve
+from spawner.services.course_checks import CheckJob, CheckJobs
 
 log = logging.getLogger("stackhub.courses")
 SERVICE_NAME = "stackhub-courses"
 UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "directory"}
 STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
+
+
+def check_tags(catalog: Catalog) -> list[str]:
+    """The tags a check covers by default: every stack tag present on the engine, in menu order."""
+    return [e.name for e in catalog.entries if e.present]
 
 
 # --- users' servers (through the backend's Engine) ------------------------------------------------------------------
@@ -299,6 +311,8 @@ class Context:
     seen: Seen
     prefix: str
     executor: ThreadPoolExecutor
+    checks: CheckJobs | None = None
+    catalog_source: object = None   # the engine's tag catalog (``get()``), for the checks' tags
     locks: dict = field(default_factory=dict)
 
     @classmethod
@@ -313,9 +327,10 @@ class Context:
                                                      network=settings.fetch_network))
         servers = Servers(engine=engine, uid=cfg.spawner.uid, mount_path=settings.mount_path, executor=executor,
                           exec_timeout=settings.exec_timeout, sync_seconds=settings.sync_seconds)
+        checks = CheckJobs(cfg=cfg, runner=engine.check_runner(), store=CheckStore(state / CHECKS_FILE))
         return cls(store=store, servers=servers, seen=Seen(state / "courses-seen.json"),
                    prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/"),
-                   executor=executor)
+                   executor=executor, checks=checks, catalog_source=engine.catalog_source())
 
     def lock(self, course: str) -> asyncio.Lock:
         return self.locks.setdefault(course, asyncio.Lock())
@@ -333,12 +348,27 @@ class Context:
             except OSError as e:  # a full disk must not take the page down
                 log.error("cannot save %s: %s", self.seen.path, e)
 
+    async def catalog(self) -> Catalog:
+        return await self.catalog_source.get()
+
     async def overview(self) -> dict:
         await self.refresh_seen()
         courses = await self.blocking(self.store.list)
+        tags = []
+        if self.checks is not None:
+            try:
+                tags = check_tags(await self.catalog())
+            except Exception as e:  # noqa: BLE001 (an engine hiccup must not take the page down)
+                log.warning("cannot read the tag catalog: %s", e)
         for c in courses:
             c["users"] = self.seen.counts(c["course"])
-        return {"courses": courses, "users_seen": len(self.seen.data)}
+            if self.checks is not None:
+                results = self.checks.store.results(c["course"], c["version"])
+                running = self.checks.running_for(c["course"], c["version"])
+                if running:
+                    results.update({r.tag: r.to_json() for r in running.runs})
+                c["checks"] = matrix(results, tags + sorted(set(results) - set(tags)))
+        return {"courses": courses, "users_seen": len(self.seen.data), "tags": tags}
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -445,6 +475,71 @@ class UsersHandler(Base):
         self.send({"users": self.ctx.seen.data})
 
 
+class ChecksHandler(Base):
+    async def get(self):
+        self.send({"checks": [j.to_json() for j in self.ctx.checks.all()]})
+
+    async def post(self):
+        """Check a published course on some tags: {"course": NAME, "tags"?: [TAG, ...]} (default: every tag)."""
+        data = self.body()
+        unknown = sorted(set(data) - {"course", "tags"})
+        if unknown:
+            raise web.HTTPError(400, f"unknown keys {', '.join(unknown)}; allowed: course, tags")
+        course, tags = data.get("course"), data.get("tags")
+        if not isinstance(course, str):
+            raise web.HTTPError(400, 'send {"course": "<name>", "tags": ["<tag>", ...]}')
+        if tags is not None and not (isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags)):
+            raise web.HTTPError(400, '"tags" must be a non-empty list of stack tags')
+        try:
+            current = await self.ctx.blocking(self.ctx.store.current, validate_name(course))
+        except CourseError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if current is None:
+            raise web.HTTPError(404, f"no published course {course!r}")
+        catalog = await self.ctx.catalog()
+        allowed = check_tags(catalog)
+        chosen = []
+        for t in tags or allowed:
+            entry = catalog.get(t)
+            if entry is None or not entry.present:
+                raise web.HTTPError(400, f"unknown stack tag {t!r}; allowed: {', '.join(allowed + ['recommended'])}")
+            if entry.name not in chosen:
+                chosen.append(entry.name)
+        notebooks = sum(1 for f in current["files"] if f.endswith(".ipynb"))
+        if not notebooks:
+            raise web.HTTPError(400, f"course {course!r} (version {current['version']}) has no notebooks to check")
+        images = {t: catalog.get(t).image for t in chosen}
+        job = CheckJob(course=course, version=current["version"], notebooks=notebooks, by=self.who,
+                       runs=[TagRun(tag=t, state=QUEUED) for t in chosen])
+        log.info("%s: check %s of %s %s on %s", self.who, job.id, course, job.version, ", ".join(chosen))
+        self.ctx.checks.submit(job, images)
+        self.send(job.to_json(), 202)
+
+
+class CheckHandler(Base):
+    async def get(self, job_id):
+        job = self.ctx.checks.get(job_id)
+        if job is None:
+            raise web.HTTPError(404, f"no check {job_id}")
+        self.send(job.to_json())
+
+
+class CheckResultsHandler(Base):
+    async def get(self, name):
+        """The stored results of a course's current version (or ?version=), per tag."""
+        try:
+            current = await self.ctx.blocking(self.ctx.store.current, validate_name(name))
+        except CourseError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if current is None:
+            raise web.HTTPError(404, f"no published course {name!r}")
+        version = self.get_argument("version", current["version"])[:64]
+        results = self.ctx.checks.store.results(name, version)
+        tags = check_tags(await self.ctx.catalog())
+        self.send({"course": name, "version": version, "current": current["version"],
+                   "checks": matrix(results, tags + sorted(set(results) - set(tags)))})
+
+
 def log_request(handler: web.RequestHandler):
     """Tornado's access log line, without the query (a ``?source=`` URL may carry credentials)."""
     status = handler.get_status()
@@ -468,6 +563,9 @@ def make_app(ctx: Context) -> web.Application:
         (r"courses/([^/]*)", CourseHandler),
         ("sync", SyncHandler),
         ("users", UsersHandler),
+        ("checks", ChecksHandler),
+        (r"checks/([0-9]+)", CheckHandler),
+        (r"courses/([^/]*)/checks", CheckResultsHandler),
     ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32), log_function=log_request)
 
 
@@ -481,6 +579,7 @@ def main() -> int:
     ctx = Context.from_config(cfg, state=HubPaths.from_env().state, root=Path(HUB_COURSES))
     ctx.store.clean_staging()
     ctx.store.install_tool()
+    ctx.checks.runner.remove_leftovers(cfg.hub.prefix)  # checks cut short by a restart of the service
     log.info("courses in %s, served at %s; sources are fetched in containers of %s", HUB_COURSES, ctx.prefix,
              ctx.store.fetcher.image)
     serve(make_app(ctx), cfg.courses.service_port, log, max_body_size=cfg.courses.max_mb * 2**20 + 2**20)

@@ -11,7 +11,8 @@ REST API (JSON; under ``/services/stackhub-sessions/api``)::
     GET    tags                  catalog tags with hidden / recommended flags
     PUT    tags/<tag>            {"hidden": true|false}
     PUT    recommended           {"tag": "<tag>"|null}        (null: back to the config)
-    GET    sessions
+    GET    sessions              each with "course_checks": the published courses that failed (or were never
+                                 checked) on its tag, from the course x tag checks of stackhub-courses
     PUT    sessions/<name>       {"tag", "group"?, "start"?, "end"?}   open (or change) a session
     DELETE sessions/<name>       close it
     GET    users | groups
@@ -45,6 +46,8 @@ from spawner.backends import engine_for
 from spawner.backends.catalog_source import CatalogSource
 from spawner.core.catalog import Catalog
 from spawner.core.config import StackhubConfig, config_from_env
+from spawner.courses.checks import CHECKS_FILE, NOT_CHECKED, CheckStore, session_warnings
+from spawner.courses.sync import published as courses_published
 from spawner.services.hubapi import HubAPI
 from spawner.services.base import ServiceHandler, routes, serve
 from spawner.services.jobs import Job, Jobs, Row
@@ -68,13 +71,26 @@ class Context:
     jobs: Jobs
     prefix: str
     concurrency: int
+    checks: CheckStore | None = None       # course x tag results (None: courses are off)
+    courses_root: Path | None = None       # the published courses (read here, written by stackhub-courses)
+
+    def course_warnings(self, tag: str) -> list[dict]:
+        """What the course checks say about ``tag``: a course failing on it, or never checked on it."""
+        if self.checks is None or self.courses_root is None or not tag:
+            return []
+        published = [(name, current["version"]) for name, current in courses_published(self.courses_root)]
+        return session_warnings(published, tag, self.checks)
 
     @classmethod
     def from_config(cls, cfg: StackhubConfig, *, state: Path, concurrency: int) -> "Context":
         hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
+        from spawner.hub.apply import HUB_COURSES
+
         return cls(cfg=cfg, store=PolicyStore(state), catalog=engine_for(cfg).catalog_source(), hub=hub,
                    jobs=Jobs(hub, timeout=cfg.hub.start_timeout), concurrency=concurrency,
-                   prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/stackhub-sessions/"))
+                   prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/stackhub-sessions/"),
+                   checks=CheckStore(state / CHECKS_FILE) if cfg.courses.enabled else None,
+                   courses_root=Path(HUB_COURSES) if cfg.courses.enabled else None)
 
 
 def effective(catalog: Catalog, policy: Policy) -> Catalog:
@@ -93,10 +109,12 @@ def tags_view(catalog: Catalog, policy: Policy) -> dict:
     }
 
 
-def sessions_view(policy: Policy) -> dict:
+def sessions_view(policy: Policy, warnings=lambda tag: []) -> dict:
+    """The sessions, each with what the course checks say about its tag (``warnings(tag)``)."""
     now = now_utc()
     return {"now": now.isoformat(),
-            "sessions": [{**s.to_json(), "status": s.status(now)} for s in policy.sessions]}
+            "sessions": [{**s.to_json(), "status": s.status(now), "course_checks": warnings(s.tag)}
+                         for s in policy.sessions]}
 
 
 def user_view(model: dict) -> dict:
@@ -181,7 +199,7 @@ class RecommendedHandler(Base):
 
 class SessionsHandler(Base):
     async def get(self):
-        self.send(sessions_view(self.policy()))
+        self.send(sessions_view(self.policy(), self.ctx.course_warnings))
 
 
 class SessionHandler(Base):
@@ -203,7 +221,11 @@ class SessionHandler(Base):
         replaced = self.policy().session(name) is not None
         policy = await self.change(lambda p: open_session(p, session, known=catalog.names()),
                                    "session.update" if replaced else "session.open", session.to_json())
-        self.send({**policy.session(name).to_json(), "status": session.status(now_utc())})
+        warnings = self.ctx.course_warnings(policy.session(name).tag)
+        for w in warnings:
+            if w["state"] != NOT_CHECKED:
+                log.warning("%s locks session %s to %s: %s", self.who, name, w["tag"], w["message"])
+        self.send({**policy.session(name).to_json(), "status": session.status(now_utc()), "course_checks": warnings})
 
     async def delete(self, name):
         old = self.policy().session(name)

@@ -52,8 +52,8 @@ def start_bystander(client: docker.DockerClient, tmp: Path, hub_image: str, stac
         "hub": {"prefix": PREFIX, "httpsPort": 10443, "httpPort": 10080, "network": f"{PREFIX}-users",
                 "apiNetwork": f"{PREFIX}-internal", "stateVolume": f"{PREFIX}-hub-state", "image": hub_image},
         "volumes": {"data": [{"source": f"{PREFIX}-data", "target": "/data"}], "homeVolume": f"{PREFIX}-home-{{user}}",
-                    "homeBudget": None},
-        "courses": {"volume": f"{PREFIX}-courses"},
+                    "homeBudget": None, "demoData": False},
+        "courses": {"volume": f"{PREFIX}-courses", "shipped": []},
         "culler": {"enabled": False},
     }
     config_file = tmp / "stackhub.yaml"

@@ -390,3 +390,28 @@ def test_cli_session_status_and_repair(monkeypatch, capsys):
     assert cli_sessions.cmd_session(argparse.Namespace(session_command="repair", empty=False)) == 0
     assert "the last good policy is restored" in capsys.readouterr().out
     assert calls[-1] == ("POST", "policy/repair", {"empty": False})
+
+
+async def test_locking_a_session_to_a_tag_a_course_fails_on_warns_with_the_cell(service, tmp_path):
+    """The course x tag checks (kept by stackhub-courses) reach the sessions page: a session locked to a
+    tag the current version of a course failed on carries the warning; a passing tag does not."""
+    from spawner.courses.checks import CheckStore
+    from spawner.courses.sync import write_json
+
+    root = tmp_path / "published"
+    write_json(root / "intro" / "current.json", {"version": "v2", "files": {"a.ipynb": "x"}})
+    store = CheckStore(tmp_path / "checks.json")
+    store.put("intro", "v2", {"tag": "w_2026_42", "state": "failed", "notebooks": [
+        {"notebook": "a.ipynb", "state": "failed", "cell": 3, "error": "AssertionError: 30.2026.4200"}]})
+    store.put("intro", "v2", {"tag": "w_2026_43", "state": "passed", "notebooks": []})
+    service.ctx.checks, service.ctx.courses_root = store, root
+    code, data = await service("PUT", "sessions/day1", {"tag": "w_2026_42"})
+    assert code == 200
+    assert [w["message"] for w in data["course_checks"]] == [
+        "intro fails on w_2026_42: a.ipynb, cell 3: AssertionError: 30.2026.4200"]
+    code, data = await service("GET", "sessions")
+    assert data["sessions"][0]["course_checks"][0]["state"] == "failed"
+    code, data = await service("PUT", "sessions/day1", {"tag": "w_2026_43"})
+    assert code == 200 and data["course_checks"] == []
+    code, data = await service("PUT", "sessions/day1", {"tag": "v30_0_0"})
+    assert [w["state"] for w in data["course_checks"]] == ["not checked"]

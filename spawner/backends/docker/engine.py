@@ -73,7 +73,8 @@ class DockerEngine:
         server is preferred)."""
         out: dict[str, RunningServer] = {}
         found = self.client.containers.list(
-            filters={"label": [f"{names.LABEL_ROLE}=server"], "status": "running"})
+            filters={"label": [f"{names.LABEL_ROLE}=server"], "status": "running"},
+            ignore_removed=True)  # a server removed between the list and its inspect is not an error
         for c in found:
             if not self.deployment.owns_server(c.labels):
                 continue
@@ -133,6 +134,13 @@ class DockerEngine:
         finally:
             with contextlib.suppress(docker_errors.DockerException):
                 c.remove(force=True, v=True)
+
+
+    def check_runner(self):
+        """Runs the course x tag check containers (``spawner.backends.docker.checks``)."""
+        from spawner.backends.docker.checks import DockerCheckRunner
+
+        return DockerCheckRunner(self.client)
 
 
 def make_engine(cfg: StackhubConfig, **kw) -> DockerEngine:
