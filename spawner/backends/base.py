@@ -207,6 +207,20 @@ class EngineError(Exception):
     """The engine refused or failed a call a service asked for (its message goes on the page)."""
 
 
+class UnavailableRunner:
+    """The course check runner of an engine that cannot run check containers yet: each check's
+    cell says why, and nothing is left behind to clean."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def run(self, spec, on_line):
+        raise EngineError(self.reason)
+
+    def remove_leftovers(self, prefix: str) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class RunningServer:
     """One running user server of this deployment, as an engine found it."""

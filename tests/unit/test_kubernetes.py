@@ -210,3 +210,17 @@ def test_exec_runs_as_the_servers_uid_only_and_passes_the_environment():
 def test_the_hub_config_picks_the_kubernetes_spawner(tmp_path):
     s = spawner_for(kube_cfg(), tmp_path)
     assert type(s).__name__ == "LSSTKubeSpawner" and s.cmd == ["stackhub-start"]
+
+
+def test_the_course_service_starts_on_kubernetes_and_a_check_says_why_it_cannot_run():
+    """The courses service asks every engine for a check runner at start: Kubernetes gives one
+    whose every run fails with the reason (a cell of the matrix), never a crash of the service."""
+    import pytest
+
+    from spawner.backends.base import EngineError
+    from spawner.backends.kubernetes.engine import KubeEngine
+
+    runner = KubeEngine.check_runner(object.__new__(KubeEngine))
+    runner.remove_leftovers("stackhub")
+    with pytest.raises(EngineError, match="Kubernetes"):
+        runner.run({}, print)

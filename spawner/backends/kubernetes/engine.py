@@ -27,7 +27,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
-from spawner.backends.base import EngineError, ExecResult, RunningServer
+from spawner.backends.base import EngineError, ExecResult, RunningServer, UnavailableRunner
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.kubernetes import objects
 from spawner.core import names
@@ -208,6 +208,10 @@ class KubeEngine:
 
     def own_image(self, fallback: str) -> str:
         return fallback
+
+    def check_runner(self):
+        return UnavailableRunner("course x tag checks run throwaway containers, which the Kubernetes "
+                                 "backend does not start yet; check the course on a Docker host")
 
     @contextlib.contextmanager
     def throwaway(self, **create):
