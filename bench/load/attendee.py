@@ -50,11 +50,18 @@ class Progress:
         self.counts[phase] = self.counts.get(phase, 0) + 1  # a lost increment only blurs a progress line
 
 
+def page_message(html: str) -> str:
+    """The message of a hub page that refused something: its alert / error element when it has
+    one (the spawn form shows the error above the form), else the page's text without scripts."""
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html or "")
+    found = re.findall(r'(?is)<(div|p|span)\b[^>]*class="[^"]*(?:alert|error)[^"]*"[^>]*>(.*?)</\1>', html)
+    text = " ".join(inner for _, inner in found) or html
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+
+
 def _check(r: requests.Response, phase: str, ok=(200,)):
     if r.status_code not in ok:
-        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.text or ""))
-        # the hub's error pages put the message in the page body; keep the useful part
-        raise Failure(f"{phase}: HTTP {r.status_code} on {urlsplit(r.url).path}: {text.strip()[:300]}")
+        raise Failure(f"{phase}: HTTP {r.status_code} on {urlsplit(r.url).path}: {page_message(r.text)[:300]}")
     return r
 
 
