@@ -11,7 +11,7 @@ CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
 
-.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test
+.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,14 @@ test-k8s: venv engine stack-images
 
 test-unit: venv
 	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit
+
+## bench: N attendees against stackhub and stock JupyterHub + DockerSpawner, interleaved (bench/RESULTS-load.md)
+##   make bench N=10 ROUNDS=2 | make bench N=100 WINDOW=60 | make bench BASELINE=none (stackhub alone)
+N ?= 10
+WINDOW ?= 0
+ROUNDS ?= 2
+BASELINE ?= stock
+BENCH_ARGS ?=
+bench: venv engine stack-images hub-image
+	$(PY) -m bench.load --users $(N) --window $(WINDOW) --rounds $(ROUNDS) \
+	  --targets $(if $(filter none,$(BASELINE)),stackhub,stackhub,$(BASELINE)) $(BENCH_ARGS)
