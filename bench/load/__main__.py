@@ -20,6 +20,7 @@ import os
 import platform
 import secrets
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -44,6 +45,8 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated: stackhub, stock")
     p.add_argument("--tag", default="w_2026_43", help="stack tag the spawn form posts")
     p.add_argument("--idle", type=float, default=10.0, help="seconds idle (kernel running) before memory is read")
+    p.add_argument("--shutdown-kernel", action="store_true",
+                   help="shut each kernel down after its cell (for a large N where N kernels do not fit in memory)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one attendee may take to its cell's output")
     p.add_argument("--scenario", type=Path, help="a YAML/JSON file with the scenario (flags are then ignored)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/load-<UTC time>.json); "
@@ -60,7 +63,7 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     else:
         raw = dict(users=args.users, window=args.window, rounds=args.rounds,
                    targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-                   tag=args.tag, idle=args.idle, timeout=args.timeout)
+                   tag=args.tag, idle=args.idle, timeout=args.timeout, keep_kernel=not args.shutdown_kernel)
     try:
         return Scenario(**raw), args
     except ValidationError as e:
@@ -94,7 +97,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
     t0 = time.monotonic()
     attendees = [Attendee(target.endpoint, u, password, tag=scenario.tag, code=scenario.code, expect=scenario.expect,
                           arrival=a, t0=t0, timeout=scenario.timeout, progress=progress,
-                          ready_callback=probe.add_ready)
+                          ready_callback=probe.add_ready, keep_kernel=scenario.keep_kernel)
                  for u, a in zip(users, scenario.arrivals())]
 
     def go(a: Attendee):
@@ -174,6 +177,8 @@ def build_targets(client, scenario: Scenario, state: Path) -> dict:
 
 def main(argv=None) -> int:
     scenario, args = parse(argv)
+    # `timeout`/kill: unwind through the finally below, so every container the bench made goes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client = docker.from_env()
     started = datetime.datetime.now(datetime.timezone.utc)
     out = args.out or REPO / "bench" / "results" / f"load-{started:%Y%m%dT%H%M%SZ}.json"

@@ -67,9 +67,10 @@ def _check(r: requests.Response, phase: str, ok=(200,)):
 
 class Attendee:
     def __init__(self, ep: Endpoint, user: str, password: str, *, tag: str, code: str, expect: str, arrival: float,
-                 t0: float, timeout: float, progress: Progress | None = None, ready_callback=None):
+                 t0: float, timeout: float, progress: Progress | None = None, ready_callback=None,
+                 keep_kernel: bool = True):
         self.ep, self.user, self.password = ep, user, password
-        self.tag, self.code, self.expect = tag, code, expect
+        self.tag, self.code, self.expect, self.keep_kernel = tag, code, expect, keep_kernel
         self.t0, self.timeout = t0, timeout
         self.rec = AttendeeRecord(user=user, arrival=arrival)
         self.progress = progress or Progress()
@@ -127,6 +128,8 @@ class Attendee:
             self._phase("kernel_start", self.start_kernel)
             self._phase("cell", self.run_cell)
             self.rec.done_at = round(time.monotonic() - self.t0, 4)
+            if not self.keep_kernel:
+                self._phase("kernel_shutdown", self.shutdown_kernel)
         except Failure:
             self.progress.failed += 1
         return self.rec
@@ -183,6 +186,11 @@ class Attendee:
         _check(r, "kernel start", ok=(201,))
         self.kernel_id = r.json()["id"]
         self._ws(self._kernel_info)
+
+    def shutdown_kernel(self):
+        r = self.s.delete(self._url(f"user/{quote(self.user)}/api/kernels/{self.kernel_id}"), timeout=self._left(),
+                          headers={"X-XSRFToken": self._xsrf("/user/") or ""})
+        _check(r, "kernel shutdown", ok=(204,))
 
     def run_cell(self):
         self._ws(self._execute)

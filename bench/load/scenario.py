@@ -31,6 +31,10 @@ class Scenario(BaseModel):
     expect: str = Field("4", description="Text the cell's stdout must contain.")
     idle: float = Field(10.0, ge=0, le=600,
                         description="Seconds everyone stays idle (kernel running) before idle memory is read.")
+    keep_kernel: bool = Field(True, description=(
+        "Keep each kernel running while idle (idle memory then includes it); false shuts it down after "
+        "the cell, as an attendee closing the notebook would: for a large N on a host whose memory "
+        "cannot hold N kernels with the stack imported."))
     timeout: float = Field(600.0, ge=10, le=3600, description="Seconds one attendee may take, arrival to cell output.")
     probe_interval: float = Field(0.25, gt=0, le=10,
                                   description="Seconds between proxy / hub API latency probes during the round.")
