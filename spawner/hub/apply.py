@@ -97,6 +97,7 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
     c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
     if cfg.spawner.backend.type == "docker":
         c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
+        c.LSSTDockerSpawner.start_concurrency = cfg.spawner.backend.starting
     if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
         from spawner.hub.disk_store import DiskNotices
 

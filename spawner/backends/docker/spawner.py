@@ -15,6 +15,7 @@ What it adds to DockerSpawner, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
@@ -50,6 +51,17 @@ class LSSTDockerSpawner(DockerSpawner):
         """,
     ).tag(config=True)
 
+    start_concurrency = Integer(
+        DockerBackend.model_fields["starting"].default,
+        help="""User servers that may be starting at once, shared by all spawners; 0 = no limit.
+
+        A server is starting from its container's start until JupyterLab listens. JupyterLab's start
+        is CPU-bound, so in a burst on a few cores all of them starting together finish together, at
+        the end; in turns (arrival order), most are ready far sooner and the last is not later.
+        Set from spawner.backend.starting in stackhub.yaml.
+        """,
+    ).tag(config=True)
+
     policy = Any(
         None,
         help="""Optional tag policy: an object with ``async restriction_for(user) -> Restriction``.
@@ -69,6 +81,7 @@ class LSSTDockerSpawner(DockerSpawner):
     # shared by all instances of the class (one hub process): executor, client, catalog
     _pool = None
     _catalog_source = None
+    _start_gate = None
 
     @property
     def cfg(self) -> StackhubConfig:
@@ -85,6 +98,14 @@ class LSSTDockerSpawner(DockerSpawner):
     def _default_client_kwargs(self):
         # one HTTP connection per worker, or the pool becomes the queue
         return {"max_pool_size": self.docker_workers}
+
+    def start_gate(self):
+        """The semaphore all spawners of this hub take turns through (FIFO), or no gate at all."""
+        cls = self.__class__
+        if cls._start_gate is None:
+            cls._start_gate = (asyncio.Semaphore(self.start_concurrency) if self.start_concurrency
+                               else contextlib.nullcontext())
+        return cls._start_gate
 
     def catalog_source(self) -> CatalogSource:
         cls = self.__class__
@@ -245,10 +266,14 @@ class LSSTDockerSpawner(DockerSpawner):
         spec = self.server_spec
         self._event(10, f"Image {spec.image}")
         await self.ensure_volumes(spec)
-        self._event(40, f"Starting container {spec.name}")
-        ip, port = await super().start()
-        self._event(70, "Container started; waiting for JupyterLab to answer")
-        await wait_until_listening(ip, port, timeout=self.http_timeout, alive=self._exit_status)
+        gate = self.start_gate()
+        if isinstance(gate, asyncio.Semaphore) and gate.locked():
+            self._event(30, "Other servers are starting; yours starts in turn (each is ready sooner that way)")
+        async with gate:
+            self._event(40, f"Starting container {spec.name}")
+            ip, port = await super().start()
+            self._event(70, "Container started; waiting for JupyterLab to answer")
+            await wait_until_listening(ip, port, timeout=self.http_timeout, alive=self._exit_status)
         return ip, port
 
     async def _exit_status(self):
