@@ -52,3 +52,17 @@ async def test_a_dead_container_fails_the_start_with_its_reason():
 
 async def test_gives_up_quietly_after_the_timeout_and_lets_jupyterhub_decide():
     await wait_until_listening("127.0.0.1", _free_port(), timeout=0.3, alive=_running, interval=0.05)
+
+
+def test_the_start_gate_is_shared_by_all_spawners_and_off_at_zero(monkeypatch):
+    import contextlib
+
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+
+    monkeypatch.setattr(LSSTDockerSpawner, "_start_gate", None)
+    a, b = LSSTDockerSpawner(start_concurrency=3), LSSTDockerSpawner(start_concurrency=3)
+    gate = a.start_gate()
+    assert isinstance(gate, asyncio.Semaphore) and gate._value == 3
+    assert b.start_gate() is gate
+    monkeypatch.setattr(LSSTDockerSpawner, "_start_gate", None)
+    assert isinstance(LSSTDockerSpawner(start_concurrency=0).start_gate(), contextlib.nullcontext)
