@@ -286,7 +286,7 @@ class DockerBackend(Model):
 
     type: Literal["docker"] = "docker"
     workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
-    starting: int = Field(4, ge=0, description=(
+    starting: int = Field(16, ge=0, description=(
         "User servers that may be starting at once (container started, JupyterLab not answering yet); "
         "the others wait their turn in arrival order. Starting JupyterLab is CPU-bound: in a burst on few "
         "cores, taking turns makes most people ready much sooner and the last no later. 0 = no limit."))

@@ -125,7 +125,7 @@ def test_a_backend_not_built_yet_is_refused_by_name(tmp_path, backend):
 def test_backend_is_a_typed_variant_with_its_own_keys(tmp_path):
     from spawner.core.config import DockerBackend
 
-    assert StackhubConfig().spawner.backend == DockerBackend(workers=16, starting=4)
+    assert StackhubConfig().spawner.backend == DockerBackend(workers=16, starting=16)
     f = tmp_path / "stackhub.yaml"
     f.write_text("spawner: {backend: {type: docker, workers: 4}}\n")
     assert load_config(f).spawner.backend.workers == 4
