@@ -11,7 +11,7 @@ CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
 
-.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test bench
+.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,16 +48,21 @@ down: venv
 token: venv
 	@$(PY) -m spawner.cli.main token
 
-## test: the whole suite (unit, then real-engine integration and browser tests)
-test: venv engine stack-images hub-image
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+## helm: helm v3.22.0 for the chart's offline tests (built once from the Go module proxy, ~70 s)
+helm:
+	@./scripts/k8s-node.sh helm >/dev/null
 
-## test-k8s: the single-node Kubernetes smoke test (builds the node once, ~9 min cold; not in `make test` yet)
-test-k8s: venv engine stack-images
+## test: the whole suite (unit, then real-engine integration, browser and Kubernetes tests; the
+## Kubernetes node is built on the first run, ~9 min, and brought down again at the end)
+test: venv engine stack-images hub-image helm
+	STACKHUB_K8S_TESTS=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## test-k8s: only the Kubernetes tests (the node smoke test and the Helm chart on it)
+test-k8s: venv engine stack-images hub-image
 	./scripts/k8s-node.sh up
-	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py
+	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py tests/integration/test_k8s_helm.py
 
-test-unit: venv
+test-unit: venv helm
 	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit
 
 ## bench: N attendees against stackhub and stock JupyterHub + DockerSpawner, interleaved (bench/RESULTS-load.md)

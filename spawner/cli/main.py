@@ -70,6 +70,11 @@ def cmd_token(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    if args.helm:
+        from spawner.deploy.helm import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
@@ -92,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start (or restart) hub and proxy; print URL, login and CA").set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop hub, proxy and user servers; keep homes and hub state").set_defaults(func=cmd_down)
     sub.add_parser("token", help="print the admin API token").set_defaults(func=cmd_token)
-    sub.add_parser("schema", help="print the config's JSON schema (Helm values.schema.json)").set_defaults(func=cmd_schema)
+    schema = sub.add_parser("schema", help="print the config's JSON schema")
+    schema.add_argument("--helm", action="store_true",
+                        help="the Helm chart's values.schema.json (the config plus the chart's own section)")
+    schema.set_defaults(func=cmd_schema)
     check = sub.add_parser("check", help="validate a stackhub.yaml")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_check)

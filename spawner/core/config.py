@@ -298,11 +298,41 @@ class SwarmBackend(Model):
     type: Literal["swarm"] = "swarm"
 
 
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+class KubernetesHomes(Model):
+    """Where users' homes live on Kubernetes (docs/kubernetes.md, "Homes")."""
+
+    type: Literal["pvc", "shared"] = Field("pvc", description="pvc: one PersistentVolumeClaim per user, named by volumes.homeVolume (all of a user's named servers share it). shared: one ReadWriteMany claim (sharedClaim) for everybody, each user's home a subPath of it.")
+    storage_class: str | None = Field(None, description="StorageClass of the per-user claims. None: the cluster's default class.")
+    capacity: str = Field("10Gi", description="Size requested for each per-user claim (a Kubernetes quantity, e.g. 10Gi).")
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]] = Field(
+        default_factory=lambda: ["ReadWriteOnce"], description="Access modes of the per-user claims.")
+    shared_claim: str = Field("stackhub-homes", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="type shared: the existing ReadWriteMany claim holding every home.")
+    init_chown: bool = Field(True, description="Run a tiny init container (root with CAP_CHOWN only) that gives the home to spawner.uid before the server starts. Needed where the storage ignores fsGroup (hostPath, NFS); false on storage that honours fsGroup.")
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v):
+        if not _QUANTITY.match(v):
+            raise ValueError(f"capacity {v!r} must be a Kubernetes quantity like 10Gi or 500Mi")
+        return v
+
+
 class KubernetesBackend(Model):
-    """User servers as Kubernetes pods through KubeSpawner (not built yet: refused by load_config)."""
+    """User servers as Kubernetes pods through kubespawner's KubeSpawner (the Helm chart in helm/stackhub).
+
+    Data mounts (volumes.data) and the courses volume name PersistentVolumeClaims here (an absolute
+    source is a hostPath); the tag catalog is the ConfigMap ``<prefix>-stack-catalog`` that
+    ``stackhub images catalog`` writes, plus stack.registry's v2 API when one is set.
+    """
 
     type: Literal["kubernetes"] = "kubernetes"
-    namespace: str = Field("stackhub", description="Namespace of the hub and the user pods.")
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace of the user pods. None: the hub's own namespace (the Helm release's).")
+    homes: KubernetesHomes = KubernetesHomes()
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="Pull policy of the user pods' image.")
+    guarantee_fraction: float = Field(0.1, gt=0, le=1, description="Requests as a fraction of the size's limits (cpu and memory). 1: every server is guaranteed its whole size (Guaranteed QoS); less lets a tutorial's mostly idle servers share nodes.")
 
 
 Backend = Annotated[DockerBackend | SwarmBackend | KubernetesBackend, Field(discriminator="type")]
@@ -345,11 +375,6 @@ class StackhubConfig(Model):
     culler: Culler = Culler()
     courses: Courses = Courses()
     spawner: SpawnerSettings = SpawnerSettings()
-
-    def __deepcopy__(self, memo):
-        # traitlets deep-copies config values into every spawner; the model is frozen, so all
-        # spawners can share the one instance
-        return self
 
     @model_validator(mode="after")
     def _default_size_exists(self):
@@ -410,7 +435,7 @@ def config_from_env(environ=os.environ) -> StackhubConfig:
     return StackhubConfig.model_validate_json(text)
 
 
-BUILT_BACKENDS = ("docker",)  # swarm and kubernetes: accepted by the schema, refused until they exist
+BUILT_BACKENDS = ("docker", "kubernetes")  # swarm: accepted by the schema, refused until it exists
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,13 @@ async def test_gives_up_quietly_after_the_timeout_and_lets_jupyterhub_decide():
 def test_the_start_gate_is_shared_by_all_spawners_and_off_at_zero(monkeypatch):
     import contextlib
 
+    from spawner.backends.base import StackhubSpawnerMixin
     from spawner.backends.docker.spawner import LSSTDockerSpawner
 
-    monkeypatch.setattr(LSSTDockerSpawner, "_start_gate", None)
+    monkeypatch.setattr(StackhubSpawnerMixin, "_shared", {})
     a, b = LSSTDockerSpawner(start_concurrency=3), LSSTDockerSpawner(start_concurrency=3)
     gate = a.start_gate()
     assert isinstance(gate, asyncio.Semaphore) and gate._value == 3
     assert b.start_gate() is gate
-    monkeypatch.setattr(LSSTDockerSpawner, "_start_gate", None)
+    monkeypatch.setattr(StackhubSpawnerMixin, "_shared", {})
     assert isinstance(LSSTDockerSpawner(start_concurrency=0).start_gate(), contextlib.nullcontext)
