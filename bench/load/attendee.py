@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import html
 import json
 import re
 import time
@@ -50,13 +51,13 @@ class Progress:
         self.counts[phase] = self.counts.get(phase, 0) + 1  # a lost increment only blurs a progress line
 
 
-def page_message(html: str) -> str:
+def page_message(page: str) -> str:
     """The message of a hub page that refused something: its alert / error element when it has
     one (the spawn form shows the error above the form), else the page's text without scripts."""
-    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html or "")
-    found = re.findall(r'(?is)<(div|p|span)\b[^>]*class="[^"]*(?:alert|error)[^"]*"[^>]*>(.*?)</\1>', html)
-    text = " ".join(inner for _, inner in found) or html
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    page = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", page or "")
+    found = re.findall(r'(?is)<(div|p|span)\b[^>]*class="[^"]*(?:alert|error)[^"]*"[^>]*>(.*?)</\1>', page)
+    text = " ".join(inner for _, inner in found) or page
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))).strip()
 
 
 def _check(r: requests.Response, phase: str, ok=(200,)):

@@ -81,7 +81,7 @@ class StackhubTarget(Target):
     https_port, http_port = 11443, 11080
 
     def __init__(self, client: docker.DockerClient, state: Path, hub_image: str, size: str = "small"):
-        self.client, self.state, self.hub_image, self.size = client, state, hub_image, size
+        self.client, self.state, self.hub_image, self.size = client, state.resolve(), hub_image, size
         self.own = names.Deployment(PREFIX)
         self.deployment = None
 
@@ -181,7 +181,7 @@ class StockTarget(Target):
     port = 11543
 
     def __init__(self, client: docker.DockerClient, state: Path, hub_image: str, tags: list[str], tls):
-        self.client, self.state, self.hub_image, self.tags, self.tls = client, state, hub_image, tags, tls
+        self.client, self.state, self.hub_image, self.tags, self.tls = client, state.resolve(), hub_image, tags, tls
         self.hub = f"{STOCK}-hub"
 
     def _labels(self):

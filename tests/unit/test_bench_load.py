@@ -181,3 +181,12 @@ def test_stock_config_is_plain_jupyterhub_and_dockerspawner():
     assert '"dockerspawner.DockerSpawner"' in text and "FirstUseAuthenticator" in text
     assert "'w_2026_43': 'stackhub/lsst-stack:w_2026_43'" in text
     assert "c.Spawner.start_timeout = 300" in text and "c.Spawner.http_timeout = 120" in text
+
+
+def test_page_message_reads_the_hubs_error_element():
+    from bench.load.attendee import page_message
+
+    page = ('<html><script>var x = "<p class=error>not this</p>";</script><form>...</form>'
+            '<p class="spawn-error-msg text-danger">Error: unknown image_tag &#39;w_1999_01&#39;</p></html>')
+    assert page_message(page) == "Error: unknown image_tag 'w_1999_01'"
+    assert page_message("<h1>500</h1> <p>boom</p>") == "500 boom"
