@@ -14,11 +14,11 @@ PYTEST_ARGS ?=
 BACKEND ?=
 BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
-.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools
+.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -78,3 +78,14 @@ test-k8s: venv engine stack-images hub-image
 
 test-unit: venv helm
 	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit
+
+## bench: N attendees against stackhub and stock JupyterHub + DockerSpawner, interleaved (bench/RESULTS-load.md)
+##   make bench N=10 ROUNDS=2 | make bench N=100 WINDOW=60 | make bench BASELINE=none (stackhub alone)
+N ?= 10
+WINDOW ?= 0
+ROUNDS ?= 2
+BASELINE ?= stock
+BENCH_ARGS ?=
+bench: venv engine stack-images hub-image
+	$(PY) -m bench.load --users $(N) --window $(WINDOW) --rounds $(ROUNDS) \
+	  --targets $(if $(filter none,$(BASELINE)),stackhub,stackhub,$(BASELINE)) $(BENCH_ARGS)

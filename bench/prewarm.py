@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                       f"(each: median {statistics.median(each):.1f}s, max {max(each):.1f}s); stop all {stop_wall:.1f}s",
                       flush=True)
         print()
-        print(f"| servers | at once | all ready (s) | each, median (s) | each, max (s) | stop all (s) |")
+        print("| servers | at once | all ready (s) | each, median (s) | each, max (s) | stop all (s) |")
         print("|---|---|---|---|---|---|")
         for conc, wall, med, mx, stop_wall in rows:
             print(f"| {args.users} | {conc} | {wall:.1f} | {med:.1f} | {mx:.1f} | {stop_wall:.1f} |")

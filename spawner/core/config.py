@@ -301,11 +301,20 @@ class NetworkPolicy(Model):
         return out
 
 
-class DockerBackend(Model):
+class DockerEngineCalls(Model):
+    """What the backends that speak to a Docker engine (docker, swarm) share."""
+
+    workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+    starting: int = Field(16, ge=0, description=(
+        "User servers that may be starting at once (container started, JupyterLab not answering yet); "
+        "the others wait their turn in arrival order. Starting JupyterLab is CPU-bound: in a burst on few "
+        "cores, taking turns makes most people ready much sooner and the last no later. 0 = no limit."))
+
+
+class DockerBackend(DockerEngineCalls):
     """One Docker engine runs the hub, the proxy and every user server."""
 
     type: Literal["docker"] = "docker"
-    workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
 
 
 _PLACEHOLDER = re.compile(r"{([^{}]*)}")
@@ -349,7 +358,7 @@ class VolumeDriver(Model):
         return v
 
 
-class SwarmBackend(Model):
+class SwarmBackend(DockerEngineCalls):
     """User servers as Docker Swarm services (dockerspawner's SwarmSpawner), hub and proxy as services too.
 
     ``stackhub up`` runs on a manager node; the hub and the proxy stay on that node (their state and
@@ -358,7 +367,6 @@ class SwarmBackend(Model):
     """
 
     type: Literal["swarm"] = "swarm"
-    workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
     home_volume_driver: VolumeDriver = Field(default_factory=VolumeDriver, description="Driver of the users' home volumes. The default local driver keeps a home on the node that first ran the user's server: fine for one node; give NFS options (or a multi-host plugin) for more.")
     shared_volume_driver: VolumeDriver | None = Field(None, description="Driver of the named data volumes and the courses volume in user servers. None: node-local volumes (one node, or data copied to each node).")
     constraints: list[str] = Field(default_factory=list, description="Placement constraints of every user server, e.g. ['node.labels.stackhub==users'].")

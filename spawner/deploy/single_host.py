@@ -34,6 +34,12 @@ HUB_STATE = "/srv/stackhub/state"
 HUB_CONFIG = "/srv/stackhub/stackhub.yaml"
 PROXY_TLS = "/srv/tls"
 SECRET_NAMES = ("proxy-token", "admin-token", "shared-password", "admin-password")
+# CPU weight of the hub and the proxy (Docker's default for every container is 1024). In a burst,
+# a hundred JupyterLab servers starting on two cores each got the same weight as the hub, so the
+# hub's event loop got 1/100 of the CPU and stalled for 18 s at a time (bench/RESULTS-load.md):
+# every spawn, route and login waits on it. A weight only counts while the CPU is contended; the
+# hub uses at most about a core, so the servers still get the rest.
+INFRA_CPU_SHARES = 65536
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dic
             _bind(tls.key, f"{PROXY_TLS}/key.pem"),
         ],
         restart_policy={"Name": "unless-stopped"},
+        cpu_shares=INFRA_CPU_SHARES,
         detach=True,
     )
 
@@ -119,6 +126,7 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
         volumes=volumes,
         working_dir=HUB_STATE,
         restart_policy={"Name": "unless-stopped"},
+        cpu_shares=INFRA_CPU_SHARES,
         detach=True,
     )
 

@@ -148,6 +148,7 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         shared.disk_notices_class = DiskNotices
     if cfg.spawner.backend.type in ("docker", "swarm"):  # LSSTSwarmSpawner is an LSSTDockerSpawner
         c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
+        c.LSSTDockerSpawner.start_concurrency = cfg.spawner.backend.starting
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"

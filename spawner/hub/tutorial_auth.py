@@ -14,7 +14,9 @@ bcrypt hash in a dbm file in the hub's state), with the gate a tutorial needs on
   names of the deployment's own parts are reserved (spawner.core.usernames).
 
 bcrypt runs in a thread, not on the hub's event loop: a room of 100 logging in at once would
-otherwise stall every other request for the length of 100 hashes. The check that a name is free and
+otherwise stall every other request for the length of 100 hashes. Its threads are its own, not
+asyncio's default executor: that one also resolves host names for the hub's HTTP calls (to the
+proxy's API, to the servers), which queued behind 100 hashes in a load test (bench/RESULTS-load.md). The check that a name is free and
 its claim happen with no ``await`` between them, so two people can't claim one name.
 """
 
@@ -23,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import dbm
 import json
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 from firstuseauthenticator import FirstUseAuthenticator
@@ -35,6 +39,12 @@ from traitlets import Unicode, default
 from spawner.core import usernames
 
 INSTRUCTORS_GROUP = "instructors"
+# bcrypt releases the GIL: as many threads as cores keep them busy, and no more queue up
+_BCRYPT = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="stackhub-bcrypt")
+
+
+async def _in_bcrypt_threads(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_BCRYPT, fn, *args)
 
 
 class ResetPasswordAPIHandler(APIHandler):
@@ -108,8 +118,7 @@ class TutorialAuthenticator(FirstUseAuthenticator):
             return db.get(name.encode("utf8"))
 
     async def store_password(self, name: str, password: str):
-        hashed = await asyncio.get_running_loop().run_in_executor(
-            None, bcrypt.hashpw, password.encode("utf8"), bcrypt.gensalt())
+        hashed = await _in_bcrypt_threads(bcrypt.hashpw, password.encode("utf8"), bcrypt.gensalt())
         with dbm.open(self.dbm_path, "c", 0o600) as db:
             db[name.encode("utf8")] = hashed
 
@@ -130,8 +139,7 @@ class TutorialAuthenticator(FirstUseAuthenticator):
             return self._fail(handler, why[0].upper() + why[1:] + ".")
         stored = self._stored(name)
         if stored is not None:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                None, bcrypt.checkpw, password.encode("utf8"), stored)
+            ok = await _in_bcrypt_threads(bcrypt.checkpw, password.encode("utf8"), stored)
             if ok:
                 return name
             return self._fail(handler, f"Wrong password for {name}. If this name is not yours, pick another "
@@ -149,8 +157,7 @@ class TutorialAuthenticator(FirstUseAuthenticator):
             return self._fail(handler, f"Choose a password of at least {self.min_password_length} characters.")
         if secrets.compare_digest(password.encode(), self.room_code.encode()):
             return self._fail(handler, "Choose a password of your own, not the room code.")
-        hashed = await asyncio.get_running_loop().run_in_executor(
-            None, bcrypt.hashpw, password.encode("utf8"), bcrypt.gensalt())
+        hashed = await _in_bcrypt_threads(bcrypt.hashpw, password.encode("utf8"), bcrypt.gensalt())
         with dbm.open(self.dbm_path, "c", 0o600) as db:  # no await from the check to the claim
             if name.encode("utf8") in db:
                 return self._fail(handler, f"{name} was claimed a moment ago. Pick another name.")

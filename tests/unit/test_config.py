@@ -175,7 +175,7 @@ def test_bad_swarm_keys_are_refused_naming_the_key(tmp_path, backend, needle):
 def test_backend_is_a_typed_variant_with_its_own_keys(tmp_path):
     from spawner.core.config import DockerBackend
 
-    assert StackhubConfig().spawner.backend == DockerBackend(workers=16)
+    assert StackhubConfig().spawner.backend == DockerBackend(workers=16, starting=16)
     f = tmp_path / "stackhub.yaml"
     f.write_text("spawner: {backend: {type: docker, workers: 4}}\n")
     assert load_config(f).spawner.backend.workers == 4

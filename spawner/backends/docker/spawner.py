@@ -7,11 +7,15 @@ The form, the check of ``user_options`` and the progress events are every backen
   operators find it by user;
 - a container is only ever this user's server: anything else under the name is left alone;
 - Docker calls run on a pool of threads, not DockerSpawner's single thread, so a tutorial's burst
-  of spawns runs side by side.
+  of spawns runs side by side; at most ``start_concurrency`` servers start at once, in arrival order;
+- ``start()`` returns when the server listens (``wait_until_listening``), not when JupyterHub's
+  backoff next polls it, and a container that died at start fails the spawn with its log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
@@ -36,6 +40,22 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         the others' calls. Set from spawner.backend.workers in stackhub.yaml.
         """,
     ).tag(config=True)
+
+    start_concurrency = Integer(
+        DockerBackend.model_fields["starting"].default,
+        help="""User servers that may be starting at once, shared by all spawners; 0 = no limit.
+
+        A server is starting from its container's start until JupyterLab listens. JupyterLab's start
+        is CPU-bound, so in a burst on a few cores all of them starting together finish together, at
+        the end; in turns (arrival order), most are ready far sooner and the last is not later.
+        Set from spawner.backend.starting in stackhub.yaml.
+        """,
+    ).tag(config=True)
+
+    def start_gate(self):
+        """The semaphore all spawners of this hub take turns through (FIFO), or no gate at all."""
+        return self.shared("start_gate", lambda: asyncio.Semaphore(self.start_concurrency)
+                           if self.start_concurrency else contextlib.nullcontext())
 
     @property
     def executor(self):
@@ -145,7 +165,56 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         spec = self.server_spec
         self._event(10, f"Image {spec.image}")
         await self.ensure_volumes(spec)
-        self._event(40, f"Starting container {spec.name}")
-        ip_port = await super().start()
-        self._event(70, "Container started; waiting for JupyterLab to answer")
-        return ip_port
+        gate = self.start_gate()
+        if isinstance(gate, asyncio.Semaphore) and gate.locked():
+            self._event(30, "Other servers are starting; yours starts in turn (each is ready sooner that way)")
+        async with gate:
+            self._event(40, f"Starting container {spec.name}")
+            ip, port = await super().start()
+            self._event(70, "Container started; waiting for JupyterLab to answer")
+            await wait_until_listening(ip, port, timeout=self.http_timeout, alive=self._exit_status)
+        return ip, port
+
+    async def _exit_status(self):
+        """None while the container runs; else why it stopped, with the end of its log."""
+        status = await self.poll()
+        if status is None:
+            return None
+        try:
+            logs = await self.docker("logs", self.container_id, tail=15)
+            tail = logs.decode(errors="replace").strip()
+        except docker.errors.APIError:
+            tail = ""
+        return f"the server's container exited ({status}) before JupyterLab answered" + (f":\n{tail}" if tail else "")
+
+
+async def wait_until_listening(host: str, port: int, *, timeout: float, alive, interval: float = 0.2,
+                               check_every: float = 2.0):
+    """Return as soon as ``host:port`` accepts a TCP connection.
+
+    Why: after ``start()`` JupyterHub polls the server's HTTP API with jittered exponential backoff
+    that grows to 5 s between tries, so a server that is up is noticed, on average, a second or
+    more late (measured: 2.7 s after JupyterLab printed that it runs). Jupyter Server listens only
+    when it is ready to serve, so a refused connect here is cheap (the bridge answers with a reset)
+    and the hub's first HTTP check after this returns succeeds at once. Every ``check_every``
+    seconds ``alive()`` is awaited: a container that died is reported with its reason at once,
+    instead of after ``http_timeout``. After ``timeout`` this returns and JupyterHub's own check
+    decides (and fails the spawn with its usual message).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    next_check = loop.time() + check_every
+    while loop.time() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        else:
+            writer.close()
+            return
+        if loop.time() >= next_check:
+            next_check = loop.time() + check_every
+            why = await alive()
+            if why:
+                raise web.HTTPError(500, why)
+        await asyncio.sleep(interval)
