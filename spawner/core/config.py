@@ -342,11 +342,6 @@ class StackhubConfig(Model):
     courses: Courses = Courses()
     spawner: SpawnerSettings = SpawnerSettings()
 
-    def __deepcopy__(self, memo):
-        # traitlets deep-copies config values into every spawner; the model is frozen, so all
-        # spawners can share the one instance
-        return self
-
     @model_validator(mode="after")
     def _default_size_exists(self):
         names = [s.name for s in self.sizes]

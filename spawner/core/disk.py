@@ -165,20 +165,28 @@ def _over(size: int, old: Record | None, servers: tuple, budget: Budget, now: fl
     return Record("over", size, now, stopped_at=now if stop else None), stop
 
 
-def measure_homes(df: dict, template: str) -> dict[str, int]:
-    """username -> bytes, from ``docker system df``: volumes labelled as a user's home whose name is
-    the one the config gives that user (a volume merely labelled so is not counted)."""
+@dataclass(frozen=True)
+class VolumeUsage:
+    """One volume as an engine accounts for it (Docker: ``docker system df``)."""
+
+    name: str
+    labels: dict
+    size: int  # bytes; -1 when the engine does not know
+
+
+def measure_homes(volumes, template: str) -> dict[str, int]:
+    """username -> bytes: volumes labelled as a user's home whose name is the one the config gives
+    that user (a volume merely labelled so is not counted)."""
     out = {}
-    for v in df.get("Volumes") or ():
-        labels = v.get("Labels") or {}
+    for v in volumes or ():
+        labels = v.labels or {}
         user = labels.get(names.LABEL_USER)
         if labels.get(names.LABEL_ROLE) != "home" or not user:
             continue
-        if v.get("Name") != names.home_volume_name(user, template):
+        if v.name != names.home_volume_name(user, template):
             continue
-        size = (v.get("UsageData") or {}).get("Size", -1)
-        if isinstance(size, int) and size >= 0:
-            out[user] = size
+        if isinstance(v.size, int) and v.size >= 0:
+            out[user] = v.size
     return out
 
 

@@ -66,6 +66,19 @@ class Deployment:
     def labels(self, role: str) -> dict:
         return {LABEL_ROLE: role, LABEL_DEPLOYMENT: self.prefix}
 
+    def owns_server(self, labels: dict | None) -> bool:
+        """Labels of a user server of this deployment (an unlabelled deployment is the default one)."""
+        labels = labels or {}
+        return (labels.get(LABEL_ROLE) == "server" and bool(labels.get(LABEL_USER))
+                and labels.get(LABEL_DEPLOYMENT, PREFIX) == self.prefix)
+
+    def is_server_of(self, labels: dict | None, username: str, server_name: str = "") -> bool:
+        """Labels of exactly ``username``'s server ``server_name`` of this deployment: what a
+        spawner or a service must see before it starts, stops or execs into an engine object."""
+        labels = labels or {}
+        return (self.owns_server(labels) and labels.get(LABEL_USER) == username
+                and labels.get(LABEL_SERVER, "") == (server_name or ""))
+
 
 LABEL_DEPLOYMENT = "stackhub.deployment"
 LABEL_USER = "stackhub.user"

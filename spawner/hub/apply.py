@@ -8,16 +8,19 @@ tests call it on a plain ``Config()``. Secrets are read from files at start (gen
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
-from spawner.core.disk import budget_of
 from spawner.core.names import Deployment
 
+# the spawner of each backend (import paths: the hub image loads only the one it runs)
+SPAWNER_CLASSES = {
+    "docker": "spawner.backends.docker.spawner.LSSTDockerSpawner",
+}
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
@@ -87,20 +90,22 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
 
 
 def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
-    from spawner.backends.docker.spawner import LSSTDockerSpawner
-    from spawner.hub.policy_store import HubPolicy, PolicyStore
+    from spawner.hub.policy_store import HubPolicy
 
-    c.JupyterHub.spawner_class = LSSTDockerSpawner
-    c.LSSTDockerSpawner.stackhub_config = cfg
+    c.JupyterHub.spawner_class = SPAWNER_CLASSES[cfg.spawner.backend.type]
+    # every backend's spawner shares these (spawner.backends.base.StackhubSpawnerMixin)
+    shared = c.StackhubSpawnerMixin
+    shared.stackhub_config = json.loads(services_json(cfg))  # the one route, as the services get it
+    shared.state_dir = str(paths.state)
     # hidden tags, recommended override and session locks, changed at run time by stackhub-sessions
     # a bad policy file keeps the last good policy and is logged at error level in the hub's log
-    c.LSSTDockerSpawner.policy = HubPolicy(PolicyStore(paths.state, log=logging.getLogger("JupyterHub")))
-    if cfg.spawner.backend.type == "docker":
-        c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
+    shared.policy_class = HubPolicy
     if cfg.volumes.home_budget:  # the spawn page tells a user what stackhub-diskwatch found
         from spawner.hub.disk_store import DiskNotices
 
-        c.LSSTDockerSpawner.disk_notices = DiskNotices(paths.state, budget_of(cfg))
+        shared.disk_notices_class = DiskNotices
+    if cfg.spawner.backend.type == "docker":
+        c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"

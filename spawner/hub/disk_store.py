@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from spawner.core.disk import Budget, Record, message
+from spawner.core.disk import Budget, Record, budget_of, message
 
 log = logging.getLogger("stackhub.diskwatch")
 
@@ -72,6 +72,11 @@ class DiskNotices:
         self.path = Path(state_dir) / STATE_FILE
         self.budget = budget
         self._cache: tuple[float, dict[str, Record]] | None = None
+
+    @classmethod
+    def for_state(cls, state_dir: Path, cfg) -> "DiskNotices":
+        """The spawner's ``disk_notices_class`` hook: one per hub process."""
+        return cls(state_dir, budget_of(cfg))
 
     def record(self, username: str) -> Record | None:
         try:

@@ -126,11 +126,6 @@ class PolicyStore:
         self._reported: tuple | None = None   # the bad file's stamp already logged
         self._mutex = threading.Lock()
 
-    def __deepcopy__(self, memo):
-        # one store per process: traitlets deep-copies config values into every spawner, and
-        # a copy would have its own lock and cache (and a lock cannot be copied at all)
-        return self
-
     @staticmethod
     def _stamp_of(path: Path):
         try:
@@ -353,9 +348,10 @@ class HubPolicy:
     def state(self) -> PolicyState:
         return self.store.state()
 
-    def __deepcopy__(self, memo):
-        # traitlets deep-copies config values into every spawner: all share this one store reader
-        return self
+    @classmethod
+    def for_state(cls, state_dir: Path, cfg=None) -> "HubPolicy":
+        """The spawner's ``policy_class`` hook: one store reader per hub process, logging to the hub's log."""
+        return cls(PolicyStore(state_dir, log=logging.getLogger("JupyterHub")))
 
     async def restriction_for(self, user) -> Restriction:
         groups = [g.name for g in getattr(user, "groups", ()) or ()]

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import tarfile
 import time
@@ -36,9 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docker import errors as docker_errors
 from tornado import web
 
+from spawner.backends import engine_for
+from spawner.backends.base import EngineError, RunningServer
 from spawner.core import names
 from spawner.core.config import Courses, StackhubConfig, config_from_env
 from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
@@ -53,7 +53,7 @@ UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "dire
 STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
 
 
-# --- users' containers (docker) ------------------------------------------------------------------
+# --- users' servers (through the backend's Engine) ------------------------------------------------------------------
 
 
 def status_command(timeout: int) -> list[str]:
@@ -71,36 +71,27 @@ class Servers:
     same time (plus a margin): one hung or hostile container spoils only its own row.
     """
 
-    def __init__(self, *, client, uid: int, mount_path: str, executor: ThreadPoolExecutor,
+    def __init__(self, *, engine, uid: int, mount_path: str, executor: ThreadPoolExecutor,
                  exec_timeout: int = 10, sync_seconds: int = 60):
-        self.client = client
+        self.engine = engine
         self.uid = uid
         self.tool = f"{mount_path}/{TOOLS_DIR}/{TOOL_NAME}"
         self.executor = executor
         self.exec_timeout = exec_timeout
         self.sync_seconds = sync_seconds
 
-    def _running(self) -> dict[str, object]:
-        """username -> one running container (all of a user's servers share the home)."""
-        out = {}
-        for c in self.client.containers.list(filters={"label": f"{names.LABEL_ROLE}=server", "status": "running"}):
-            user = c.labels.get(names.LABEL_USER)
-            if user and (user not in out or not c.labels.get(names.LABEL_SERVER)):
-                out[user] = c
-        return out
-
-    def _status(self, container) -> dict:
-        code, out = container.exec_run(status_command(self.exec_timeout), user=str(self.uid), demux=True)
-        courses, problems = parse_status((out or (None, None))[0], f"{container.labels.get(names.LABEL_USER)}: status.json")
+    def _status(self, server: RunningServer) -> dict:
+        out = self.engine.exec(server, status_command(self.exec_timeout), user=str(self.uid))
+        courses, problems = parse_status(out.stdout, f"{server.user}: status.json")
         for p in problems:
             log.warning("%s", p)
         return {"ok": True, "courses": courses}
 
-    def _sync(self, container, courses: list[str]) -> dict:
+    def _sync(self, server: RunningServer, courses: list[str]) -> dict:
         cmd = ["timeout", "-s", "KILL", str(self.sync_seconds + 15), self.tool, "--json",
                f"--budget={self.sync_seconds}", *courses]
-        code, out = container.exec_run(cmd, user=str(self.uid), demux=True)
-        stdout, stderr = out or (None, None)
+        out = self.engine.exec(server, cmd, user=str(self.uid))
+        code, stdout, stderr = out.code, out.stdout, out.stderr
         try:
             data = json.loads((stdout or b"{}")[: 4 * 2**20].decode())
         except ValueError:
@@ -115,7 +106,7 @@ class Servers:
 
     async def _each(self, fn, users: list[str] | None, wait: float, *args) -> dict[str, dict]:
         loop = asyncio.get_running_loop()
-        running = await loop.run_in_executor(self.executor, self._running)
+        running = await loop.run_in_executor(self.executor, self.engine.running_servers)
         chosen = {u: c for u, c in running.items() if users is None or u in users}
 
         async def one(user, c):
@@ -207,8 +198,8 @@ class _Chunks(io.RawIOBase):
 class ContainerFetcher:
     """Runs ``courses.fetch_tree`` in a throwaway container of the hub image (``Fetcher`` of the store)."""
 
-    def __init__(self, client, image: str, *, network: str = "bridge"):
-        self.client, self.image, self.network = client, image, network
+    def __init__(self, engine, image: str, *, network: str = "bridge"):
+        self.engine, self.image, self.network = engine, image, network
 
     def fetch(self, request: dict, upload, staging: Path) -> dict:
         lifetime = int(request["timeout"]) * 3 + 30
@@ -219,38 +210,28 @@ class ContainerFetcher:
                 shutil.copyfileobj(upload, f)
             files["in/upload"] = path
         try:
-            c = self.client.containers.create(**fetch_container(self.image, request, network=self.network,
-                                                                lifetime=lifetime))
-        except docker_errors.DockerException as e:
-            raise CourseError(f"cannot start the fetch container ({self.image}): {e}", 500) from None
-        try:
-            c.start()
-            c.put_archive("/tmp", _tar_of(files))
-            (staging / "upload").unlink(missing_ok=True)
-            cmd = ["python", "-m", "spawner.courses.publish", "fetch", f"{FETCH_IN}/request.json", FETCH_WORK]
-            if upload is not None:
-                cmd.append(f"{FETCH_IN}/upload")
-            code, out = c.exec_run(cmd, user=FETCH_USER, workdir="/srv/stackhub", demux=True)
-            stdout, stderr = out or (None, None)
-            try:
-                result = json.loads((stdout or b"").decode().strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                raise CourseError(f"fetching the source failed ({code}): "
-                                  f"{(stderr or b'').decode(errors='replace').strip()[-300:]}", 500) from None
-            if not result.get("ok"):
-                raise CourseError(result.get("error") or "fetching the source failed", result.get("status", 400))
-            stream, _ = c.get_archive(f"{FETCH_WORK}/tree")
-            # the checked tree comes back through the same checks (names, links, limits)
-            extract_tar(_Chunks(stream), staging, max_bytes=request["max_bytes"],
-                        max_files=request["max_files"] + 1)
-            return {"commit": result.get("commit")}
-        except docker_errors.DockerException as e:  # e.g. its time ran out and it is gone
+            with self.engine.throwaway(**fetch_container(self.image, request, network=self.network,
+                                                         lifetime=lifetime)) as c:
+                c.put("/tmp", _tar_of(files))
+                (staging / "upload").unlink(missing_ok=True)
+                cmd = ["python", "-m", "spawner.courses.publish", "fetch", f"{FETCH_IN}/request.json", FETCH_WORK]
+                if upload is not None:
+                    cmd.append(f"{FETCH_IN}/upload")
+                out = c.exec(cmd, user=FETCH_USER, workdir="/srv/stackhub")
+                try:
+                    result = json.loads(out.stdout.decode().strip().splitlines()[-1])
+                except (ValueError, IndexError):
+                    raise CourseError(f"fetching the source failed ({out.code}): "
+                                      f"{out.stderr.decode(errors='replace').strip()[-300:]}", 500) from None
+                if not result.get("ok"):
+                    raise CourseError(result.get("error") or "fetching the source failed", result.get("status", 400))
+                # the checked tree comes back through the same checks (names, links, limits)
+                extract_tar(_Chunks(c.get_archive(f"{FETCH_WORK}/tree")), staging, max_bytes=request["max_bytes"],
+                            max_files=request["max_files"] + 1)
+                return {"commit": result.get("commit")}
+        except EngineError as e:  # e.g. its time ran out and it is gone
             raise CourseError(f"fetching the source failed: {e}", 500) from None
         finally:
-            try:
-                c.remove(force=True)
-            except docker_errors.APIError:
-                pass  # already gone (auto_remove)
             (staging / "upload").unlink(missing_ok=True)
 
 
@@ -321,18 +302,16 @@ class Context:
     locks: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: StackhubConfig, *, state: Path, root: Path) -> "Context":
-        import docker
-
+    def from_config(cls, cfg: StackhubConfig, *, state: Path, root: Path, engine=None) -> "Context":
         settings: Courses = cfg.courses
         executor = ThreadPoolExecutor(8, thread_name_prefix="stackhub-courses")
-        # no Docker call waits longer than the longest step it runs (a hung engine frees the thread)
-        client = docker.from_env(max_pool_size=8, timeout=max(settings.git_timeout * 3, settings.sync_seconds) + 60)
+        # no engine call waits longer than the longest step it runs (a hung engine frees the thread)
+        engine = engine or engine_for(cfg, pool=8, timeout=max(settings.git_timeout * 3, settings.sync_seconds) + 60)
         store = CourseStore(root=root, keep_versions=settings.keep_versions, limits=limits(settings),
                             git_policy=git_policy(settings),
-                            fetcher=ContainerFetcher(client, own_image(client, cfg.hub.image),
+                            fetcher=ContainerFetcher(engine, engine.own_image(cfg.hub.image),
                                                      network=settings.fetch_network))
-        servers = Servers(client=client, uid=cfg.spawner.uid, mount_path=settings.mount_path, executor=executor,
+        servers = Servers(engine=engine, uid=cfg.spawner.uid, mount_path=settings.mount_path, executor=executor,
                           exec_timeout=settings.exec_timeout, sync_seconds=settings.sync_seconds)
         return cls(store=store, servers=servers, seen=Seen(state / "courses-seen.json"),
                    prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/"),
@@ -472,20 +451,6 @@ def log_request(handler: web.RequestHandler):
     level = log.info if status < 400 else log.warning if status < 500 else log.error
     r = handler.request
     level("%d %s %s (%s) %.1fms", status, r.method, scrub(r.path)[:500], r.remote_ip, 1000 * r.request_time())
-
-
-def own_image(client, fallback: str) -> str:
-    """The image id of the container this service runs in (the hub's), else ``fallback``.
-
-    An id, not a tag: a rebuild that moves the tag must not change the code fetch containers run.
-    """
-    try:
-        return client.containers.get(socket.gethostname()).image.id
-    except Exception:  # noqa: BLE001 (not in a container, or another hostname)
-        try:
-            return client.images.get(fallback).id
-        except Exception:  # noqa: BLE001
-            return fallback
 
 
 def limits(settings: Courses) -> Limits:

@@ -4,7 +4,7 @@ Docker's local volumes have no size limit (overlay2's ``--storage-opt size`` cov
 root filesystem only, and only on xfs with project quotas), so the budget is measured, not enforced
 by the filesystem: a hub-managed service (``python -m spawner.services.diskwatch``) measures every home
 volume every ``volumes.homeBudgetCheckSeconds`` with the engine's own accounting (``docker system
-df``: the daemon sums the files' sizes; nothing here walks users' files), then
+df`` on Docker: the daemon sums the files' sizes; nothing here walks users' files), then
 
 - at ``homeBudgetWarn`` of the budget: writes ``~/DISK-QUOTA-WARNING.txt`` into the user's running
   server, *as the user* (``docker exec`` with the user's uid: a home is the user's to shape, symlinks
@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from spawner.core import names
 from spawner.core.config import config_from_env
 from spawner.core.disk import WARNING_FILE, Budget, Record, budget_of, decide, human, measure_homes, ready_servers
 from spawner.hub.disk_store import STATE_FILE, load_records, save_records
@@ -61,7 +60,7 @@ REMOVE_NOTICE = 'rm -f "$HOME/$STACKHUB_NOTICE_FILE"'
 
 @dataclass
 class Watcher:
-    client: object  # docker.DockerClient
+    engine: object  # spawner.backends.base.Engine
     hub: object  # hubapi.HubAPI
     budget: Budget
     state_path: Path
@@ -69,7 +68,6 @@ class Watcher:
     uid: int
     every: float
     records: dict[str, Record] = field(default_factory=dict)
-    prefix: str = names.PREFIX  # the deployment's (hub.prefix): whose servers these are
 
     async def _io(self, fn, *args, timeout: float = 120.0, **kw):
         return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw)),
@@ -80,21 +78,19 @@ class Watcher:
         done = False
         for server in servers:
             try:
-                c = self.client.containers.get(names.container_name(user, server, self.prefix))
-            except Exception as e:  # noqa: BLE001 - gone, or the engine is busy: next check
-                log.warning("no container for %s/%s: %s", user, server, e)
+                handle = self.engine.server(user, server)  # only this user's running server
+            except Exception as e:  # noqa: BLE001 - the engine is busy: next check
+                log.warning("no server for %s/%s: %s", user, server, e)
                 continue
-            labels = c.labels or {}
-            if (labels.get(names.LABEL_ROLE) != "server" or labels.get(names.LABEL_USER) != user
-                    or c.status != "running"):
+            if handle is None:
                 continue
-            code, out = c.exec_run(["sh", "-c", script], user=str(self.uid),
+            out = self.engine.exec(handle, ["sh", "-c", script], user=str(self.uid),
                                    environment={"STACKHUB_NOTICE": text, "STACKHUB_NOTICE_FILE": WARNING_FILE})
-            if code == 0:
+            if out.code == 0:
                 done = True
             else:
-                log.warning("writing the disk notice into %s failed (%s): %s", c.name, code,
-                            (out or b"").decode(errors="replace").strip()[-200:])
+                log.warning("writing the disk notice into %s failed (%s): %s", handle.name, out.code,
+                            (out.stderr or out.stdout).decode(errors="replace").strip()[-200:])
         return done
 
     async def _notice(self, user, servers, script, text="") -> bool:
@@ -106,8 +102,7 @@ class Watcher:
 
     async def check(self, now: float | None = None):
         now = time.time() if now is None else now
-        df = await self._io(self.client.df)
-        sizes = measure_homes(df, self.template)
+        sizes = measure_homes(await self._io(self.engine.volume_usage), self.template)
         running = ready_servers(await self.hub.users(state="active"))
         records, actions = decide(sizes, running, self.records, self.budget, now)
         for a in actions:
@@ -163,8 +158,7 @@ class Watcher:
 
 def main():
     """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags."""
-    import docker
-
+    from spawner.backends import engine_for
     from spawner.hub.apply import HubPaths
     from spawner.services.hubapi import HubAPI
 
@@ -173,9 +167,9 @@ def main():
                         format="[%(levelname).1s %(asctime)s stackhub-diskwatch] %(message)s")
     hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
     v = cfg.volumes
-    watcher = Watcher(client=docker.from_env(timeout=120), hub=hub, budget=budget_of(cfg),
+    watcher = Watcher(engine=engine_for(cfg), hub=hub, budget=budget_of(cfg),
                       state_path=HubPaths.from_env().state / STATE_FILE, template=v.home_volume,
-                      uid=cfg.spawner.uid, every=v.home_budget_check_seconds, prefix=cfg.hub.prefix)
+                      uid=cfg.spawner.uid, every=v.home_budget_check_seconds)
     asyncio.run(watcher.run())
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from tornado import web
 
+from spawner.backends import engine_for
 from spawner.backends.catalog_source import CatalogSource
 from spawner.core.catalog import Catalog
 from spawner.core.config import StackhubConfig, config_from_env
@@ -70,13 +71,8 @@ class Context:
 
     @classmethod
     def from_config(cls, cfg: StackhubConfig, *, state: Path, concurrency: int) -> "Context":
-        import docker
-
         hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
-        stack = cfg.stack
-        source = CatalogSource(client=docker.APIClient(version="auto"), repository=stack.repository,
-                               recommended=stack.recommended, ttl=stack.catalog_ttl, registry=stack.registry)
-        return cls(cfg=cfg, store=PolicyStore(state), catalog=source, hub=hub,
+        return cls(cfg=cfg, store=PolicyStore(state), catalog=engine_for(cfg).catalog_source(), hub=hub,
                    jobs=Jobs(hub, timeout=cfg.hub.start_timeout), concurrency=concurrency,
                    prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/stackhub-sessions/"))
 

@@ -239,10 +239,14 @@ async def test_error_log_lines_name_the_request_without_its_query(service, caplo
 def test_fetch_containers_run_the_hubs_own_image_by_id_not_a_tag_a_rebuild_may_move():
     from types import SimpleNamespace
 
-    from spawner.services.courses import own_image
+    from spawner.backends.docker.engine import DockerEngine
+    from spawner.core.config import StackhubConfig
 
     def missing(_):
         raise LookupError
+
+    def own_image(client, fallback):
+        return DockerEngine(StackhubConfig(), client=client).own_image(fallback)
 
     inside = SimpleNamespace(containers=SimpleNamespace(get=lambda _: SimpleNamespace(image=SimpleNamespace(id="sha256:own"))))
     assert own_image(inside, "stackhub/hub:0.1.0") == "sha256:own"

@@ -104,6 +104,11 @@ def test_a_user_whose_home_is_gone_loses_the_record():
 
 
 def test_measure_homes_counts_only_labelled_homes_with_their_configured_name():
+    from types import SimpleNamespace
+
+    from spawner.backends.docker.engine import DockerEngine
+    from spawner.core.config import StackhubConfig
+
     df = {"Volumes": [
         {"Name": "stackhub-home-ann", "Labels": {"stackhub.role": "home", "stackhub.user": "ann"},
          "UsageData": {"Size": 123, "RefCount": 1}},
@@ -115,8 +120,11 @@ def test_measure_homes_counts_only_labelled_homes_with_their_configured_name():
          "UsageData": {"Size": -1}},
         {"Name": "anon", "Labels": None, "UsageData": None},
     ]}
-    assert measure_homes(df, "stackhub-home-{user}") == {"ann": 123, "jürgen": 5}
-    assert measure_homes({"Volumes": None}, "x-{user}") == {}
+
+    def usage(df):  # what Docker's engine hands the services (docker system df)
+        return DockerEngine(StackhubConfig(), client=SimpleNamespace(df=lambda: df)).volume_usage()
+    assert measure_homes(usage(df), "stackhub-home-{user}") == {"ann": 123, "jürgen": 5}
+    assert measure_homes(usage({"Volumes": None}), "x-{user}") == {}
 
 
 def test_ready_servers_leaves_pending_ones_to_the_next_check():
@@ -193,9 +201,9 @@ class FakeContainer:
         self.labels = {"stackhub.role": "server", "stackhub.user": user, "stackhub.server": ""}
         self.execs = []
 
-    def exec_run(self, cmd, user, environment):
+    def exec_run(self, cmd, user, environment, demux):
         self.execs.append((cmd, user, environment))
-        return (0, b"") if self.ok else (1, b"No space left on device")
+        return (0, (b"", None)) if self.ok else (1, (None, b"No space left on device"))
 
 
 class FakeClient:
@@ -208,6 +216,10 @@ class FakeClient:
                              "UsageData": {"Size": s}} for u, s in self.sizes.items()]}
 
     def get(self, name):
+        from docker.errors import NotFound
+
+        if name not in self.by_name:
+            raise NotFound(name)
         return self.by_name[name]
 
 
@@ -226,7 +238,11 @@ class FakeHub:
 def watcher(tmp_path, sizes, containers, running):
     from spawner.services.diskwatch import Watcher
 
-    return Watcher(client=FakeClient(sizes, containers), hub=FakeHub(running), budget=B,
+    from spawner.backends.docker.engine import DockerEngine
+    from spawner.core.config import StackhubConfig
+
+    engine = DockerEngine(StackhubConfig(), client=FakeClient(sizes, containers))
+    return Watcher(engine=engine, hub=FakeHub(running), budget=B,
                    state_path=tmp_path / "disk-budget.json", template="stackhub-home-{user}", uid=1000, every=1)
 
 
@@ -287,12 +303,21 @@ def test_the_spawner_puts_the_notice_above_its_form_and_never_fails_on_it(tmp_pa
     from spawner.backends.docker.spawner import LSSTDockerSpawner
 
     save_records(tmp_path / "disk-budget.json", {"ann": Record("warn", 95 * MB, T0)}, T0, B)
-    sp = LSSTDockerSpawner(disk_notices=DiskNotices(tmp_path, B))
+    class Notices(DiskNotices):  # this test's own class: the spawner shares one instance per class
+        @classmethod
+        def for_state(cls, state_dir, cfg):
+            return cls(state_dir, B)
+
+    sp = LSSTDockerSpawner(disk_notices_class=Notices, state_dir=str(tmp_path))
     sp.user = SimpleNamespace(name="ann")
     assert 'data-status="warn"' in sp.disk_notice()
 
     class Broken:
+        @classmethod
+        def for_state(cls, state_dir, cfg):
+            return cls()
+
         def notice_html(self, name):
             raise OSError("boom")
-    sp.disk_notices = Broken()
+    sp.disk_notices_class = Broken
     assert sp.disk_notice() == ""

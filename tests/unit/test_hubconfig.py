@@ -14,7 +14,7 @@ def paths(tmp_path):
 
 def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
-    assert c.JupyterHub.spawner_class.__name__ == "LSSTDockerSpawner"
+    assert c.JupyterHub.spawner_class == "spawner.backends.docker.spawner.LSSTDockerSpawner"
     assert c.ConfigurableHTTPProxy.should_start is False
     assert c.JupyterHub.cleanup_servers is False
     assert c.JupyterHub.authenticator_class == "spawner.hub.tutorial_auth.TutorialAuthenticator"
@@ -46,14 +46,16 @@ def test_instructors_and_admins_reach_the_course_service(tmp_path):
     assert role["groups"] == ["instructors"] and role["scopes"] == ["access:services!service=stackhub-courses"]
 
 
-def test_every_spawner_shares_the_config_and_policy_objects(tmp_path):
-    """traitlets deep-copies config values per spawner: ours must survive that (and not be copied)."""
+def test_every_spawner_gets_the_config_as_data_and_shares_one_policy_reader(tmp_path):
+    """The model reaches spawners as plain JSON data (copied like any config value, no tricks);
+    the policy reader with its lock and cache is one per hub process."""
     from spawner.backends.docker.spawner import LSSTDockerSpawner
 
-    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    cfg = StackhubConfig.model_validate({"hub": {"prefix": "tut"}, "stack": {"defaultSize": "medium"}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
     a, b = LSSTDockerSpawner(config=c), LSSTDockerSpawner(config=c)
-    assert a.stackhub_config is b.stackhub_config is c.LSSTDockerSpawner.stackhub_config
-    assert a.policy is b.policy
+    assert a.cfg == b.cfg == cfg and a.cfg.hub.prefix == "tut"
+    assert a.policy is b.policy and a.policy.store.dir == tmp_path
 
 
 def test_named_servers_are_capped_per_user_by_jupyterhubs_own_limit(tmp_path):
@@ -64,8 +66,10 @@ def test_named_servers_are_capped_per_user_by_jupyterhubs_own_limit(tmp_path):
 
 
 def test_the_hub_logs_policy_problems_in_its_own_log(tmp_path):
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+
     c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
-    assert c.LSSTDockerSpawner.policy.store.log.name == "JupyterHub"
+    assert LSSTDockerSpawner(config=c).policy.store.log.name == "JupyterHub"
 
 
 def test_the_disk_watcher_may_only_see_and_stop_servers(tmp_path):
@@ -79,7 +83,9 @@ def test_the_disk_watcher_may_only_see_and_stop_servers(tmp_path):
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "stackhub-diskwatch")
     assert role["scopes"] == ["list:users", "read:servers", "delete:servers"]
     assert role["services"] == ["stackhub-diskwatch"]
-    assert c.LSSTDockerSpawner.disk_notices.path == tmp_path / "disk-budget.json"
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+
+    assert LSSTDockerSpawner(config=c).disk_notices.path == tmp_path / "disk-budget.json"
 
 
 def test_every_service_gets_the_hubs_config_by_one_route(tmp_path, monkeypatch):

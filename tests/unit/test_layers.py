@@ -77,3 +77,25 @@ def test_the_hub_image_leaves_out_exactly_the_host_only_folders():
         for path in (PKG / layer).rglob("*.py"):
             for module, _ in imports(path):
                 assert module.split(".")[:2] not in [["spawner", d] for d in HOST_ONLY], f"{path} imports {module}"
+
+
+ENGINE_SDKS = {"docker", "kubernetes", "kubernetes_asyncio"}
+
+
+@pytest.mark.parametrize("layer", ["services", "hub", "courses"])
+def test_services_get_the_engine_from_the_backend_and_never_import_an_engine_sdk(layer):
+    """Sessions, courses and diskwatch run on every backend: exec, catalog and volume sizes come
+    from ``spawner.backends.engine_for(cfg)``; only backends/ (and host-only tools) speak to engines."""
+    for path in (PKG / layer).rglob("*.py"):
+        for module, _ in imports(path):
+            assert module.split(".")[0] not in ENGINE_SDKS, \
+                f"{path.relative_to(PKG)} imports {module}: ask spawner.backends.engine_for(cfg) instead"
+
+
+def test_every_backend_has_the_same_parts():
+    """A backend is a folder with a pure objects.py, its spawner and the services' engine."""
+    for backend in (p for p in (PKG / "backends").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        have = {p.name for p in backend.glob("*.py")}
+        assert {"objects.py", "spawner.py", "engine.py"} <= have, f"backends/{backend.name} has only {sorted(have)}"
+        text = (backend / "engine.py").read_text()
+        assert "def make_engine(" in text, f"backends/{backend.name}/engine.py lacks make_engine(cfg)"

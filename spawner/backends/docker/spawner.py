@@ -1,46 +1,33 @@
 """``LSSTDockerSpawner``: DockerSpawner serving the LSST stack, one container per user server.
 
-What it adds to DockerSpawner, and why:
-- the spawn form and ``user_options`` (``image_tag``, ``size``) are checked on the server against
-  the tag catalog read from image labels; a refusal is HTTP 400 naming the allowed values, raised
-  before any container or volume exists;
-- every Docker name comes from ``names``; the container is built by the pure ``build_server_spec``;
-- the per-user home volume (labelled, shared by all named servers) is mounted so the non-root user
-  owns it, and data mounts are read-only;
+The form, the check of ``user_options`` and the progress events are every backend's
+(``spawner.backends.base.StackhubSpawnerMixin``). What this class adds to DockerSpawner, and why:
+- the spec becomes DockerSpawner's traits through the pure ``objects.spawner_traits``;
+- the per-user home volume (labelled, shared by all named servers) is created with labels, so
+  operators find it by user;
+- a container is only ever this user's server: anything else under the name is left alone;
 - Docker calls run on a pool of threads, not DockerSpawner's single thread, so a tutorial's burst
-  of spawns runs side by side;
-- spawn progress events: image, volumes, container, server answering.
+  of spawns runs side by side.
 """
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from dockerspawner import DockerSpawner
 from tornado import web
-from traitlets import Any, Integer, default
+from traitlets import Integer, default
 
-from spawner.core import names
+from spawner.backends.base import StackhubSpawnerMixin
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.docker import objects
-from spawner.core.config import DockerBackend, StackhubConfig
-from spawner.core.policy import PolicyUnavailable
-from spawner.core.options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
-                      validate_options)
-from spawner.core.specs import ServerSpec, build_server_spec
+from spawner.core import names
+from spawner.core.config import DockerBackend
+from spawner.core.specs import ServerSpec
 
 
-class LSSTDockerSpawner(DockerSpawner):
-    stackhub_config = Any(
-        help="""The stackhub config model (spawner.core.config.StackhubConfig).
-
-        jupyterhub_config.py loads it from stackhub.yaml and sets it here; tags, sizes, volumes and
-        the network all come from it.
-        """,
-    ).tag(config=True)
-
+class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
     docker_workers = Integer(
         DockerBackend.model_fields["workers"].default,  # one default, the config model's
         help="""Docker API calls that may run at the same time, shared by all spawners.
@@ -50,51 +37,25 @@ class LSSTDockerSpawner(DockerSpawner):
         """,
     ).tag(config=True)
 
-    policy = Any(
-        None,
-        help="""Optional tag policy: an object with ``async restriction_for(user) -> Restriction``.
-
-        Used for hidden tags and tutorial session locks; None means every catalog tag is offered.
-        """,
-    ).tag(config=True)
-
-    disk_notices = Any(
-        None,
-        help="""Optional home budget notes: an object with ``notice_html(username) -> str``.
-
-        stackhub-diskwatch records who is near or over their disk budget; the spawn form shows it.
-        """,
-    ).tag(config=True)
-
-    # shared by all instances of the class (one hub process): executor, client, catalog
-    _pool = None
-    _catalog_source = None
-
-    @property
-    def cfg(self) -> StackhubConfig:
-        return self.stackhub_config or StackhubConfig()
-
     @property
     def executor(self):
-        cls = self.__class__
-        if cls._pool is None:
-            cls._pool = ThreadPoolExecutor(self.docker_workers, thread_name_prefix="stackhub-docker")
-        return cls._pool
+        return self.shared("executor", lambda: ThreadPoolExecutor(self.docker_workers,
+                                                                  thread_name_prefix="stackhub-docker"))
 
     @default("client_kwargs")
     def _default_client_kwargs(self):
         # one HTTP connection per worker, or the pool becomes the queue
         return {"max_pool_size": self.docker_workers}
 
-    def catalog_source(self) -> CatalogSource:
-        cls = self.__class__
-        if cls._catalog_source is None:
-            stack = self.cfg.stack
-            cls._catalog_source = CatalogSource(
-                client=self.client, repository=stack.repository, recommended=stack.recommended,
-                ttl=stack.catalog_ttl, registry=stack.registry, executor=self.executor,
-            )
-        return cls._catalog_source
+    def make_catalog_source(self) -> CatalogSource:
+        repository = self.cfg.stack.repository
+        return CatalogSource(lambda: self.client.images(name=repository), self.cfg.stack, executor=self.executor)
+
+    async def check_image(self, entry):
+        try:
+            await self.docker("inspect_image", entry.image)
+        except docker.errors.ImageNotFound:
+            await self.image_gone(entry)
 
     # -- defaults DockerSpawner takes from config ------------------------------------------
 
@@ -120,65 +81,6 @@ class LSSTDockerSpawner(DockerSpawner):
     def _default_pull_policy(self):
         return "ifnotpresent" if self.cfg.stack.registry else "skip"
 
-    @default("apply_user_options")
-    def _default_apply_user_options(self):
-        return lambda spawner, options: spawner.apply_stack_options(options)
-
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        return options_from_form
-
-    @default("options_form")
-    def _default_options_form(self):
-        return lambda spawner: spawner.render_options_form()
-
-    # -- the form and the check of user_options ------------------------------------------
-
-    async def restriction(self) -> Restriction:
-        if self.policy is None:
-            return Restriction()
-        try:
-            return await self.policy.restriction_for(self.user)
-        except PolicyUnavailable as e:  # a bad policy file and no last good one: refuse, never fail open
-            raise web.HTTPError(503, str(e)) from None
-
-    async def render_options_form(self) -> str:
-        catalog = await self.catalog_source().get()
-        menu = build_menu(catalog, await self.restriction())
-        form = render_form(menu, self.cfg.sizes, self.cfg.stack.default_size)
-        return self.disk_notice() + form
-
-    def disk_notice(self) -> str:
-        if self.disk_notices is None:
-            return ""
-        try:
-            return self.disk_notices.notice_html(self.user.name)
-        except Exception:  # noqa: BLE001 - a note must never break the spawn page
-            self.log.exception("stackhub: cannot read the disk budget notes")
-            return ""
-
-    async def apply_stack_options(self, options):
-        """Validate user_options and set image, mounts and limits; HTTP 400 names what is allowed."""
-        self._progress_events = [{"progress": 5, "message": "Checking the requested stack tag and size"}]
-        catalog = await self.catalog_source().get()
-        try:
-            choice = validate_options(
-                options, catalog, self.cfg.sizes, default_size=self.cfg.stack.default_size,
-                restriction=await self.restriction(),
-            )
-        except OptionsError as e:
-            raise web.HTTPError(400, str(e)) from None
-        if choice.entry.present:
-            try:
-                await self.docker("inspect_image", choice.entry.image)
-            except docker.errors.ImageNotFound:
-                self.catalog_source().invalidate()
-                fresh = await self.catalog_source().get()
-                raise web.HTTPError(
-                    400, f"the image of image_tag {choice.entry.name!r} is gone; allowed: {', '.join(fresh.names())}"
-                ) from None
-        self.apply_spec(build_server_spec(self.cfg, self.user.name, self.name or "", choice))
-
     def apply_spec(self, spec: ServerSpec):
         """Hand a built spec to DockerSpawner's traits (``objects.spawner_traits``); what the hub's
         config already put in the merged traits (environment, create and host config) stays."""
@@ -191,10 +93,8 @@ class LSSTDockerSpawner(DockerSpawner):
     # -- only ever this user's own server ----------------------------------------------------
 
     def _is_mine(self, obj: dict) -> bool:
-        labels = (obj.get("Config") or {}).get("Labels") or {}
-        return (labels.get(names.LABEL_ROLE) == "server" and labels.get(names.LABEL_USER) == self.user.name
-                and labels.get(names.LABEL_DEPLOYMENT, names.PREFIX) == self.cfg.hub.prefix
-                and labels.get(names.LABEL_SERVER, "") == (self.name or ""))
+        labels = (obj.get("Config") or {}).get("Labels")
+        return names.Deployment(self.cfg.hub.prefix).is_server_of(labels, self.user.name, self.name or "")
 
     async def get_object(self):
         """DockerSpawner's lookup by name, but a container that is not this user's server is not ours.
@@ -218,9 +118,6 @@ class LSSTDockerSpawner(DockerSpawner):
         await super().stop(now=now)
 
     # -- start, with progress ------------------------------------------------------------------
-
-    def _event(self, progress: int, message: str):
-        self._progress_events.append({"progress": progress, "message": message})
 
     async def ensure_volumes(self, spec: ServerSpec):
         """Create the home volume with labels (idempotent), so operators can find it by user."""
@@ -249,14 +146,3 @@ class LSSTDockerSpawner(DockerSpawner):
         ip_port = await super().start()
         self._event(70, "Container started; waiting for JupyterLab to answer")
         return ip_port
-
-    async def progress(self):
-        sent = 0
-        while True:
-            events = getattr(self, "_progress_events", [])
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
-            if self._spawn_pending is False and sent:
-                break
-            await asyncio.sleep(0.25)

@@ -1,0 +1,139 @@
+"""The Docker engine as the services see it (``spawner.backends.base.Engine``): this deployment's
+running servers found by their labels, exec as the user, home volume sizes, throwaway containers.
+
+The services never import docker themselves; a Swarm or Kubernetes backend gives the same calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import docker
+from docker import errors as docker_errors
+
+from spawner.backends.base import EngineError, ExecResult, RunningServer
+from spawner.backends.catalog_source import CatalogSource
+from spawner.core import names
+from spawner.core.config import StackhubConfig
+from spawner.core.disk import VolumeUsage
+
+
+@contextlib.contextmanager
+def engine_errors():
+    """Docker's exceptions as ``EngineError`` (e.g. a throwaway whose time ran out is gone)."""
+    try:
+        yield
+    except docker_errors.DockerException as e:
+        raise EngineError(str(e)) from None
+
+
+class DockerThrowaway:
+    """One created-and-started container, removed (with its volumes) when the ``with`` ends."""
+
+    def __init__(self, container):
+        self._c = container
+
+    def put(self, path: str, tar_bytes: bytes) -> None:
+        with engine_errors():
+            self._c.put_archive(path, tar_bytes)
+
+    def exec(self, argv, *, user: str, workdir: str | None = None) -> ExecResult:
+        with engine_errors():
+            code, out = self._c.exec_run(argv, user=user, workdir=workdir, demux=True)
+        stdout, stderr = out or (None, None)
+        return ExecResult(code, stdout or b"", stderr or b"")
+
+    def get_archive(self, path: str):
+        with engine_errors():
+            stream, _ = self._c.get_archive(path)
+        return stream
+
+
+class DockerEngine:
+    def __init__(self, cfg: StackhubConfig, *, client=None, timeout: float = 120, pool: int = 8):
+        self.cfg = cfg
+        self.deployment = names.Deployment(cfg.hub.prefix)
+        self.client = client if client is not None else docker.from_env(max_pool_size=pool, timeout=timeout)
+        self._catalog: CatalogSource | None = None
+
+    def catalog_source(self) -> CatalogSource:
+        if self._catalog is None:
+            repository = self.cfg.stack.repository
+            self._catalog = CatalogSource(lambda: self.client.api.images(name=repository), self.cfg.stack)
+        return self._catalog
+
+    def _handle(self, c) -> RunningServer:
+        labels = c.labels or {}
+        return RunningServer(user=labels[names.LABEL_USER], server=labels.get(names.LABEL_SERVER, ""),
+                             name=c.name, ref=c)
+
+    def running_servers(self) -> dict[str, RunningServer]:
+        """username -> one running server (all of a user's servers share the home; the default
+        server is preferred)."""
+        out: dict[str, RunningServer] = {}
+        found = self.client.containers.list(
+            filters={"label": [f"{names.LABEL_ROLE}=server"], "status": "running"})
+        for c in found:
+            if not self.deployment.owns_server(c.labels):
+                continue
+            h = self._handle(c)
+            if h.user not in out or not h.server:
+                out[h.user] = h
+        return out
+
+    def server(self, user: str, server: str = "") -> RunningServer | None:
+        """``user``'s running server ``server``, or None (gone, stopped, or a container under that
+        name that is not theirs)."""
+        try:
+            c = self.client.containers.get(self.deployment.server(user, server))
+        except docker_errors.NotFound:
+            return None
+        if c.status != "running" or not self.deployment.is_server_of(c.labels, user, server):
+            return None
+        return self._handle(c)
+
+    def exec(self, handle: RunningServer, argv, *, user: str, environment: dict | None = None) -> ExecResult:
+        code, out = handle.ref.exec_run(argv, user=user, environment=environment, demux=True)
+        stdout, stderr = out or (None, None)
+        return ExecResult(code, stdout or b"", stderr or b"")
+
+    def volume_usage(self) -> list[VolumeUsage]:
+        """Sizes of every volume (``docker system df``; slow on a big engine, so callers cache)."""
+        out = []
+        for v in self.client.df().get("Volumes") or ():
+            size = (v.get("UsageData") or {}).get("Size", -1)
+            out.append(VolumeUsage(name=v.get("Name", ""), labels=v.get("Labels") or {},
+                                   size=size if isinstance(size, int) else -1))
+        return out
+
+    def own_image(self, fallback: str) -> str:
+        """The image id of the container this process runs in (the hub's), else ``fallback``'s id.
+
+        An id, not a tag: a rebuild that moves the tag must not change the code a throwaway runs.
+        """
+        try:
+            return self.client.containers.get(socket.gethostname()).image.id
+        except Exception:  # noqa: BLE001 (not in a container, or another hostname)
+            try:
+                return self.client.images.get(fallback).id
+            except Exception:  # noqa: BLE001
+                return fallback
+
+    @contextlib.contextmanager
+    def throwaway(self, **create):
+        """A started container from ``containers.create(**create)``, removed with its volumes after."""
+        try:
+            c = self.client.containers.create(**create)
+        except docker_errors.DockerException as e:
+            raise EngineError(f"cannot create the container ({create.get('image')}): {e}") from None
+        try:
+            c.start()
+            yield DockerThrowaway(c)
+        finally:
+            with contextlib.suppress(docker_errors.DockerException):
+                c.remove(force=True, v=True)
+
+
+def make_engine(cfg: StackhubConfig, **kw) -> DockerEngine:
+    return DockerEngine(cfg, **kw)
