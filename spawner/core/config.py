@@ -199,6 +199,7 @@ class Mount(Model):
 
 class Volumes(Model):
     home_volume: str = Field("stackhub-home-{user}", description="Name of each user's home volume; {user} is the escaped username.")
+    delete_home_with_user: bool = Field(False, description="Delete a user's home volume when an admin deletes the user (admin page or API). False keeps it, and the hub's log says so; `stackhub users delete NAME --purge` and `stackhub users prune` delete kept homes.")
     home_budget: str | None = Field("10G", description="Disk budget of each user's home, e.g. 10G. Measured by the stackhub-diskwatch service: at homeBudgetWarn a warning file appears in the home, over the budget the user's servers are stopped (docs/disk.md). None: no budget.")
     home_budget_warn: float = Field(0.9, gt=0, lt=1, description="Fraction of homeBudget at which the user is warned (a file ~/DISK-QUOTA-WARNING.txt and a note on the spawn page).")
     home_budget_check_seconds: int = Field(60, ge=1, description="Seconds between two measurements of the homes; a user may write past the budget for up to this long.")

@@ -151,7 +151,7 @@ class Archiver:
         return {v.attrs["Labels"][names.LABEL_USER]: v.name for v in found
                 if (v.attrs.get("Labels") or {}).get(names.LABEL_USER)}
 
-    def _exists(self, source: str) -> bool:
+    def exists(self, source: str) -> bool:
         from docker.errors import NotFound
 
         if source.startswith("/"):
@@ -214,7 +214,7 @@ class Archiver:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise BackupError(f"{dest} exists and is not an empty directory; a backup never overwrites one")
         items = plan_volumes(self.cfg, self.homes() if homes else {}, data)
-        missing = [i.source for i in items if not self._exists(i.source)]
+        missing = [i.source for i in items if not self.exists(i.source)]
         if any(i.role == "hub-state" for i in items if i.source in missing):
             raise BackupError(f"no hub state at {self.cfg.hub.state_volume}: nothing to back up (is this the "
                               f"deployment's config? prefix {self.cfg.hub.prefix})")
@@ -296,7 +296,7 @@ class Archiver:
                 continue
             plan.append((item, target))
         running = self.running()
-        existing = [t for _, t in plan if self._exists(t)]
+        existing = [t for _, t in plan if self.exists(t)]
         sizes = self.sizes(existing)
         full = [t for t in existing if sizes[t] > 0]
         changed = [f["file"] for f in manifest["files"] if self._host_target(f["file"]).exists()
@@ -329,7 +329,7 @@ class Archiver:
                 raise BackupError("cannot stop the running deployment from here")
             stop()
         for item, target in plan:
-            if not self._exists(target) and not target.startswith("/"):
+            if not self.exists(target) and not target.startswith("/"):
                 labels = self.own.labels(LABEL_VOLUME_ROLE[item.role])
                 if item.user:
                     labels[names.LABEL_USER] = item.user

@@ -117,6 +117,38 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             return
         await super().stop(now=now)
 
+    async def delete_forever(self):
+        """The user is being deleted (JupyterHub deletes the default server's spawner only with its
+        user; a named server's removal leaves the home, which every server of the user shares).
+
+        The home goes only if ``volumes.deleteHomeWithUser`` says so, and only a volume labelled as
+        this user's home of this deployment; the hub's log says which, never silently."""
+        if self.name:
+            return
+        volume = names.home_volume_name(self.user.name, self.cfg.volumes.home_volume)
+        if not self.cfg.volumes.delete_home_with_user:
+            self.log.warning("stackhub: user %s deleted; home volume %s kept (volumes.deleteHomeWithUser is false; "
+                             "`stackhub users delete %s --purge` or `stackhub users prune` deletes it)",
+                             self.user.name, volume, self.user.name)
+            return
+        try:
+            labels = (await self.docker("inspect_volume", volume)).get("Labels") or {}
+        except docker.errors.NotFound:
+            self.log.warning("stackhub: user %s deleted; they had no home volume %s", self.user.name, volume)
+            return
+        own = names.Deployment(self.cfg.hub.prefix).labels("home")
+        if any(labels.get(k) != v for k, v in own.items()) or labels.get(names.LABEL_USER) != self.user.name:
+            self.log.error("stackhub: user %s deleted; volume %s is not their home of this deployment (labels %s): kept",
+                           self.user.name, volume, labels)
+            return
+        try:
+            await self.docker("remove_volume", volume)
+        except docker.errors.APIError as e:
+            self.log.error("stackhub: user %s deleted; home volume %s kept: %s", self.user.name, volume, e.explanation)
+            return
+        self.log.warning("stackhub: user %s deleted; home volume %s deleted (volumes.deleteHomeWithUser)",
+                         self.user.name, volume)
+
     # -- start, with progress ------------------------------------------------------------------
 
     async def ensure_volumes(self, spec: ServerSpec):
