@@ -36,7 +36,7 @@ FORMAT = "stackhub-backup/1"
 ROLES = ("hub-state", "courses", "home", "data")
 WORKER = Path(__file__).with_name("volume_archive.py")
 LABEL_VOLUME_ROLE = {"hub-state": "hub-state", "courses": "courses", "home": "home", "data": "data"}
-_FILE = re.compile(r"^(volumes/[a-z0-9][a-z0-9._-]*\.tar|secrets/[A-Za-z0-9._-]+|tls/[A-Za-z0-9._-]+)$")
+_FILE = re.compile(r"^(volumes/[A-Za-z0-9][A-Za-z0-9._-]*\.tar|secrets/[A-Za-z0-9._-]+|tls/[A-Za-z0-9._-]+)$")
 
 
 class BackupError(RuntimeError):
@@ -54,7 +54,7 @@ class VolumeItem:
 
 
 def volume_file(role: str, key: str = "") -> str:
-    """The archive's name in the backup; ``key`` (a user, a data volume) is escaped to [a-z0-9-]."""
+    """The archive's name in the backup; ``key`` (a user, a data volume) escaped as Docker names are."""
     return f"volumes/{role}-{names.escape_name(key)}.tar" if key else f"volumes/{role}.tar"
 
 
