@@ -68,6 +68,8 @@ class HubSettings(Model):
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
+    route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
+    orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
 
     @model_validator(mode="after")
     def _two_networks(self):

@@ -111,6 +111,19 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             return None
         return obj
 
+    async def remove_object(self):
+        """Remove the container even while it runs: at start, DockerSpawner removes a container
+        left under the server's name (a hub killed mid-spawn forgets it), but without force a
+        running one stays, and the create that follows fails with 409. Its anonymous volumes go
+        with it; the home is a named volume and stays."""
+        try:
+            await self.docker("remove_container", self.object_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: a removal already in progress
+                raise
+
     async def stop(self, now=False):
         if not self.object_id:  # nothing of ours to stop (never created, or not ours)
             self.clear_state()
