@@ -85,7 +85,8 @@ class DockerEngine:
 
     def server_objects(self) -> list[ServerObject]:
         """Every user container of this deployment, running or not (the orphan check's view)."""
-        found = self.client.containers.list(all=True, filters={"label": [f"{names.LABEL_ROLE}=server"]})
+        found = self.client.containers.list(all=True, filters={"label": [f"{names.LABEL_ROLE}=server"]},
+                                            ignore_removed=True)  # one removed meanwhile is no error
         return [ServerObject(user=c.labels[names.LABEL_USER], server=c.labels.get(names.LABEL_SERVER, ""), name=c.name)
                 for c in found if self.deployment.owns_server(c.labels)]
 

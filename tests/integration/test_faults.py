@@ -1,0 +1,145 @@
+"""Faults against the real engine: the hub SIGKILLed in the middle of a burst of spawns, the proxy
+restarted alone, a stack image removed while a server of it runs.
+
+Each test measures its recovery time and prints it (``-s``); bench/RESULTS-faults.md records them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import requests
+
+from .hubfixture import OWN, TEST_PREFIX
+
+GRACE = 20  # hub.orphanGraceSeconds of the test deployment (hubfixture.TEST_CONFIG)
+
+
+def reachable(hub, name, server="") -> bool:
+    """The user's server answers through the proxy (its API, with the admin token)."""
+    path = f"user/{name}/{server + '/' if server else ''}api"
+    try:
+        r = requests.get(f"{hub.url}{path}", headers={"Authorization": f"token {hub.token}"}, verify=hub.ca,
+                         timeout=5, allow_redirects=False)
+    except requests.RequestException:
+        return False
+    return r.status_code == 200
+
+
+def until(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.25)
+    return result
+
+
+def server_containers(hub) -> dict[tuple[str, str], str]:
+    out = {}
+    for c in hub.client.containers.list(all=True, filters={"label": [f"stackhub.deployment={TEST_PREFIX}",
+                                                                     "stackhub.role=server"]}):
+        out[(c.labels["stackhub.user"], c.labels.get("stackhub.server", ""))] = c.status
+    return out
+
+
+def hub_answers(hub) -> bool:
+    try:
+        return hub.api("GET", "/", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_hub_killed_mid_burst_comes_back_adopts_or_cleans_and_spawns_work_first_time(hub, user):
+    steady = user("kill")
+    hub.spawn(steady)
+    burst = [user("kill") for _ in range(5)]
+
+    def post(name):
+        try:
+            hub.api("POST", f"/users/{name}/server", json={}, timeout=60)
+        except requests.RequestException:
+            pass  # the hub died under it: expected
+
+    for name in burst:
+        threading.Thread(target=post, args=(name,), daemon=True).start()
+    # kill once the first containers of the burst exist, so some spawns are half done
+    until("a container of the burst", lambda: {u for u, _ in server_containers(hub)} & set(burst), 60)
+    hub_container = hub.client.containers.get(OWN.hub)
+    os.kill(hub_container.attrs["State"]["Pid"], signal.SIGKILL)  # a crash, not `docker kill`: the restart policy applies
+    killed = time.monotonic()
+    until("the hub container exits", lambda: hub.client.containers.get(OWN.hub).attrs["State"]["Pid"]
+          != hub_container.attrs["State"]["Pid"] or not hub_answers(hub), 30)
+
+    # the deployment (Docker's restart policy) brings the hub back; the running server answers again
+    until("the hub answers again", lambda: hub_answers(hub), 180)
+    back = time.monotonic() - killed
+    until(f"{steady}'s server answers through the proxy", lambda: reachable(hub, steady), 60)
+    surviving = time.monotonic() - killed
+    # half-started servers are adopted or cleaned up: none stays pending
+    until("no server pending", lambda: all(hub.api("GET", f"/users/{u}").json().get("pending") is None
+                                           for u in burst), 120)
+    adopted = [u for u in burst if hub.api("GET", f"/users/{u}").json()["servers"]]
+    # the next spawn of each works the first time (no 409 from a container under its name)
+    t0 = time.monotonic()
+    for name in burst:
+        if name in adopted:
+            assert reachable(hub, name) or until(f"{name} answers", lambda: reachable(hub, name), 60)
+            hub.stop(name)
+        r = hub.api("POST", f"/users/{name}/server", json={})
+        assert r.status_code in (201, 202), f"{name}: {r.status_code} {r.text}"
+    for name in burst:
+        hub.wait_ready(name, timeout=120)
+    first_spawns = time.monotonic() - t0
+    # stop two again; then, after the grace, every server container is one the hub knows
+    for name in burst[:2]:
+        hub.stop(name)
+
+    def known():
+        users = hub.api("GET", "/users?state=active").json()
+        active = {(u["name"], s) for u in users for s in u["servers"]}
+        return set(server_containers(hub)) <= active
+
+    until("no orphan container", known, GRACE * 3)
+    print(f"\nhub SIGKILL: hub answers after {back:.1f} s, running server after {surviving:.1f} s; "
+          f"{len(adopted)}/{len(burst)} half-started servers adopted; {len(burst)} spawns ready in {first_spawns:.1f} s")
+
+
+def test_proxy_restarted_alone_gets_every_route_back_without_a_hub_restart(hub, user):
+    name = user("px")
+    hub.spawn(name)
+    assert reachable(hub, name)
+    hub_started = hub.client.containers.get(OWN.hub).attrs["State"]["StartedAt"]
+    hub.client.containers.get(OWN.proxy).restart(timeout=2)
+    t0 = time.monotonic()
+    until("the user's route is back", lambda: reachable(hub, name), 60)
+    took = time.monotonic() - t0
+    r = requests.get(f"{hub.url}services/stackhub-sessions/api/tags", headers={"Authorization": f"token {hub.token}"},
+                     verify=hub.ca, timeout=10)
+    assert r.status_code == 200, r.status_code
+    assert hub.client.containers.get(OWN.hub).attrs["State"]["StartedAt"] == hub_started
+    assert took < 30, f"routes came back after {took:.1f} s (hub.routeCheckSeconds is 10)"
+    print(f"\nproxy restart: route back {took:.1f} s after the proxy's restart")
+    hub.stop(name)
+
+
+def test_a_stack_image_removed_while_in_use(hub, user, stack_tags):
+    """The server of a tag keeps running when its image tag is removed; the tag leaves the menu and
+    a spawn of it names it. Only a throwaway tag of our own (``docker tag``) is removed."""
+    tag = f"exp_gone{os.urandom(2).hex()}"
+    image = hub.client.images.get(f"stackhub/lsst-stack:{stack_tags[-1]}")
+    image.tag("stackhub/lsst-stack", tag)
+    running, later = user("img"), user("img")
+    try:
+        hub.spawn(running, {"image_tag": tag})
+    finally:
+        hub.client.images.remove(f"stackhub/lsst-stack:{tag}")
+    s = hub.session(later)
+    until("the tag leaves the spawn form", lambda: tag not in s.get(f"{hub.url}hub/spawn").text, 30)
+    assert reachable(hub, running)
+    r = hub.api("POST", f"/users/{later}/server", json={"image_tag": tag})
+    assert r.status_code == 400 and tag in r.json()["message"], r.text
+    assert (later, "") not in server_containers(hub)
+    hub.stop(running)
