@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from markupsafe import escape
 from tornado import web
 from traitlets import Dict, Type, Unicode, default
 from traitlets.config import Configurable
@@ -148,7 +149,40 @@ class StackhubSpawnerMixin(Configurable):
         catalog = await self.catalog_source().get()
         menu = build_menu(catalog, await self.restriction())
         form = render_form(menu, self.cfg.sizes, self.cfg.stack.default_size)
-        return self.disk_notice() + form
+        return self.exit_notice() + self.disk_notice() + form
+
+    # -- why the last server stopped (out of memory, died at start), kept in the spawner's state ------
+
+    @property
+    def last_exit(self) -> str:
+        return self.__dict__.get("_stackhub_last_exit", "")
+
+    @last_exit.setter
+    def last_exit(self, message: str):
+        self.__dict__["_stackhub_last_exit"] = message
+
+    def exit_notice(self) -> str:
+        if not self.last_exit:
+            return ""
+        return (f'<div class="alert alert-warning" role="alert" id="stackhub-last-exit">'
+                f'<pre style="white-space: pre-wrap">{escape(self.last_exit)}</pre></div>')
+
+    def get_state(self):
+        state = super().get_state()
+        if self.last_exit:
+            state["stackhub_last_exit"] = self.last_exit
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.last_exit = state.get("stackhub_last_exit", "")
+
+    def clear_state(self):
+        """JupyterHub clears the state when a server stops, then saves it: the reason it stopped
+        stays, for the spawn page, until a start succeeds."""
+        keep = self.last_exit
+        super().clear_state()
+        self.last_exit = keep
 
     def disk_notice(self) -> str:
         if self.disk_notices is None:

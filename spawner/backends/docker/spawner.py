@@ -12,17 +12,19 @@ The form, the check of ``user_options`` and the progress events are every backen
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from dockerspawner import DockerSpawner
+from jupyterhub.utils import url_path_join, wait_for_http_server
 from tornado import web
 from traitlets import Integer, default
 
 from spawner.backends.base import StackhubSpawnerMixin
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.docker import objects
-from spawner.core import names
+from spawner.core import exits, names
 from spawner.core.config import DockerBackend
 from spawner.core.specs import ServerSpec
 
@@ -190,4 +192,43 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         self._event(40, f"Starting container {spec.name}")
         ip_port = await super().start()
         self._event(70, "Container started; waiting for JupyterLab to answer")
+        await self.wait_answering_or_dead(ip_port)
+        self.last_exit = ""
         return ip_port
+
+    async def wait_answering_or_dead(self, ip_port):
+        """Wait until the server answers (JupyterHub's own ``wait_for_http_server``), watching the
+        container meanwhile: one that dies at start (out of memory, a broken image) fails the spawn
+        at once with the reason and its last log lines, instead of a spinner until http_timeout."""
+        ip, port = ip_port
+        url = f"http://{ip}:{port}" + url_path_join(self.server.base_url if self.server else "/", "api")
+        answered = asyncio.ensure_future(wait_for_http_server(url, timeout=self.http_timeout))
+        try:
+            while not answered.done():
+                obj = await self.docker("inspect_container", self.object_id)
+                if not obj["State"]["Running"]:
+                    message = await self.record_exit(obj)
+                    raise web.HTTPError(503, message, reason="Server stopped at start")
+                await asyncio.wait([answered], timeout=1)
+            answered.result()
+        finally:
+            answered.cancel()
+
+    async def record_exit(self, obj: dict) -> str:
+        """Keep why the container ended (``last_exit``: the spawn page shows it) and log it."""
+        logs = await self.docker("logs", self.object_id, stdout=True, stderr=True, tail=exits.LOG_LINES)
+        self.last_exit = exits.exit_message(obj["State"], (obj.get("HostConfig") or {}).get("Memory") or 0,
+                                            self.cfg.sizes, logs.decode(errors="replace"))
+        self.log.warning("stackhub: %s's server %r stopped: %s", self.user.name, self.name or "", self.last_exit)
+        return self.last_exit
+
+    async def poll(self):
+        """DockerSpawner's poll; a container found stopped (killed for memory while running) leaves
+        its reason for the spawn page."""
+        status = await super().poll()
+        if status not in (None, 0) and self.object_id:
+            try:
+                await self.record_exit(await self.docker("inspect_container", self.object_id))
+            except docker.errors.NotFound:
+                pass
+        return status
