@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from .hubfixture import OWN, TEST_PREFIX
+from .hubfixture import OWN, TEST_PREFIX, home_volume_name
 
 GRACE = 20  # hub.orphanGraceSeconds of the test deployment (hubfixture.TEST_CONFIG)
 
@@ -143,3 +143,76 @@ def test_a_stack_image_removed_while_in_use(hub, user, stack_tags):
     assert r.status_code == 400 and tag in r.json()["message"], r.text
     assert (later, "") not in server_containers(hub)
     hub.stop(running)
+
+
+SIZES = [{"name": "tiny", "cpu": 1, "memory": "80M"}, {"name": "small", "cpu": 1, "memory": "600M"},
+         {"name": "medium", "cpu": 1, "memory": "1G"}]
+# the server's process first in the kernel's choice (raising one's own oom_score_adj needs no privilege;
+# this shell is skipped, its command line names the pattern too), then more than the limit
+HOG = ("for p in /proc/[0-9]*; do [ $p = /proc/$$ ] && continue; grep -q jupyter $p/cmdline 2>/dev/null "
+       "&& echo 1000 > $p/oom_score_adj; done; python3 -c 'b = bytearray(1000 * 2**20)'")
+
+
+def test_out_of_memory_at_start_and_while_running_names_the_limit_and_the_size_to_pick(hub, user):
+    hub.reconfigure({"sizes": SIZES})
+    try:
+        name = user("oom")
+        # dies at start: no spinner until the timeout, no 500; the reason and the last log lines
+        t0 = time.monotonic()
+        r = hub.api("POST", f"/users/{name}/server", json={"size": "tiny"}, timeout=120)
+        assert r.status_code in (202, 503), r.text  # 202: it took longer than the hub's 10 s to die
+        if r.status_code == 503:
+            message = r.json()["message"]
+            assert "ran out of memory" in message and "80M of size 'tiny'" in message and "small (600M)" in message
+        until("the failed start is over", lambda: hub.api("GET", f"/users/{name}").json()["pending"] is None, 120)
+        took = time.monotonic() - t0
+        assert took < 60, f"a server dying at start took {took:.0f} s to be reported"
+        assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+        assert (name, "") not in server_containers(hub)  # read, then removed
+        s = hub.session(name)
+        page = s.get(f"{hub.url}hub/spawn").text
+        assert "stackhub-last-exit" in page and "80M of size &#39;tiny&#39;" in page and "small (600M)" in page
+        assert "last log lines" in page and "ServerApp" in page, page[:3000]
+
+        # killed for memory while running (the server's process is the one the kernel picks)
+        hub.spawn(name, {"size": "small"})
+        assert "stackhub-last-exit" not in s.get(f"{hub.url}hub/spawn").text  # a good start clears it
+        c = hub.client.containers.get(OWN.server(name))
+        c.exec_run(["bash", "-c", HOG], user="1000")
+        t1 = time.monotonic()
+        until("the hub sees the server stopped", lambda: hub.api("GET", f"/users/{name}").json()["servers"] == {}, 120)
+        seen = time.monotonic() - t1
+        assert (name, "") not in server_containers(hub)
+        page = s.get(f"{hub.url}hub/spawn").text
+        assert "ran out of memory" in page and "600M of size &#39;small&#39;" in page and "medium (1G)" in page
+        hub.spawn(name, {"size": "medium"})
+        print(f"\nout of memory: at start reported after {took:.1f} s; while running seen stopped after {seen:.1f} s")
+        hub.stop(name)
+    finally:
+        hub.reconfigure()
+
+
+def test_a_full_home_gives_a_clear_error_and_leaves_the_hub_and_others_alone(hub, user):
+    """The home is a 30 MiB tmpfs volume of the test's own (made before the first spawn, with the
+    labels the spawner gives homes), so filling it costs nothing and touches no shared disk."""
+    name, other = user("full"), user("full")
+    volume = home_volume_name(name)
+    hub.client.volumes.create(volume, driver="local", labels={"stackhub.deployment": TEST_PREFIX,
+                                                              "stackhub.role": "home", "stackhub.user": name},
+                              driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=30m,uid=1000,gid=1000"})
+    hub.spawn(name)
+    code, out = hub.client.containers.get(OWN.server(name)).exec_run(
+        ["bash", "-c", "head -c 40M /dev/zero > ~/big"], user="1000")
+    assert code != 0 and b"No space left on device" in out, out
+    r = requests.put(f"{hub.url}user/{name}/api/contents/note.txt", headers={"Authorization": f"token {hub.token}"},
+                     verify=hub.ca, json={"type": "file", "format": "text", "content": "hello"}, timeout=30)
+    assert r.status_code >= 400 and "No space left on device" in r.json()["message"], r.text
+    # the hub, another user, and the full user's own restart are fine
+    assert hub.api("GET", "/").status_code == 200
+    hub.spawn(other)
+    assert reachable(hub, other)
+    hub.stop(name)
+    hub.spawn(name)
+    assert reachable(hub, name)
+    hub.stop(name)
+    hub.stop(other)

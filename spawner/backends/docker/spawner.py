@@ -208,6 +208,7 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
                 obj = await self.docker("inspect_container", self.object_id)
                 if not obj["State"]["Running"]:
                     message = await self.record_exit(obj)
+                    await self.remove_object()
                     raise web.HTTPError(503, message, reason="Server stopped at start")
                 await asyncio.wait([answered], timeout=1)
             answered.result()
@@ -215,7 +216,8 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             answered.cancel()
 
     async def record_exit(self, obj: dict) -> str:
-        """Keep why the container ended (``last_exit``: the spawn page shows it) and log it."""
+        """Keep why the container ended (``last_exit``: the spawn page shows it) and log it; the
+        caller then removes the container (JupyterHub does not stop a server that is already dead)."""
         logs = await self.docker("logs", self.object_id, stdout=True, stderr=True, tail=exits.LOG_LINES)
         self.last_exit = exits.exit_message(obj["State"], (obj.get("HostConfig") or {}).get("Memory") or 0,
                                             self.cfg.sizes, logs.decode(errors="replace"))
@@ -230,5 +232,6 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             try:
                 await self.record_exit(await self.docker("inspect_container", self.object_id))
             except docker.errors.NotFound:
-                pass
+                return status
+            await self.remove_object()
         return status
