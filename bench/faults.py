@@ -99,6 +99,8 @@ def faults(hub: Hub, rows: list):
     hub.spawn(user)
     container = hub.client.containers.get(hub.own.hub)
     pid = container.attrs["State"]["Pid"]
+    if container.status != "running" or pid <= 1:  # never kill(0) (our own group) or init
+        raise SystemExit(f"the hub is not running: {container.attrs['State']}")
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
     until(lambda: not hub.answers(), 30, 0.05)

@@ -68,7 +68,9 @@ def test_hub_killed_mid_burst_comes_back_adopts_or_cleans_and_spawns_work_first_
     # kill once the first containers of the burst exist, so some spawns are half done
     until("a container of the burst", lambda: {u for u, _ in server_containers(hub)} & set(burst), 60)
     hub_container = hub.client.containers.get(OWN.hub)
-    os.kill(hub_container.attrs["State"]["Pid"], signal.SIGKILL)  # a crash, not `docker kill`: the restart policy applies
+    pid = hub_container.attrs["State"]["Pid"]
+    assert hub_container.status == "running" and pid > 1, hub_container.attrs["State"]  # never kill(0) or init
+    os.kill(pid, signal.SIGKILL)  # a crash, not `docker kill`: the restart policy applies
     killed = time.monotonic()
     until("the hub container exits", lambda: hub.client.containers.get(OWN.hub).attrs["State"]["Pid"]
           != hub_container.attrs["State"]["Pid"] or not hub_answers(hub), 30)
