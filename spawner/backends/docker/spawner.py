@@ -94,9 +94,13 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
 
     # -- only ever this user's own server ----------------------------------------------------
 
+    def object_labels(self, obj: dict) -> dict:
+        """The labels of an inspected engine object (a container's; a Swarm service keeps them elsewhere)."""
+        return (obj.get("Config") or {}).get("Labels") or {}
+
     def _is_mine(self, obj: dict) -> bool:
-        labels = (obj.get("Config") or {}).get("Labels")
-        return names.Deployment(self.cfg.hub.prefix).is_server_of(labels, self.user.name, self.name or "")
+        return names.Deployment(self.cfg.hub.prefix).is_server_of(self.object_labels(obj), self.user.name,
+                                                                   self.name or "")
 
     async def get_object(self):
         """DockerSpawner's lookup by name, but a container that is not this user's server is not ours.
@@ -106,9 +110,8 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         """
         obj = await super().get_object()
         if obj is not None and not self._is_mine(obj):
-            self.log.error("stackhub: container %s is not %s's server %r (labels %s); leaving it alone",
-                           self.object_name, self.user.name, self.name or "",
-                           (obj.get("Config") or {}).get("Labels"))
+            self.log.error("stackhub: %s %s is not %s's server %r (labels %s); leaving it alone", self.object_type,
+                           self.object_name, self.user.name, self.name or "", self.object_labels(obj))
             self.object_id = ""
             return None
         return obj
@@ -118,6 +121,8 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         left under the server's name (a hub killed mid-spawn forgets it), but without force a
         running one stays, and the create that follows fails with 409. Its anonymous volumes go
         with it; the home is a named volume and stays."""
+        if self.object_type != "container":  # a Swarm service: SwarmSpawner's own removal
+            return await super().remove_object()
         try:
             await self.docker("remove_container", self.object_id, v=True, force=True)
         except docker.errors.NotFound:
@@ -200,6 +205,8 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         """Wait until the server answers (JupyterHub's own ``wait_for_http_server``), watching the
         container meanwhile: one that dies at start (out of memory, a broken image) fails the spawn
         at once with the reason and its last log lines, instead of a spinner until http_timeout."""
+        if self.object_type != "container":  # a Swarm service: its task is watched by start_object
+            return
         ip, port = ip_port
         url = f"http://{ip}:{port}" + url_path_join(self.server.base_url if self.server else "/", "api")
         answered = asyncio.ensure_future(wait_for_http_server(url, timeout=self.http_timeout))
@@ -228,7 +235,7 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         """DockerSpawner's poll; a container found stopped (killed for memory while running) leaves
         its reason for the spawn page."""
         status = await super().poll()
-        if status not in (None, 0) and self.object_id:
+        if status not in (None, 0) and self.object_id and self.object_type == "container":
             try:
                 await self.record_exit(await self.docker("inspect_container", self.object_id))
             except docker.errors.NotFound:
