@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BACKEND ?=
 BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
-.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test
+.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,21 @@ images: venv engine
 	$(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS)
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
-# builds the stack images only when none exists yet (or when TAGS are named)
+# builds the stack images whose recipe changed (or that are missing); a no-op, with no PyPI
+# lookup, when every tag is an image of the current recipe (named by its inputs' hash)
 stack-images: venv engine
-	@if [ -n "$(TAGS)" ] || ! docker image inspect stackhub/lsst-stack:recommended >/dev/null 2>&1; then \
-	  $(PY) -m spawner.build.images build $(IMAGE_OPTS) $(TAGS); fi
+	$(PY) -m spawner.build.images build --if-stale $(IMAGE_OPTS) $(TAGS)
+
+## hpc-tools: what `stackhub images export` needs: mksquashfs (Debian's squashfs-tools) and siftool
+## (the SIF reference implementation, built from the Go module proxy into var/tools/bin)
+SIFTOOL := var/tools/bin/siftool
+hpc-tools: $(SIFTOOL)
+	@command -v mksquashfs >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq squashfs-tools >/dev/null; } \
+	  || { echo "stackhub: mksquashfs is missing: apt-get install squashfs-tools" >&2; exit 1; }
+
+$(SIFTOOL):
+	@command -v go >/dev/null || { echo "stackhub: siftool is built with Go (go install); install Go first" >&2; exit 1; }
+	GOBIN=$(CURDIR)/var/tools/bin go install github.com/apptainer/sif/v2/cmd/siftool@v2.25.0
 
 hub-image: venv engine
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
@@ -57,7 +68,7 @@ helm:
 
 ## test: the whole suite (unit, then real-engine integration, browser and Kubernetes tests; the
 ## Kubernetes node is built on the first run, ~9 min, and brought down again at the end)
-test: venv engine stack-images hub-image helm
+test: venv engine stack-images hub-image helm hpc-tools
 	STACKHUB_K8S_TESTS=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## test-k8s: only the Kubernetes tests (the node smoke test and the Helm chart on it)

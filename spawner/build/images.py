@@ -1,8 +1,9 @@
 """Build the stackhub images: base, shared stack layer, one stack image per tag, and the hub.
 
-    python -m spawner.build.images build [--ca-bundle PATH] [--recommended TAG] [TAGS...]
+    python -m spawner.build.images build [--ca-bundle PATH] [--recommended TAG] [--repository REPO] [TAGS...]
     python -m spawner.build.images build-hub [--ca-bundle PATH]
     python -m spawner.build.images resolve TAGS...          (print the pins, build nothing)
+    python -m spawner.build.images export TAG --format sif|squashfs|docker-archive   (HPC, docs/hpc.md)
 
 Layering (``images/README.md`` has the picture):
 
@@ -27,6 +28,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +51,8 @@ STACK_PYTHON = "3.13"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_REPO = "stackhub/base"
 STACK_REPO = "stackhub/lsst-stack"
-SHARED_REPO = "stackhub/lsst-stack-base"
+SHARED_SUFFIX = "-base"  # the shared layer of REPO is REPO-base: stackhub/lsst-stack-base
+SHARED_REPO = STACK_REPO + SHARED_SUFFIX
 HUB_REPO = "stackhub/hub"
 DEFAULT_TAGS = ("w_2026_43", "w_2026_42", "v30_0_0")
 DEFAULT_RECOMMENDED = "w_2026_43"
@@ -316,12 +319,19 @@ def dockerfile_then_install(client, log: Log, *, context: Path, dockerfile: str,
 # --- the builds -------------------------------------------------------------------------------
 
 
-def shared_image(client, log: Log, base: str, ca_bundle: str | None) -> str:
-    """``stackhub/lsst-stack-base:<hash>``: built once per set of inputs."""
+def shared_ref(client, base: str, shared_repo: str = SHARED_REPO) -> str:
+    """``<shared_repo>:<hash of the recipe, constraints and base image>``: the name the shared
+    layer of exactly these inputs has (or will have)."""
     constraints = (REPO / "constraints.txt").read_bytes()
     base_id = client.images.get(base).id
-    digest = inputs_hash(dir_parts(STACK_DIR) + [("constraints.txt", constraints), ("base", base_id.encode())])
-    ref = f"{SHARED_REPO}:{digest}"
+    return f"{shared_repo}:{inputs_hash(dir_parts(STACK_DIR) + [('constraints.txt', constraints), ('base', base_id.encode())])}"
+
+
+def shared_image(client, log: Log, base: str, ca_bundle: str | None, shared_repo: str = SHARED_REPO) -> str:
+    """``stackhub/lsst-stack-base:<hash>``: built once per set of inputs."""
+    constraints = (REPO / "constraints.txt").read_bytes()
+    ref = shared_ref(client, base, shared_repo)
+    digest = ref.rsplit(":", 1)[1]
     if _image_exists(client, ref):
         log(f"shared layer {ref}: present")
         return ref
@@ -336,7 +346,7 @@ def shared_image(client, log: Log, base: str, ca_bundle: str | None) -> str:
         changes=runtime_changes(labels={"stackhub.image": "lsst-stack-base"}),
         message="stackhub: shared layer (python, jupyterlab, science libraries)",
     )
-    client.images.get(image_id).tag(SHARED_REPO, digest)
+    client.images.get(image_id).tag(shared_repo, digest)
     log(f"shared layer {ref}: built in {_fmt_secs(time.monotonic() - t0)}")
     return ref
 
@@ -347,10 +357,11 @@ def stale_shared(shared_refs: Iterable[str], stack_labels_seen: Iterable[Mapping
     return sorted(ref for ref in shared_refs if ref not in used)
 
 
-def prune_shared(client, log: Log) -> None:
-    """Untag (and so free) shared layers left behind by earlier builds; kept while a tag uses one."""
-    shared = [t for img in client.images.list(name=SHARED_REPO) for t in img.tags]
-    labels = [img.labels for img in client.images.list(name=STACK_REPO)]
+def prune_shared(client, log: Log, repository: str = STACK_REPO) -> None:
+    """Untag (and so free) shared layers left behind by earlier builds of ``repository``; kept
+    while a tag uses one. Only that repository's own shared layers (``<repository>-base``)."""
+    shared = [t for img in client.images.list(name=repository + SHARED_SUFFIX) for t in img.tags]
+    labels = [img.labels for img in client.images.list(name=repository)]
     for ref in stale_shared(shared, labels):
         try:
             client.images.remove(ref)
@@ -359,9 +370,10 @@ def prune_shared(client, log: Log) -> None:
             log(f"shared layer {ref}: kept ({e})")
 
 
-def stack_image(client, log: Log, tag: str, pins: Mapping[str, str], shared: str, ca_bundle: str | None) -> str:
+def stack_image(client, log: Log, tag: str, pins: Mapping[str, str], shared: str, ca_bundle: str | None,
+                repository: str = STACK_REPO) -> str:
     """``stackhub/lsst-stack:<tag>``; kept when an image of the same pins and shared layer exists."""
-    ref = f"{STACK_REPO}:{tag}"
+    ref = f"{repository}:{tag}"
     labels = stack_labels(tag, pins, datetime.date.today(), shared)
     if up_to_date(_image_labels(client, ref), labels):
         log(f"{ref}: up to date")
@@ -379,8 +391,33 @@ def stack_image(client, log: Log, tag: str, pins: Mapping[str, str], shared: str
         changes=runtime_changes(env={"STACKHUB_STACK_TAG": tag}, labels=labels),
         message=f"stackhub: lsst_distrib {tag}",
     )
-    client.images.get(image_id).tag(STACK_REPO, tag)
+    client.images.get(image_id).tag(repository, tag)
     return ref
+
+
+def current_without_pypi(plan: Plan, repository: str, log: Log) -> bool:
+    """Whether every tag of ``plan`` (and its ``recommended`` alias) already is an image built on
+    the shared layer of the current recipe: then there is nothing to build, and no PyPI lookup is
+    made. ``make up``/``make test`` build with ``--if-stale`` every time, so an engine holding images
+    of an older recipe gets new ones, and an engine with current ones is not slowed or taken
+    offline by a PyPI lookup. A changed recipe, constraints or base gives a new shared-layer name,
+    so such images are not current and the full build (pins from PyPI) runs. Without
+    ``--if-stale`` the pins are resolved again and a tag whose pins moved is rebuilt.
+    """
+    client = _client()
+    base = f"{BASE_REPO}:{DEBIAN_SUITE}"
+    if not _image_exists(client, base):
+        return False
+    shared = shared_ref(client, base, repository + SHARED_SUFFIX)
+    seen = {tag: _image_labels(client, f"{repository}:{tag}") for tag in plan.tags}
+    if not all(labels and labels.get("stackhub.shared") == shared for labels in seen.values()):
+        return False
+    if plan.recommended:
+        alias = _image_labels(client, f"{repository}:recommended") or {}
+        if alias.get("stackhub.tag") != plan.recommended or alias.get("stackhub.shared") != shared:
+            return False
+    log(f"{repository}: {', '.join(plan.tags)} up to date (shared layer {shared})")
+    return True
 
 
 def build_stacks(
@@ -388,28 +425,36 @@ def build_stacks(
     *,
     recommended: str | None = DEFAULT_RECOMMENDED,
     ca_bundle: str | None = None,
+    repository: str = STACK_REPO,
+    if_stale: bool = False,
     log: Log = print,
 ) -> list[str]:
-    """Resolve every tag first (fail before building anything), then build what is missing."""
+    """Resolve every tag first (fail before building anything), then build what is missing.
+
+    ``repository``: where the tags go (``<repository>:<tag>``, shared layer ``<repository>-base``);
+    another name than the default lets a changed recipe be built and tested on an engine whose
+    ``stackhub/lsst-stack`` images others are using."""
     plan = make_plan(tags, recommended)
     t_all = time.monotonic()
+    if if_stale and current_without_pypi(plan, repository, log):
+        return [f"{repository}:{tag}" for tag in plan.tags]
     log(f"resolving {', '.join(plan.tags)} against PyPI ...")
     versions = stack_versions.fetch_versions(ca_bundle=ca_bundle, python=STACK_PYTHON)
     pins = {tag: stack_versions.resolve(tag, versions) for tag in plan.tags}
     client = _client()
     base = ensure_base(client, log)
-    shared = shared_image(client, log, base, ca_bundle)
+    shared = shared_image(client, log, base, ca_bundle, repository + SHARED_SUFFIX)
     built = []
     for i, tag in enumerate(plan.tags, 1):
         t0 = time.monotonic()
         short = ", ".join(f"{k.removeprefix('lsst-')} {v}" for k, v in sorted(pins[tag].items()))
         log(f"[{i}/{len(plan.tags)}] building {tag} ... ({short})")
-        built.append(stack_image(client, log, tag, pins[tag], shared, ca_bundle))
+        built.append(stack_image(client, log, tag, pins[tag], shared, ca_bundle, repository))
         log(f"[{i}/{len(plan.tags)}] {tag} done in {_fmt_secs(time.monotonic() - t0)}")
-    prune_shared(client, log)
+    prune_shared(client, log, repository)
     if plan.recommended:
-        client.images.get(f"{STACK_REPO}:{plan.recommended}").tag(STACK_REPO, "recommended")
-        log(f"{STACK_REPO}:recommended -> {plan.recommended}")
+        client.images.get(f"{repository}:{plan.recommended}").tag(repository, "recommended")
+        log(f"{repository}:recommended -> {plan.recommended}")
     log(f"all done in {_fmt_secs(time.monotonic() - t_all)}: {', '.join(built)}")
     return built
 
@@ -503,6 +548,17 @@ def print_catalog(prefix: str, repository: str) -> int:
     return 0
 
 
+REPOSITORY_RE = r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+
+
+def _repository(value: str) -> str:
+    """A Docker repository name without tag or registry port (lower case, ``/``-separated)."""
+    if not re.fullmatch(REPOSITORY_RE, value) or len(value) > 200:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an image repository name (lower-case letters, digits, '.', '_', '-', separated by '/'; no tag)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m spawner.build.images", description="Build the stackhub images.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -517,11 +573,30 @@ def _parser() -> argparse.ArgumentParser:
         "--recommended", metavar="TAG", default=DEFAULT_RECOMMENDED,
         help=f"tag aliased as 'recommended' (built if not listed; default {DEFAULT_RECOMMENDED}; '' for none)",
     )
+    b.add_argument(
+        "--repository", metavar="REPO", default=STACK_REPO, type=_repository,
+        help=f"image repository of the stack tags (default {STACK_REPO}); the shared layer goes to REPO{SHARED_SUFFIX}",
+    )
+    b.add_argument(
+        "--if-stale", action="store_true",
+        help="do nothing (and ask PyPI nothing) when every tag is an image of the current recipe already",
+    )
     h = sub.add_parser("build-hub", help="build the hub image stackhub/hub:<version>")
     h.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
     c = sub.add_parser("catalog", help="print the stack catalog ConfigMap (Kubernetes) of the stack images on this engine")
     c.add_argument("--prefix", default="stackhub", help="the deployment's hub.prefix (default stackhub)")
     c.add_argument("--repository", default=STACK_REPO, help=f"stack image repository (default {STACK_REPO})")
+    from spawner.build import export
+
+    e = sub.add_parser("export", help="write a stack image for HPC: SIF, squashfs or docker-archive (docs/hpc.md)")
+    e.add_argument("tag", metavar="TAG", help="stack tag, e.g. w_2026_43, or recommended")
+    e.add_argument("--format", required=True, metavar="|".join(export.FORMATS),
+                   help="what to write; a comma-separated list writes several (sif,squashfs share one mksquashfs run)")
+    e.add_argument("--output", "-o", metavar="PATH", help="file to write, for one format (default: lsst-stack_TAG.sif/.sqsh/.tar)")
+    e.add_argument("--output-dir", metavar="DIR", help="directory for the files (default: here)")
+    e.add_argument("--repository", metavar="REPO", default=STACK_REPO, type=_repository,
+                   help=f"image repository of the tag (default {STACK_REPO})")
+    e.add_argument("--force", action="store_true", help="replace the output file if it exists")
     r = sub.add_parser("resolve", help="print the package versions of tags, build nothing")
     r.add_argument("tags", nargs="*", metavar="TAG")
     r.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
@@ -532,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "catalog":
         return print_catalog(args.prefix, args.repository)
-    if args.ca_bundle and not Path(args.ca_bundle).is_file():
+    if getattr(args, "ca_bundle", None) and not Path(args.ca_bundle).is_file():
         print(f"stackhub images: --ca-bundle {args.ca_bundle}: no such file", file=sys.stderr)
         return 2
 
@@ -541,7 +616,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "build":
-            build_stacks(args.tags, recommended=args.recommended or None, ca_bundle=args.ca_bundle, log=log)
+            build_stacks(args.tags, recommended=args.recommended or None, ca_bundle=args.ca_bundle,
+                         repository=args.repository, if_stale=args.if_stale, log=log)
+        elif args.command == "export":
+            from spawner.build import export
+
+            try:
+                export.export_image(_client(), args.tag, args.format.split(","), output=args.output,
+                                    output_dir=args.output_dir, repository=args.repository, force=args.force,
+                                    log=log)
+            except export.ExportError as e:
+                raise BuildError(str(e)) from None
         elif args.command == "build-hub":
             build_hub(ca_bundle=args.ca_bundle, log=log)
         else:

@@ -11,6 +11,7 @@ is writable from the first start without a root helper; the image's start script
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from spawner.core import names
@@ -94,6 +95,19 @@ def course_environment(config: StackhubConfig) -> dict:
             "STACKHUB_COURSE_SYNC_SECONDS": str(courses.sync_seconds)}
 
 
+def cpu_count(cpu: float) -> int:
+    """The whole CPUs a server of ``cpu`` cores reports to Python (``PYTHON_CPU_COUNT``).
+
+    Python 3.13 answers ``os.cpu_count()``/``os.process_cpu_count()`` from this variable, and dask
+    sizes a notebook's ``LocalCluster()`` (workers, threads) from the latter: so a "small" server
+    starts one worker, not one per host core. dask reads the CPU quota from the cgroup only where
+    the v1 ``cpu`` and ``cpuacct`` controllers are mounted together (``cpu,cpuacct``), which Docker
+    on a host with separate mounts does not give; memory it reads from the cgroup everywhere.
+    Fractions round up (dask does the same with a quota).
+    """
+    return max(1, math.ceil(cpu))
+
+
 def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:
     home_volume = names.home_volume_name(username, config.volumes.home_volume)
     mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config) + course_mounts(config)
@@ -112,6 +126,7 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
         "STACKHUB_SIZE": choice.size.name,
         "CPU_LIMIT": f"{choice.size.cpu:g}",
         "MEM_LIMIT": choice.size.memory,
+        "PYTHON_CPU_COUNT": str(cpu_count(choice.size.cpu)),
         **course_environment(config),
     }
     return ServerSpec(

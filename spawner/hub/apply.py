@@ -106,6 +106,10 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = f"http://{Deployment(hub.prefix).hub}:{HUB_PORT}"
     c.JupyterHub.db_url = inputs.db_url or f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    # a hub upgraded across a JupyterHub major (5 -> 6) finds an older schema: JupyterHub migrates it
+    # instead of refusing to start, after copying a SQLite file aside (jupyterhub.sqlite.<date>; an
+    # external database is the site's to back up first)
+    c.JupyterHub.upgrade_db = True
     c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit

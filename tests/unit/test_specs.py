@@ -84,3 +84,18 @@ def json_safe(value, replace: dict):
     for old, new in replace.items():
         text = text.replace(old, new)
     return json.loads(text)
+
+
+def test_python_cpu_count_follows_the_size_rounded_up(catalog):
+    """dask's LocalCluster() sizes itself from os.process_cpu_count(): PYTHON_CPU_COUNT carries the
+    chosen size into the server (whole CPUs, at least one)."""
+    from spawner.core.config import Size
+    from spawner.core.specs import cpu_count
+
+    assert [cpu_count(c) for c in (0.25, 1, 1.5, 2, 4)] == [1, 1, 2, 2, 4]
+    cfg = StackhubConfig.model_validate({"sizes": [Size(name="tiny", cpu=0.5, memory="1G").model_dump(),
+                                                   Size(name="big", cpu=3, memory="6G").model_dump()],
+                                         "stack": {"defaultSize": "tiny"}})
+    for size, want in (("tiny", "1"), ("big", "3")):
+        choice = validate_options({"size": size}, catalog, cfg.sizes, default_size="tiny")
+        assert build_server_spec(cfg, "ann", "", choice).environment["PYTHON_CPU_COUNT"] == want

@@ -199,3 +199,45 @@ def test_only_shared_layers_no_tag_uses_are_stale():
     tags = [{"stackhub.shared": "stackhub/lsst-stack-base:bbb"}, {"stackhub.shared": "stackhub/lsst-stack-base:bbb"},
             {"stackhub.shared": "stackhub/lsst-stack-base:ccc"}, {}]
     assert stale_shared(shared, tags) == ["stackhub/lsst-stack-base:aaa"]
+
+
+def test_repository_option_names_a_repository_or_is_refused(capsys):
+    import pytest
+
+    p = images._parser()
+    assert p.parse_args(["build"]).repository == "stackhub/lsst-stack"
+    assert p.parse_args(["build", "--repository", "me-dev/lsst-stack"]).repository == "me-dev/lsst-stack"
+    for bad in ("Me/Stack", "a/b:tag", "/abs", "a//b", "x" * 201):
+        with pytest.raises(SystemExit):
+            p.parse_args(["build", "--repository", bad])
+        assert "is not an image repository name" in capsys.readouterr().err
+
+
+def test_if_stale_skips_pypi_only_when_every_tag_is_on_the_current_shared_layer(monkeypatch):
+    from types import SimpleNamespace
+
+    import docker
+
+    refs: dict[str, dict] = {"stackhub/base:trixie": {}}
+
+    def get(ref):
+        if ref not in refs:
+            raise docker.errors.ImageNotFound(ref)
+        return SimpleNamespace(id="sha256:" + ref, labels=refs[ref])
+
+    client = SimpleNamespace(images=SimpleNamespace(get=get))
+    monkeypatch.setattr(images, "_client", lambda: client)
+    shared = images.shared_ref(client, "stackhub/base:trixie", "me/stack-base")
+    plan = images.make_plan(["w_2026_43", "w_2026_42"], "w_2026_43")
+    logged = []
+    assert not images.current_without_pypi(plan, "me/stack", logged.append)  # nothing built yet
+    for tag in plan.tags:
+        refs[f"me/stack:{tag}"] = {"stackhub.tag": tag, "stackhub.shared": shared}
+    assert not images.current_without_pypi(plan, "me/stack", logged.append)  # no recommended alias
+    refs["me/stack:recommended"] = refs["me/stack:w_2026_43"]
+    assert images.current_without_pypi(plan, "me/stack", logged.append)
+    assert logged == [f"me/stack: w_2026_43, w_2026_42 up to date (shared layer {shared})"]
+    refs["me/stack:w_2026_42"] = {"stackhub.tag": "w_2026_42", "stackhub.shared": "me/stack-base:older"}
+    assert not images.current_without_pypi(plan, "me/stack", logged.append)  # an image of an older recipe
+    assert images.shared_ref(client, "stackhub/base:trixie", "me/stack-base") == shared  # stable
+    assert shared.startswith("me/stack-base:")
