@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from markupsafe import escape
 from tornado import web
 from traitlets import Dict, Type, Unicode, default
 from traitlets.config import Configurable
@@ -31,6 +32,7 @@ from traitlets.config import Configurable
 from spawner.core.catalog import Catalog, TagEntry
 from spawner.core.config import StackhubConfig
 from spawner.core.disk import VolumeUsage
+from spawner.core.orphans import ServerObject
 from spawner.core.options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
                                   validate_options)
 from spawner.core.policy import PolicyUnavailable
@@ -147,7 +149,40 @@ class StackhubSpawnerMixin(Configurable):
         catalog = await self.catalog_source().get()
         menu = build_menu(catalog, await self.restriction())
         form = render_form(menu, self.cfg.sizes, self.cfg.stack.default_size)
-        return self.disk_notice() + form
+        return self.exit_notice() + self.disk_notice() + form
+
+    # -- why the last server stopped (out of memory, died at start), kept in the spawner's state ------
+
+    @property
+    def last_exit(self) -> str:
+        return self.__dict__.get("_stackhub_last_exit", "")
+
+    @last_exit.setter
+    def last_exit(self, message: str):
+        self.__dict__["_stackhub_last_exit"] = message
+
+    def exit_notice(self) -> str:
+        if not self.last_exit:
+            return ""
+        return (f'<div class="alert alert-warning" role="alert" id="stackhub-last-exit">'
+                f'<pre style="white-space: pre-wrap">{escape(self.last_exit)}</pre></div>')
+
+    def get_state(self):
+        state = super().get_state()
+        if self.last_exit:
+            state["stackhub_last_exit"] = self.last_exit
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.last_exit = state.get("stackhub_last_exit", "")
+
+    def clear_state(self):
+        """JupyterHub clears the state when a server stops, then saves it: the reason it stopped
+        stays, for the spawn page, until a start succeeds."""
+        keep = self.last_exit
+        super().clear_state()
+        self.last_exit = keep
 
     def disk_notice(self) -> str:
         if self.disk_notices is None:
@@ -252,6 +287,8 @@ class Engine(Protocol):
     def catalog_source(self): ...
     def running_servers(self) -> dict[str, RunningServer]: ...
     def server(self, user: str, server: str) -> RunningServer | None: ...
+    def server_objects(self) -> list[ServerObject]: ...  # every user container, running or not
+    def remove_server(self, obj: ServerObject) -> None: ...
     def exec(self, handle: RunningServer, argv: list[str], *, user: str,
              environment: dict | None = None) -> ExecResult: ...
     def volume_usage(self) -> list[VolumeUsage]: ...

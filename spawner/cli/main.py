@@ -2,7 +2,8 @@
 
 Subcommands: ``up``, ``down``, ``token``, ``check``, ``schema``, ``images`` (stack and hub images);
 the admins' ``tags``, ``session``, ``start``, ``prewarm`` and ``audit`` (see ``cli_sessions``);
-the instructors' ``course publish|list|remove|sync`` (see ``cli_courses``).
+the instructors' ``course publish|list|remove|sync`` (see ``cli_courses``); the operator's ``backup``,
+``restore`` and ``users reset-password|delete|prune`` (see ``cli_ops``).
 Errors end in one line on stderr and exit status 2; nothing is printed that holds a secret except
 what the command is for (``token`` prints the admin token, ``up`` the shared tutorial password).
 """
@@ -136,10 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("rest", nargs=argparse.REMAINDER)
     img.set_defaults(func=cmd_images)
     from spawner.cli import courses as cli_courses
+    from spawner.cli import ops as cli_ops
     from spawner.cli import sessions as cli_sessions
 
     cli_sessions.register(sub)
     cli_courses.register(sub)
+    cli_ops.register(sub)
     return p
 
 

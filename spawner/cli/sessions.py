@@ -143,14 +143,6 @@ def cmd_audit(args) -> int:
     return 0
 
 
-def cmd_users(args) -> int:
-    """``users reset-password NAME``: a new generated tutorial password for NAME, printed once."""
-    out = client(service=None)("POST", f"stackhub/users/{quote(args.user, safe='')}/password")
-    print(f"user: {out['name']}")
-    print(f"password: {out['password']}")
-    return 0
-
-
 def register(sub):
     """Add the admins' subcommands to the ``stackhub`` parser."""
     tags = sub.add_parser("tags", help="list, hide, show or recommend stack tags (run-time policy)")
@@ -179,13 +171,6 @@ def register(sub):
     rp.add_argument("--empty", action="store_true",
                     help="replace it with an empty policy instead (drops every hidden tag and session lock)")
     sess.set_defaults(func=guard(cmd_session))
-
-    users = sub.add_parser("users", help="tutorial login accounts")
-    usub = users.add_subparsers(dest="users_command", required=True)
-    rp = usub.add_parser("reset-password", help="give USER a new generated password (prints it once); "
-                                                 "also how instructors get theirs")
-    rp.add_argument("user", metavar="USER")
-    users.set_defaults(func=guard(cmd_users))
 
     st = sub.add_parser("start", help="start USER's server with a tag (as an admin) and wait until it is ready")
     st.add_argument("user", metavar="USER")

@@ -68,6 +68,8 @@ class HubSettings(Model):
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
+    route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
+    orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
 
     @model_validator(mode="after")
     def _two_networks(self):
@@ -199,6 +201,7 @@ class Mount(Model):
 
 class Volumes(Model):
     home_volume: str = Field("stackhub-home-{user}", description="Name of each user's home volume; {user} is the escaped username.")
+    delete_home_with_user: bool = Field(False, description="Delete a user's home volume when an admin deletes the user (admin page or API). False keeps it, and the hub's log says so; `stackhub users delete NAME --purge` and `stackhub users prune` delete kept homes.")
     home_budget: str | None = Field("10G", description="Disk budget of each user's home, e.g. 10G. Measured by the stackhub-diskwatch service: at homeBudgetWarn a warning file appears in the home, over the budget the user's servers are stopped (docs/disk.md). None: no budget.")
     home_budget_warn: float = Field(0.9, gt=0, lt=1, description="Fraction of homeBudget at which the user is warned (a file ~/DISK-QUOTA-WARNING.txt and a note on the spawn page).")
     home_budget_check_seconds: int = Field(60, ge=1, description="Seconds between two measurements of the homes; a user may write past the budget for up to this long.")

@@ -220,7 +220,7 @@ class Deployment:
         from docker.errors import NotFound
 
         try:
-            self.client.containers.get(name).remove(force=True)
+            self.client.containers.get(name).remove(force=True, v=True)
         except NotFound:
             pass
 
@@ -467,7 +467,7 @@ class Deployment:
         """Stop hub, proxy and user servers; homes, data and hub state stay."""
         for c in self.servers(all=True):
             self.log(f"stopping {c.name}")
-            c.remove(force=True)
+            c.remove(force=True, v=True)
         for name in (self.own.hub, self.own.proxy):
             self._remove(name)
         self.remove_firewall()

@@ -34,6 +34,7 @@ HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container
 SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
 DISKWATCH_SERVICE = "stackhub-diskwatch"
+ORPHANS_SERVICE = "stackhub-orphans"
 PREWARM_CONCURRENCY = 3
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
@@ -126,6 +127,9 @@ def update_proxy(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
     c.JupyterHub.proxy_class = "configurable-http-proxy"
     c.ConfigurableHTTPProxy.should_start = False
+    # the hub re-adds missing routes at each of these checks: a proxy restarted alone (it keeps no
+    # routes) serves every user and service again within this many seconds
+    c.JupyterHub.last_activity_interval = cfg.hub.route_check_seconds
     # the proxy's alias on hub.apiNetwork only: its API listens there
     c.ConfigurableHTTPProxy.api_url = f"http://{Deployment(cfg.hub.prefix).proxy_api}:{PROXY_API_PORT}"
     c.ConfigurableHTTPProxy.auth_token = inputs.secret("proxy-token")
@@ -226,9 +230,21 @@ def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]
     return service, role
 
 
+def orphans_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
+    """The reaper of user containers the hub lost (spawner.services.orphans): reads, removes nothing through the hub."""
+    service = managed_service(cfg, paths, ORPHANS_SERVICE, "spawner.services.orphans")
+    role = {
+        "name": ORPHANS_SERVICE,
+        "description": "see which servers the hub knows, to remove user containers it forgot",
+        "scopes": ["list:users", "read:servers"],
+        "services": [ORPHANS_SERVICE],
+    }
+    return service, role
+
+
 def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     """The admin token service (``make token``), the sessions service, the idle culler, the course
-    service and the home budget watcher."""
+    service, the home budget watcher and the reaper of forgotten user containers."""
     sessions, sessions_role = sessions_service(cfg, paths)
     services = [{"name": ADMIN_SERVICE, "api_token": inputs.secret("admin-token")}, sessions]
     roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
@@ -251,6 +267,10 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         diskwatch, diskwatch_role = diskwatch_service(cfg, paths)
         services.append(diskwatch)
         roles.append(diskwatch_role)
+    if cfg.spawner.backend.type == "docker":  # Swarm and Kubernetes reschedule or remove their own
+        orphans, orphans_role = orphans_service(cfg, paths)
+        services.append(orphans)
+        roles.append(orphans_role)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

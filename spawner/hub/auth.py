@@ -32,12 +32,13 @@ from spawner.core.config import OAuthAuth, StackhubConfig
 INSTRUCTORS_GROUP = "instructors"
 
 AUTHENTICATORS = {
-    "github": "oauthenticator.github.GitHubOAuthenticator",
-    "cilogon": "oauthenticator.cilogon.CILogonOAuthenticator",
+    "github": "spawner.hub.lifecycle.StackhubGitHubOAuthenticator",
+    "cilogon": "spawner.hub.lifecycle.StackhubCILogonOAuthenticator",
     "oidc": "spawner.hub.oidc.StackhubOIDCAuthenticator",  # GenericOAuthenticator + nonce, clear provider errors
 }
 # the config section of each authenticator class (traitlets config is keyed by class name; a
-# subclass such as StackhubOIDCAuthenticator reads its parent's section)
+# subclass such as StackhubOIDCAuthenticator reads its parent's section). Each stackhub class mixes
+# in spawner.hub.lifecycle.StopServersOnDelete.
 SECTIONS = {"github": "GitHubOAuthenticator", "cilogon": "CILogonOAuthenticator", "oidc": "GenericOAuthenticator"}
 DEFAULT_GROUPS_CLAIM = {"oidc": "groups", "cilogon": "isMemberOf"}
 # where each authenticator keeps the provider's user info in auth_state

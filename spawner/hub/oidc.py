@@ -29,6 +29,8 @@ from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
 
+from spawner.hub.lifecycle import StopServersOnDelete
+
 NONCE_COOKIE = "stackhub-oidc-nonce"
 ADMIN_HINT = "Tell the hub's administrators; the hub's log has the details."
 
@@ -73,7 +75,7 @@ def provider_answer(e: HTTPClientError) -> str:
     return f"HTTP {e.code}"
 
 
-class StackhubOIDCAuthenticator(GenericOAuthenticator):
+class StackhubOIDCAuthenticator(StopServersOnDelete, GenericOAuthenticator):
     """GenericOAuthenticator with a nonce and clear pages for provider errors (see the module doc)."""
 
     login_handler = NonceLoginHandler

@@ -37,6 +37,7 @@ from tornado import web
 from traitlets import Unicode, default
 
 from spawner.core import usernames
+from spawner.hub.lifecycle import StopServersOnDelete
 
 INSTRUCTORS_GROUP = "instructors"
 # bcrypt releases the GIL: as many threads as cores keep them busy, and no more queue up
@@ -65,7 +66,7 @@ class ResetPasswordAPIHandler(APIHandler):
         self.write(json.dumps({"name": name, "password": password}))
 
 
-class TutorialAuthenticator(FirstUseAuthenticator):
+class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
     """First-use passwords, gated by the room code (see the module docstring)."""
 
     room_code = Unicode(

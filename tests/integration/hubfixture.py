@@ -134,7 +134,7 @@ OWN = names.Deployment(TEST_PREFIX)
 TEST_CONFIG = {
     "hub": {"prefix": TEST_PREFIX, "httpsPort": 9443, "httpPort": 9080, "network": f"{TEST_PREFIX}-users",
             "apiNetwork": f"{TEST_PREFIX}-internal", "stateVolume": f"{TEST_PREFIX}-hub-state",
-            "adminUsers": ["admin"]},
+            "adminUsers": ["admin"], "orphanGraceSeconds": 20},  # test_faults waits out the grace
     "volumes": {"data": [{"source": f"{TEST_PREFIX}-data", "target": "/data"}],
                 "homeVolume": f"{TEST_PREFIX}-home-{{user}}"},
     "stack": {"catalogTtl": 2},

@@ -127,7 +127,7 @@ def test_github_uses_organizations_and_teams():
     c = apply({"type": "github", "clientId": "Iv1.abc", "allowedGroups": ["lsst", "lsst-dm:tutorial"],
                "adminGroups": ["lsst:hub-admins"], "instructorGroups": ["lsst:teachers"],
                "allowedUsers": ["octocat"]})
-    assert c.JupyterHub.authenticator_class == "oauthenticator.github.GitHubOAuthenticator"
+    assert c.JupyterHub.authenticator_class == "spawner.hub.lifecycle.StackhubGitHubOAuthenticator"
     g = c.GitHubOAuthenticator
     assert g.client_id == "Iv1.abc" and g.client_secret == SECRET
     assert g.allowed_organizations == {"lsst", "lsst-dm:tutorial"}
@@ -147,7 +147,7 @@ def test_cilogon_idps_and_groups_claim():
                         {"entityId": "http://github.com/login/oauth/authorize", "usernameClaim": "oidc",
                          "allowedDomains": ["*.lsst.org"]}]},
               env={"CILOGON_SECRET": "cil-secret"})
-    assert c.JupyterHub.authenticator_class == "oauthenticator.cilogon.CILogonOAuthenticator"
+    assert c.JupyterHub.authenticator_class == "spawner.hub.lifecycle.StackhubCILogonOAuthenticator"
     g = c.CILogonOAuthenticator
     assert g.client_secret == "cil-secret"
     assert g.idps == {

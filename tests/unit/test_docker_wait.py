@@ -46,7 +46,7 @@ async def test_a_dead_container_fails_the_start_with_its_reason():
     with pytest.raises(web.HTTPError) as e:
         await wait_until_listening("127.0.0.1", _free_port(), timeout=30, alive=dead, interval=0.01,
                                    check_every=0.05)
-    assert e.value.status_code == 500 and "ImportError: boom" in e.value.log_message
+    assert e.value.status_code == 503 and "ImportError: boom" in e.value.log_message
     assert calls
 
 

@@ -23,7 +23,7 @@ def test_apply_sets_spawner_proxy_auth_and_culler(tmp_path):
     assert c.TutorialAuthenticator.dbm_path == str(tmp_path / "tutorial-passwords")
     assert "room code" in c.JupyterHub.template_vars["announcement_login"]
     assert {s["name"] for s in c.JupyterHub.services} == {"stackhub-admin", "stackhub-sessions", "idle-culler",
-                                                           "stackhub-courses", "stackhub-diskwatch"}
+                                                           "stackhub-courses", "stackhub-diskwatch", "stackhub-orphans"}
     assert c.JupyterHub.public_url == "https://localhost:8443/"
     assert "Strict-Transport-Security" in c.JupyterHub.tornado_settings["headers"]
 
@@ -32,7 +32,7 @@ def test_culler_can_be_turned_off(tmp_path):
     cfg = StackhubConfig.model_validate({"culler": {"enabled": False}, "courses": {"enabled": False},
                                          "volumes": {"homeBudget": None}})
     c = apply_config(Config(), cfg, paths(tmp_path))
-    assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin", "stackhub-sessions"]
+    assert [s["name"] for s in c.JupyterHub.services] == ["stackhub-admin", "stackhub-sessions", "stackhub-orphans"]
 
 
 def test_instructors_and_admins_reach_the_course_service(tmp_path):
@@ -96,7 +96,7 @@ def test_every_service_gets_the_hubs_config_by_one_route(tmp_path, monkeypatch):
                                          "volumes": {"homeBudget": "1G"}, "courses": {"maxFiles": 7}})
     c = apply_config(Config(), cfg, paths(tmp_path))
     envs = [s["environment"] for s in c.JupyterHub.services if "command" in s and "spawner.services" in " ".join(s["command"])]
-    assert len(envs) == 3  # sessions, courses, disk watcher
+    assert len(envs) == 4  # sessions, courses, disk watcher, orphans
     assert len({e["STACKHUB_CONFIG_JSON"] for e in envs}) == 1
     for env in envs:
         assert config_from_env(env) == cfg

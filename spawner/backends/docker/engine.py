@@ -17,6 +17,7 @@ from spawner.backends.catalog_source import CatalogSource
 from spawner.core import names
 from spawner.core.config import StackhubConfig
 from spawner.core.disk import VolumeUsage
+from spawner.core.orphans import ServerObject
 
 
 @contextlib.contextmanager
@@ -82,6 +83,22 @@ class DockerEngine:
             if h.user not in out or not h.server:
                 out[h.user] = h
         return out
+
+    def server_objects(self) -> list[ServerObject]:
+        """Every user container of this deployment, running or not (the orphan check's view)."""
+        found = self.client.containers.list(all=True, filters={"label": [f"{names.LABEL_ROLE}=server"]},
+                                            ignore_removed=True)  # one removed meanwhile is no error
+        return [ServerObject(user=c.labels[names.LABEL_USER], server=c.labels.get(names.LABEL_SERVER, ""), name=c.name)
+                for c in found if self.deployment.owns_server(c.labels)]
+
+    def remove_server(self, obj: ServerObject) -> None:
+        """Remove one user container (with its anonymous volumes; never the home), if still ours."""
+        try:
+            c = self.client.containers.get(obj.name)
+        except docker_errors.NotFound:
+            return
+        if self.deployment.is_server_of(c.labels, obj.user, obj.server):
+            c.remove(force=True, v=True)
 
     def server(self, user: str, server: str = "") -> RunningServer | None:
         """``user``'s running server ``server``, or None (gone, stopped, or a container under that

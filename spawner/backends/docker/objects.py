@@ -16,8 +16,13 @@ def mount(m: MountSpec) -> dict:
 
 
 def host_config(h: Hardening) -> dict:
-    """Keyword arguments of docker-py's ``create_host_config`` for the hardening."""
+    """Keyword arguments of docker-py's ``create_host_config`` for the hardening.
+
+    ``auto_remove`` is off (DockerSpawner turns it on with ``remove``): a container that dies must
+    stay until the spawner has read why (out of memory, exit code, last log lines); the spawner's
+    stop removes it, and stackhub-orphans one the hub never saw."""
     return {
+        "auto_remove": False,
         "cap_drop": list(h.cap_drop),
         "security_opt": ["no-new-privileges:true"] if h.no_new_privileges else [],
         "pids_limit": h.pids_limit,

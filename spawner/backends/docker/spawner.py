@@ -26,7 +26,7 @@ from traitlets import Integer, default
 from spawner.backends.base import StackhubSpawnerMixin
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.docker import objects
-from spawner.core import names
+from spawner.core import exits, names
 from spawner.core.config import DockerBackend
 from spawner.core.specs import ServerSpec
 
@@ -134,11 +134,58 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             return None
         return obj
 
+    async def remove_object(self):
+        """Remove the container even while it runs: at start, DockerSpawner removes a container
+        left under the server's name (a hub killed mid-spawn forgets it), but without force a
+        running one stays, and the create that follows fails with 409. Its anonymous volumes go
+        with it; the home is a named volume and stays."""
+        if self.object_type != "container":  # a Swarm service: SwarmSpawner's own removal
+            return await super().remove_object()
+        try:
+            await self.docker("remove_container", self.object_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: a removal already in progress
+                raise
+
     async def stop(self, now=False):
         if not self.object_id:  # nothing of ours to stop (never created, or not ours)
             self.clear_state()
             return
         await super().stop(now=now)
+
+    async def delete_forever(self):
+        """The user is being deleted (JupyterHub deletes the default server's spawner only with its
+        user; a named server's removal leaves the home, which every server of the user shares).
+
+        The home goes only if ``volumes.deleteHomeWithUser`` says so, and only a volume labelled as
+        this user's home of this deployment; the hub's log says which, never silently."""
+        if self.name:
+            return
+        volume = names.home_volume_name(self.user.name, self.cfg.volumes.home_volume)
+        if not self.cfg.volumes.delete_home_with_user:
+            self.log.warning("stackhub: user %s deleted; home volume %s kept (volumes.deleteHomeWithUser is false; "
+                             "`stackhub users delete %s --purge` or `stackhub users prune` deletes it)",
+                             self.user.name, volume, self.user.name)
+            return
+        try:
+            labels = (await self.docker("inspect_volume", volume)).get("Labels") or {}
+        except docker.errors.NotFound:
+            self.log.warning("stackhub: user %s deleted; they had no home volume %s", self.user.name, volume)
+            return
+        own = names.Deployment(self.cfg.hub.prefix).labels("home")
+        if any(labels.get(k) != v for k, v in own.items()) or labels.get(names.LABEL_USER) != self.user.name:
+            self.log.error("stackhub: user %s deleted; volume %s is not their home of this deployment (labels %s): kept",
+                           self.user.name, volume, labels)
+            return
+        try:
+            await self.docker("remove_volume", volume)
+        except docker.errors.APIError as e:
+            self.log.error("stackhub: user %s deleted; home volume %s kept: %s", self.user.name, volume, e.explanation)
+            return
+        self.log.warning("stackhub: user %s deleted; home volume %s deleted (volumes.deleteHomeWithUser)",
+                         self.user.name, volume)
 
     # -- start, with progress ------------------------------------------------------------------
 
@@ -173,19 +220,41 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             ip, port = await super().start()
             self._event(70, "Container started; waiting for JupyterLab to answer")
             await wait_until_listening(ip, port, timeout=self.http_timeout, alive=self._exit_status)
+        self.last_exit = ""
         return ip, port
 
     async def _exit_status(self):
-        """None while the container runs; else why it stopped, with the end of its log."""
-        status = await self.poll()
-        if status is None:
+        """None while the container runs; else why it stopped (out of memory, a broken image: kept
+        for the spawn page by ``record_exit``), and the dead container is removed."""
+        if self.object_type != "container":  # a Swarm service: its task is watched by start_object
             return None
-        try:
-            logs = await self.docker("logs", self.container_id, tail=15)
-            tail = logs.decode(errors="replace").strip()
-        except docker.errors.APIError:
-            tail = ""
-        return f"the server's container exited ({status}) before JupyterLab answered" + (f":\n{tail}" if tail else "")
+        obj = await self.docker("inspect_container", self.object_id)
+        if obj["State"]["Running"]:
+            return None
+        message = await self.record_exit(obj)
+        await self.remove_object()
+        return message
+
+    async def record_exit(self, obj: dict) -> str:
+        """Keep why the container ended (``last_exit``: the spawn page shows it) and log it; the
+        caller then removes the container (JupyterHub does not stop a server that is already dead)."""
+        logs = await self.docker("logs", self.object_id, stdout=True, stderr=True, tail=exits.LOG_LINES)
+        self.last_exit = exits.exit_message(obj["State"], (obj.get("HostConfig") or {}).get("Memory") or 0,
+                                            self.cfg.sizes, logs.decode(errors="replace"))
+        self.log.warning("stackhub: %s's server %r stopped: %s", self.user.name, self.name or "", self.last_exit)
+        return self.last_exit
+
+    async def poll(self):
+        """DockerSpawner's poll; a container found stopped (killed for memory while running) leaves
+        its reason for the spawn page."""
+        status = await super().poll()
+        if status not in (None, 0) and self.object_id and self.object_type == "container":
+            try:
+                await self.record_exit(await self.docker("inspect_container", self.object_id))
+            except docker.errors.NotFound:
+                return status
+            await self.remove_object()
+        return status
 
 
 async def wait_until_listening(host: str, port: int, *, timeout: float, alive, interval: float = 0.2,
@@ -216,5 +285,5 @@ async def wait_until_listening(host: str, port: int, *, timeout: float, alive, i
             next_check = loop.time() + check_every
             why = await alive()
             if why:
-                raise web.HTTPError(500, why)
+                raise web.HTTPError(503, why, reason="Server stopped at start")
         await asyncio.sleep(interval)

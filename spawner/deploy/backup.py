@@ -1,0 +1,363 @@
+"""``stackhub backup DEST`` and ``stackhub restore SRC``: everything a deployment needs to come back.
+
+A backup is a directory (0700) holding:
+
+- ``manifest.json``: format, time, the deployment's prefix, and every file with its size and
+  SHA-256 (a restore checks them all before it touches anything);
+- ``volumes/<role>[-<name>].tar``: the hub's state volume (database, cookie secret, tag policy and
+  session locks, tutorial passwords, disk notes), the published courses, and on request every home
+  volume (``--homes``) and the tutorial data volumes (``--data``);
+- ``secrets/`` and ``tls/``: the run-time secrets and the local CA, each file 0600.
+
+The volumes are read and written by a throwaway container of the hub image running
+``spawner.deploy.volume_archive`` (no network, removed with its volumes): SQLite files go through
+the online backup API, so a backup taken while the hub runs holds a consistent database.
+
+A restore follows the *current* config's names (a backup of ``stackhub`` restores into
+``stackhub-test`` if that is what the config says), refuses while this deployment runs or when
+it would overwrite data unless ``--force`` is given, and leaves the deployment stopped:
+``make up`` starts it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from spawner.core import names
+from spawner.core.config import StackhubConfig
+
+FORMAT = "stackhub-backup/1"
+ROLES = ("hub-state", "courses", "home", "data")
+WORKER = Path(__file__).with_name("volume_archive.py")
+LABEL_VOLUME_ROLE = {"hub-state": "hub-state", "courses": "courses", "home": "home", "data": "data"}
+_FILE = re.compile(r"^(volumes/[A-Za-z0-9][A-Za-z0-9._-]*\.tar|secrets/[A-Za-z0-9._-]+|tls/[A-Za-z0-9._-]+)$")
+
+
+class BackupError(RuntimeError):
+    """A backup or restore that cannot go on; the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class VolumeItem:
+    """One volume (or host directory) in a backup: its role, where it lives, its file in the backup."""
+
+    role: str
+    source: str
+    file: str
+    user: str | None = None
+
+
+def volume_file(role: str, key: str = "") -> str:
+    """The archive's name in the backup; ``key`` (a user, a data volume) escaped as Docker names are."""
+    return f"volumes/{role}-{names.escape_name(key)}.tar" if key else f"volumes/{role}.tar"
+
+
+def plan_volumes(cfg: StackhubConfig, homes: dict[str, str], data: bool) -> list[VolumeItem]:
+    """The volumes a backup holds (pure): hub state and courses always; ``homes`` (user -> volume)
+    and the configured data volumes when asked. Host-path data mounts are the operator's, not ours."""
+    items = [VolumeItem("hub-state", cfg.hub.state_volume, volume_file("hub-state"))]
+    if cfg.courses.enabled:
+        items.append(VolumeItem("courses", cfg.courses.volume, volume_file("courses")))
+    for user in sorted(homes):
+        items.append(VolumeItem("home", homes[user], volume_file("home", user), user=user))
+    if data:
+        for mount in cfg.volumes.data:
+            if not mount.source.startswith("/"):
+                items.append(VolumeItem("data", mount.source, volume_file("data", mount.source)))
+    return items
+
+
+def restore_target(cfg: StackhubConfig, item: VolumeItem) -> str | None:
+    """Where a backed-up volume goes under the current config; None: nowhere (say why in the log)."""
+    if item.role == "hub-state":
+        return cfg.hub.state_volume
+    if item.role == "courses":
+        return cfg.courses.volume if cfg.courses.enabled else None
+    if item.role == "home":
+        return names.home_volume_name(item.user, cfg.volumes.home_volume)
+    if item.role == "data":
+        return item.source if item.source in {m.source for m in cfg.volumes.data} else None
+    return None
+
+
+def read_manifest(src: Path) -> dict:
+    """Load and check a backup's manifest: known format and roles, file names inside the backup."""
+    path = src / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BackupError(f"{src} is not a stackhub backup: no manifest.json") from None
+    except (OSError, ValueError) as e:
+        raise BackupError(f"{path}: cannot read: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else None!r} "
+                          f"is not {FORMAT!r}")
+    items, files = manifest.get("volumes"), manifest.get("files")
+    if not isinstance(items, list) or not isinstance(files, list):
+        raise BackupError(f"{path}: 'volumes' and 'files' must be lists")
+    for entry in [*items, *files]:
+        if not isinstance(entry, dict) or not _FILE.match(str(entry.get("file", ""))):
+            raise BackupError(f"{path}: entry {entry!r} names no file of a backup (volumes/*.tar, secrets/*, tls/*)")
+        if not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+            raise BackupError(f"{path}: {entry['file']} has no sha256/bytes")
+    for item in items:
+        if item.get("role") not in ROLES:
+            raise BackupError(f"{path}: volume role {item.get('role')!r} is not one of {', '.join(ROLES)}")
+        if item["role"] == "home" and not (isinstance(item.get("user"), str) and item["user"]):
+            raise BackupError(f"{path}: home {item['file']} names no user")
+        if not isinstance(item.get("source"), str) or not item["source"]:
+            raise BackupError(f"{path}: {item['file']} names no source volume")
+    return manifest
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class Archiver:
+    """Backup and restore of one deployment, on a ``docker.DockerClient`` and the host's ``var/``."""
+
+    def __init__(self, *, client, cfg: StackhubConfig, paths, log=print):
+        self.client = client
+        self.cfg = cfg
+        self.paths = paths
+        self.log = log
+        self.own = names.Deployment(cfg.hub.prefix)
+
+    # -- the engine side -------------------------------------------------------------------------
+
+    def homes(self) -> dict[str, str]:
+        """This deployment's home volumes (user -> volume), by the labels the spawner gives them."""
+        found = self.client.volumes.list(filters={"label": [f"{names.LABEL_DEPLOYMENT}={self.cfg.hub.prefix}",
+                                                            f"{names.LABEL_ROLE}=home"]})
+        return {v.attrs["Labels"][names.LABEL_USER]: v.name for v in found
+                if (v.attrs.get("Labels") or {}).get(names.LABEL_USER)}
+
+    def exists(self, source: str) -> bool:
+        from docker.errors import NotFound
+
+        if source.startswith("/"):
+            return Path(source).is_dir()
+        try:
+            self.client.volumes.get(source)
+            return True
+        except NotFound:
+            return False
+
+    def worker(self, args: list[str], mounts: dict[str, dict]) -> list[dict]:
+        """Run ``volume_archive`` in a throwaway hub-image container; its JSON lines, as they come."""
+        container = self.client.containers.run(
+            self.cfg.hub.image, entrypoint=["python3", "-c", WORKER.read_text()], command=args,
+            volumes=mounts, user="0", network_disabled=True, detach=True, working_dir="/",
+            labels=self.own.labels("backup"))
+        out = []
+        try:
+            for line in container.logs(stream=True, follow=True, stderr=False):
+                for text in line.decode(errors="replace").splitlines():
+                    try:
+                        out.append(json.loads(text))
+                    except ValueError:
+                        continue
+                    self._progress(out[-1])
+            status = container.wait()
+            if status.get("StatusCode"):
+                err = container.logs(stdout=False, stderr=True, tail=20).decode(errors="replace")
+                raise BackupError(f"the archive helper failed ({status.get('StatusCode')}):\n{err}")
+        finally:
+            container.remove(v=True, force=True)
+        return out
+
+    def _progress(self, event: dict):
+        if event.get("done") == "dump":
+            self.log(f"  {event['src']}: {event['files']} files, {_human(event['bytes'])}")
+        elif event.get("done") == "load":
+            self.log(f"  {event['dst']}: {event['files']} entries")
+
+    def sizes(self, sources: list[str]) -> dict[str, int]:
+        if not sources:
+            return {}
+        mounts = {s: {"bind": f"/v/{i}", "mode": "ro"} for i, s in enumerate(sources)}
+        result = self.worker(["du", *(f"/v/{i}" for i in range(len(sources)))], mounts)
+        by_path = result[-1]["bytes"]
+        return {s: by_path[f"/v/{i}"] for i, s in enumerate(sources)}
+
+    def running(self) -> list[str]:
+        """This deployment's running containers (hub, proxy, servers), by name."""
+        found = []
+        for c in self.client.containers.list(filters={"label": f"{names.LABEL_DEPLOYMENT}={self.cfg.hub.prefix}"}):
+            if c.labels.get(names.LABEL_ROLE) in ("hub", "proxy", "server"):
+                found.append(c.name)
+        return sorted(found)
+
+    # -- backup ------------------------------------------------------------------------------------
+
+    def backup(self, dest: Path, *, homes: bool = False, data: bool = False, dry_run: bool = False) -> dict:
+        dest = dest.resolve()
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise BackupError(f"{dest} exists and is not an empty directory; a backup never overwrites one")
+        items = plan_volumes(self.cfg, self.homes() if homes else {}, data)
+        missing = [i.source for i in items if not self.exists(i.source)]
+        if any(i.role == "hub-state" for i in items if i.source in missing):
+            raise BackupError(f"no hub state at {self.cfg.hub.state_volume}: nothing to back up (is this the "
+                              f"deployment's config? prefix {self.cfg.hub.prefix})")
+        items = [i for i in items if i.source not in missing]
+        host_files = self._host_files()
+        if dry_run:
+            sizes = self.sizes([i.source for i in items])
+            self.log(f"would write {dest}/ (0700):")
+            self.log("  manifest.json")
+            for i in items:
+                self.log(f"  {i.file}  <- {i.role} {i.source} ({_human(sizes[i.source])})")
+            for rel, path in host_files:
+                self.log(f"  {rel}  <- {path} (0600)")
+            for m in missing:
+                self.log(f"  (skipped: {m} does not exist)")
+            return {"volumes": [asdict(i) for i in items], "files": [r for r, _ in host_files]}
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
+        (dest / "volumes").mkdir(mode=0o700)
+        self.log(f"backing up {len(items)} volumes of {self.cfg.hub.prefix} to {dest}")
+        mounts = {str(dest / "volumes"): {"bind": "/backup", "mode": "rw"}}
+        args = ["dump"]
+        for n, item in enumerate(items):
+            # the state volume is mounted writable: SQLite may need to roll back a hot journal to read
+            mounts[item.source] = {"bind": f"/v/{n}", "mode": "rw" if item.role == "hub-state" else "ro"}
+            args += [f"/v/{n}", f"/backup/{Path(item.file).name}"]
+        self.worker(args, mounts)
+        volumes = []
+        for item in items:
+            path = dest / item.file
+            os.chmod(path, 0o600)
+            volumes.append({**asdict(item), "bytes": path.stat().st_size, "sha256": sha256(path)})
+        files = []
+        for rel, path in host_files:
+            target = dest / rel
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(path.read_bytes())
+            files.append({"file": rel, "bytes": target.stat().st_size, "sha256": sha256(target)})
+        manifest = {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "prefix": self.cfg.hub.prefix, "hubImage": self.cfg.hub.image, "volumes": volumes, "files": files}
+        fd = os.open(dest / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(manifest, f, indent=2)
+        total = sum(v["bytes"] for v in volumes) + sum(f["bytes"] for f in files)
+        self.log(f"backup of {self.cfg.hub.prefix} in {dest}: {len(volumes)} volumes, {len(files)} secret and "
+                 f"TLS files, {_human(total)}")
+        return manifest
+
+    def _host_files(self) -> list[tuple[str, Path]]:
+        out = []
+        for rel, directory in (("secrets", self.paths.secrets), ("tls", self.paths.tls)):
+            if directory.is_dir():
+                out += [(f"{rel}/{p.name}", p) for p in sorted(directory.iterdir())
+                        if p.is_file() and _FILE.match(f"{rel}/{p.name}")]
+        return out
+
+    # -- restore -----------------------------------------------------------------------------------
+
+    def restore(self, src: Path, *, force: bool = False, dry_run: bool = False, stop=None) -> dict:
+        """Check everything first (manifest, checksums, what runs, what would be overwritten), then write.
+
+        ``stop``: called to stop the running deployment when ``force`` allows it (``Deployment.down``).
+        """
+        src = src.resolve()
+        manifest = read_manifest(src)
+        for entry in [*manifest["volumes"], *manifest["files"]]:
+            path = src / entry["file"]
+            if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+                raise BackupError(f"{path}: missing or not the file the manifest lists (size or SHA-256); "
+                                  "the backup is damaged, nothing was restored")
+        plan = []
+        for entry in manifest["volumes"]:
+            item = VolumeItem(entry["role"], entry["source"], entry["file"], entry.get("user"))
+            target = restore_target(self.cfg, item)
+            if target is None:
+                self.log(f"skipping {item.file}: the current config has no {item.role} volume {item.source}")
+                continue
+            plan.append((item, target))
+        running = self.running()
+        existing = [t for _, t in plan if self.exists(t)]
+        sizes = self.sizes(existing)
+        full = [t for t in existing if sizes[t] > 0]
+        changed = [f["file"] for f in manifest["files"] if self._host_target(f["file"]).exists()
+                   and sha256(self._host_target(f["file"])) != f["sha256"]]
+        if dry_run:
+            self.log(f"would restore {src} (backup of {manifest.get('prefix')} taken {manifest.get('created')}) "
+                     f"into {self.cfg.hub.prefix}:")
+            for item, target in plan:
+                note = " (replacing its content)" if target in full else ""
+                self.log(f"  {item.file} -> volume {target}{note}")
+            for f in manifest["files"]:
+                note = " (replacing a different file)" if f["file"] in changed else ""
+                self.log(f"  {f['file']} -> {self._host_target(f['file'])} (0600){note}")
+            if running:
+                self.log(f"  first stopping the running deployment ({', '.join(running)}): needs --force")
+            return manifest
+        problems = []
+        if running:
+            problems.append(f"the deployment {self.cfg.hub.prefix} is running ({', '.join(running)})")
+        if full:
+            problems.append(f"these volumes hold data: {', '.join(full)}")
+        if changed:
+            problems.append(f"these files differ from the backup's: {', '.join(str(self._host_target(f)) for f in changed)}")
+        if problems and not force:
+            raise BackupError("restore refused: " + "; ".join(problems) +
+                              ". Nothing was changed; give --force to stop the deployment and overwrite them")
+        if running:
+            self.log(f"stopping {', '.join(running)} (--force)")
+            if stop is None:
+                raise BackupError("cannot stop the running deployment from here")
+            stop()
+        for item, target in plan:
+            if not self.exists(target) and not target.startswith("/"):
+                labels = self.own.labels(LABEL_VOLUME_ROLE[item.role])
+                if item.user:
+                    labels[names.LABEL_USER] = item.user
+                self.client.volumes.create(target, labels=labels)
+            elif target.startswith("/"):
+                Path(target).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log(f"restoring {len(plan)} volumes from {src}")
+        mounts = {str(src / "volumes"): {"bind": "/backup", "mode": "ro"}}
+        args = ["load"]
+        for n, (item, target) in enumerate(plan):
+            mounts[target] = {"bind": f"/v/{n}", "mode": "rw"}
+            args += [f"/backup/{Path(item.file).name}", f"/v/{n}"]
+        if plan:
+            self.worker(args, mounts)
+        for f in manifest["files"]:
+            target = self._host_target(f["file"])
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(target.parent, 0o700)
+            tmp = target.with_name(f".{target.name}.restore")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write((src / f["file"]).read_bytes())
+            os.replace(tmp, target)
+        self.log(f"restored {len(plan)} volumes and {len(manifest['files'])} secret and TLS files into "
+                 f"{self.cfg.hub.prefix}; start it with `make up`")
+        return manifest
+
+    def _host_target(self, rel: str) -> Path:
+        kind, name = rel.split("/", 1)
+        return (self.paths.secrets if kind == "secrets" else self.paths.tls) / name
+
