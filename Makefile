@@ -1,6 +1,7 @@
 # stackhub: `make up` runs the hub on this machine; `make test` runs the test suite.
 # Variables: TAGS (stack tags to build), CA_BUNDLE (CA file for builds behind a TLS-intercepting
-# proxy), RECOMMENDED (tag the `recommended` alias points to), STACKHUB_CONFIG (stackhub.yaml).
+# proxy), RECOMMENDED (tag the `recommended` alias points to), STACKHUB_CONFIG (stackhub.yaml),
+# BACKEND (docker or swarm; default: spawner.backend of the config).
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,8 +11,10 @@ RECOMMENDED ?= w_2026_43
 CA_BUNDLE ?=
 IMAGE_OPTS := $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) --recommended $(RECOMMENDED)
 PYTEST_ARGS ?=
+BACKEND ?=
+BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
-.PHONY: up down token images hub-image stack-images engine venv test test-unit test-k8s status clean-test hpc-tools
+.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,24 +52,29 @@ hub-image: venv engine
 
 ## up: start the Docker engine if needed, build what is missing, start hub + proxy
 up: stack-images hub-image
-	$(PY) -m spawner.cli.main up
+	$(PY) -m spawner.cli.main up $(BACKEND_OPT)
 
 ## down: stop hub, proxy and user servers (homes and hub state are kept)
 down: venv
-	$(PY) -m spawner.cli.main down
+	$(PY) -m spawner.cli.main down $(BACKEND_OPT)
 
 ## token: print an admin API token (last line)
 token: venv
 	@$(PY) -m spawner.cli.main token
 
-## test: the whole suite (unit, then real-engine integration and browser tests)
-test: venv engine stack-images hub-image hpc-tools
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+## helm: helm v3.22.0 for the chart's offline tests (built once from the Go module proxy, ~70 s)
+helm:
+	@./scripts/k8s-node.sh helm >/dev/null
 
-## test-k8s: the single-node Kubernetes smoke test (builds the node once, ~9 min cold; not in `make test` yet)
-test-k8s: venv engine stack-images
+## test: the whole suite (unit, then real-engine integration, browser and Kubernetes tests; the
+## Kubernetes node is built on the first run, ~9 min, and brought down again at the end)
+test: venv engine stack-images hub-image helm hpc-tools
+	STACKHUB_K8S_TESTS=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
+
+## test-k8s: only the Kubernetes tests (the node smoke test and the Helm chart on it)
+test-k8s: venv engine stack-images hub-image
 	./scripts/k8s-node.sh up
-	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py
+	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py tests/integration/test_k8s_helm.py
 
-test-unit: venv
+test-unit: venv helm
 	$(PY) -m pytest -ra -m "not engine and not browser" tests/unit

@@ -7,6 +7,7 @@
 #   scripts/k8s-node.sh load IMAGE..  copy Docker images into the node's containerd (skips unchanged)
 #   scripts/k8s-node.sh env           `eval "$(scripts/k8s-node.sh env)"` sets KUBECONFIG and PATH
 #   scripts/k8s-node.sh build         only the builds (what `up` does first)
+#   scripts/k8s-node.sh helm          build helm alone if missing (~70 s cold); print its path
 #
 # Everything is built from the Go module proxy (no registry is reachable here) and kept out of the
 # repository, under $STACKHUB_K8S_HOME (default /var/lib/stackhub-k8s): binaries keyed by version in
@@ -933,5 +934,11 @@ case ${1:-} in
   env) cmd_env ;;
   load) shift; cmd_load "$@" ;;
   build) need_root; mkdir -p "$HOME_DIR" "$LOG"; build_all ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  helm)
+    # the chart's offline tests need helm only, not the node: quiet unless it has to build
+    if [ ! -x "$HELM_BIN/helm" ]; then
+      need_root; mkdir -p "$HOME_DIR" "$LOG" "$BUILD" "$BIN"; go_env; build_helm >&2
+    fi
+    echo "$HELM_BIN/helm" ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

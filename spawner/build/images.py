@@ -531,6 +531,23 @@ def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
 # --- command line -----------------------------------------------------------------------------
 
 
+def print_catalog(prefix: str, repository: str) -> int:
+    """The tags built here as the ConfigMap the Kubernetes hub reads (``kubectl apply -f -``): the
+    image build writes the catalog, so a cluster without a registry API still knows its tags."""
+    import docker
+
+    from spawner.core.catalog import catalog_configmap
+    from spawner.core.names import Deployment
+
+    images = docker.APIClient(version="auto").images(name=repository)
+    cm = catalog_configmap(Deployment(prefix).catalog_configmap, images, repository)
+    if not cm["data"]:
+        print(f"stackhub images catalog: no labelled {repository} images on this engine", file=sys.stderr)
+        return 1
+    print(json.dumps(cm, indent=2))
+    return 0
+
+
 REPOSITORY_RE = r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
 
 
@@ -566,6 +583,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     h = sub.add_parser("build-hub", help="build the hub image stackhub/hub:<version>")
     h.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
+    c = sub.add_parser("catalog", help="print the stack catalog ConfigMap (Kubernetes) of the stack images on this engine")
+    c.add_argument("--prefix", default="stackhub", help="the deployment's hub.prefix (default stackhub)")
+    c.add_argument("--repository", default=STACK_REPO, help=f"stack image repository (default {STACK_REPO})")
     from spawner.build import export
 
     e = sub.add_parser("export", help="write a stack image for HPC: SIF, squashfs or docker-archive (docs/hpc.md)")
@@ -585,6 +605,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "catalog":
+        return print_catalog(args.prefix, args.repository)
     if getattr(args, "ca_bundle", None) and not Path(args.ca_bundle).is_file():
         print(f"stackhub images: --ca-bundle {args.ca_bundle}: no such file", file=sys.stderr)
         return 2

@@ -25,14 +25,33 @@ def _docker():
     return docker.from_env()
 
 
+def with_backend(cfg, backend: str | None, paths):
+    """``--backend NAME``: the config with that backend, written (0600) to the state directory so the
+    hub reads the very same config by its one route (the file); without it, the config as loaded."""
+    if not backend or backend == cfg.spawner.backend.type:
+        return cfg, config_file()
+    import yaml
+
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.tls import write_private
+
+    data = cfg.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    data.setdefault("spawner", {})["backend"] = {"type": backend}
+    cfg = StackhubConfig.model_validate(data)
+    path = paths.root / "stackhub.effective.yaml"
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_private(path, yaml.safe_dump(data, sort_keys=False).encode())
+    return cfg, path
+
+
 def cmd_up(args) -> int:
     from spawner.hub.auth import hub_environment
-    from spawner.deploy.single_host import Deployment
+    from spawner.deploy.swarm import deployment_for
 
-    cfg = load_config()
     paths = host_paths()
+    cfg, config = with_backend(load_config(), args.backend, paths)
     environment = hub_environment(cfg)  # the OAuth client secret; a missing one stops here
-    dep = Deployment(client=_docker(), cfg=cfg, paths=paths, config_file=config_file())
+    dep = deployment_for(cfg)(client=_docker(), cfg=cfg, paths=paths, config_file=config)
     tls = dep.up(environment=environment)
     port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
     print()
@@ -50,14 +69,16 @@ def cmd_up(args) -> int:
     print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
     print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
           "(stack tags, sessions, pre-warm; docs/sessions.md)")
-    print(f"logs: docker logs {dep.own.hub}; docker logs {dep.own.proxy}")
+    print(f"logs: {dep.logs_command} {dep.own.hub}; {dep.logs_command} {dep.own.proxy}")
     return 0
 
 
 def cmd_down(args) -> int:
-    from spawner.deploy.single_host import Deployment
+    from spawner.deploy.swarm import deployment_for
 
-    Deployment(client=_docker(), cfg=load_config(), paths=host_paths(), config_file=config_file()).down()
+    paths = host_paths()
+    cfg, config = with_backend(load_config(), args.backend, paths)
+    deployment_for(cfg)(client=_docker(), cfg=cfg, paths=paths, config_file=config).down()
     return 0
 
 
@@ -70,6 +91,11 @@ def cmd_token(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    if args.helm:
+        from spawner.deploy.helm import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
     print(json.dumps(json_schema(), indent=2, sort_keys=True))
     return 0
 
@@ -89,10 +115,17 @@ def cmd_images(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stackhub", description="Run and operate a stackhub deployment.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start (or restart) hub and proxy; print URL, login and CA").set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop hub, proxy and user servers; keep homes and hub state").set_defaults(func=cmd_down)
+    for name, func, text in (("up", cmd_up, "start (or restart) hub and proxy; print URL, login and CA"),
+                             ("down", cmd_down, "stop hub, proxy and user servers; keep homes and hub state")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--backend", choices=["docker", "swarm"],
+                         help="run on this backend instead of spawner.backend of the config (swarm: Swarm services)")
+        cmd.set_defaults(func=func)
     sub.add_parser("token", help="print the admin API token").set_defaults(func=cmd_token)
-    sub.add_parser("schema", help="print the config's JSON schema (Helm values.schema.json)").set_defaults(func=cmd_schema)
+    schema = sub.add_parser("schema", help="print the config's JSON schema")
+    schema.add_argument("--helm", action="store_true",
+                        help="the Helm chart's values.schema.json (the config plus the chart's own section)")
+    schema.set_defaults(func=cmd_schema)
     check = sub.add_parser("check", help="validate a stackhub.yaml")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_check)

@@ -99,3 +99,35 @@ def catalog_from_images(
         fallback = [e for e in ordered if e.tag.tag_class in (TagClass.RELEASE, TagClass.WEEKLY)]
         recommended = fallback[0].name if fallback else (ordered[0].name if ordered else None)
     return Catalog(ordered, recommended)
+
+
+# --- the catalog as a Kubernetes ConfigMap: written at image build time, read by the hub ---------
+
+
+def catalog_configmap(name: str, images: list[dict], repository: str) -> dict:
+    """A ConfigMap listing the stack images (``stackhub images catalog``): one key per tag, its
+    value the image reference and labels as JSON. ``images`` are Docker's image list entries
+    (``RepoTags``, ``Labels``); only ``repository``'s labelled stack images go in."""
+    data = {}
+    for img in images:
+        labels = img.get("Labels") or {}
+        for ref in img.get("RepoTags") or ():
+            repo, _, tag = ref.rpartition(":")
+            if repo == repository and tag != RECOMMENDED and labels.get(LABEL_TAG):
+                data[tag] = json.dumps({"image": ref, "labels": labels}, sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {"stackhub.role": "catalog"}},
+            "data": dict(sorted(data.items()))}
+
+
+def images_from_configmap(data: dict | None) -> list[dict]:
+    """The ConfigMap's entries as image list entries for ``catalog_from_images``; an entry that is
+    not what ``catalog_configmap`` writes is skipped (the catalog's parser then refuses bad tags)."""
+    out = []
+    for value in (data or {}).values():
+        try:
+            entry = json.loads(value)
+            out.append({"RepoTags": [str(entry["image"])], "Labels": dict(entry.get("labels") or {})})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return out

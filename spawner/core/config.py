@@ -288,17 +288,112 @@ class DockerBackend(Model):
     workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
 
 
+_PLACEHOLDER = re.compile(r"{([^{}]*)}")
+_CONSTRAINT = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*\s*(==|!=)\s*[^\s=!]+$")
+
+
+def _check_placeholders(value: str, allowed: tuple[str, ...], key: str) -> str:
+    for found in _PLACEHOLDER.findall(value):
+        if found not in allowed:
+            raise ValueError(f"{key}: {{{found}}} is not a placeholder; allowed: {', '.join('{' + a + '}' for a in allowed)}")
+    return value
+
+
+def _check_constraints(values: list[str], key: str) -> list[str]:
+    for c in values:
+        if not _CONSTRAINT.match(c):
+            raise ValueError(f"{key}: {c!r} is not a Swarm placement constraint like 'node.labels.stackhub==users' "
+                             "or 'node.role!=manager'")
+    return values
+
+
+class VolumeDriver(Model):
+    """The Docker volume driver (and its options) that makes a named volume on whichever node a task runs.
+
+    Swarm places a user's server on any node, so the volume must hold the same files on each: e.g.
+    the ``local`` driver with NFS options ``{type: nfs, o: "addr=10.0.0.5,rw,nfsvers=4", device:
+    ":/export/homes/{user}"}`` (docs/swarm.md). In option values ``{user}`` is the escaped username
+    (homes only) and ``{volume}`` the volume's name.
+    """
+
+    name: str = Field("local", pattern=r"^[A-Za-z0-9][A-Za-z0-9_./:-]*$", description="Volume driver (a plugin name, or local).")
+    options: dict[str, str] = Field(default_factory=dict, description="Driver options (docker volume create --opt); {user} and {volume} are filled in per volume.")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v):
+        for key, value in v.items():
+            if not re.match(r"^[A-Za-z0-9_.-]+$", key):
+                raise ValueError(f"volume driver option name {key!r} may hold letters, digits, '.', '_' and '-' only")
+            _check_placeholders(value, ("user", "volume"), f"option {key}")
+        return v
+
+
 class SwarmBackend(Model):
-    """User servers as Docker Swarm services (not built yet: refused by load_config)."""
+    """User servers as Docker Swarm services (dockerspawner's SwarmSpawner), hub and proxy as services too.
+
+    ``stackhub up`` runs on a manager node; the hub and the proxy stay on that node (their state and
+    secrets are its files), user servers go wherever the constraints and the size's reservation let
+    the scheduler put them. docs/swarm.md says what Swarm cannot carry of the single-host hardening.
+    """
 
     type: Literal["swarm"] = "swarm"
+    workers: int = Field(16, ge=1, description="Docker API calls that may run at once (a burst of spawns runs in parallel).")
+    home_volume_driver: VolumeDriver = Field(default_factory=VolumeDriver, description="Driver of the users' home volumes. The default local driver keeps a home on the node that first ran the user's server: fine for one node; give NFS options (or a multi-host plugin) for more.")
+    shared_volume_driver: VolumeDriver | None = Field(None, description="Driver of the named data volumes and the courses volume in user servers. None: node-local volumes (one node, or data copied to each node).")
+    constraints: list[str] = Field(default_factory=list, description="Placement constraints of every user server, e.g. ['node.labels.stackhub==users'].")
+    size_constraints: dict[str, list[str]] = Field(default_factory=dict, description="Further constraints per size name, e.g. {large: ['node.labels.big==true']}.")
+    reservation: float = Field(0.1, ge=0, le=1, description="Fraction of the size's cpu and memory each server reserves: the scheduler places a server only on a node with that much unreserved (the size itself is the limit). 1: no overbooking.")
+    encrypted_network: bool = Field(False, description="Encrypt the users' overlay network between nodes (IPsec; costs CPU).")
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v):
+        return _check_constraints(v, "constraints")
+
+    @field_validator("size_constraints")
+    @classmethod
+    def _size_constraints(cls, v):
+        for size, cons in v.items():
+            _check_constraints(cons, f"sizeConstraints.{size}")
+        return v
+
+
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+class KubernetesHomes(Model):
+    """Where users' homes live on Kubernetes (docs/kubernetes.md, "Homes")."""
+
+    type: Literal["pvc", "shared"] = Field("pvc", description="pvc: one PersistentVolumeClaim per user, named by volumes.homeVolume (all of a user's named servers share it). shared: one ReadWriteMany claim (sharedClaim) for everybody, each user's home a subPath of it.")
+    storage_class: str | None = Field(None, description="StorageClass of the per-user claims. None: the cluster's default class.")
+    capacity: str = Field("10Gi", description="Size requested for each per-user claim (a Kubernetes quantity, e.g. 10Gi).")
+    access_modes: list[Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]] = Field(
+        default_factory=lambda: ["ReadWriteOnce"], description="Access modes of the per-user claims.")
+    shared_claim: str = Field("stackhub-homes", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="type shared: the existing ReadWriteMany claim holding every home.")
+    init_chown: bool = Field(True, description="Run a tiny init container (root with CAP_CHOWN only) that gives the home to spawner.uid before the server starts. Needed where the storage ignores fsGroup (hostPath, NFS); false on storage that honours fsGroup.")
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v):
+        if not _QUANTITY.match(v):
+            raise ValueError(f"capacity {v!r} must be a Kubernetes quantity like 10Gi or 500Mi")
+        return v
 
 
 class KubernetesBackend(Model):
-    """User servers as Kubernetes pods through KubeSpawner (not built yet: refused by load_config)."""
+    """User servers as Kubernetes pods through kubespawner's KubeSpawner (the Helm chart in helm/stackhub).
+
+    Data mounts (volumes.data) and the courses volume name PersistentVolumeClaims here (an absolute
+    source is a hostPath); the tag catalog is the ConfigMap ``<prefix>-stack-catalog`` that
+    ``stackhub images catalog`` writes, plus stack.registry's v2 API when one is set.
+    """
 
     type: Literal["kubernetes"] = "kubernetes"
-    namespace: str = Field("stackhub", description="Namespace of the hub and the user pods.")
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace of the user pods. None: the hub's own namespace (the Helm release's).")
+    homes: KubernetesHomes = KubernetesHomes()
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="Pull policy of the user pods' image.")
+    guarantee_fraction: float = Field(0.1, gt=0, le=1, description="Requests as a fraction of the size's limits (cpu and memory). 1: every server is guaranteed its whole size (Guaranteed QoS); less lets a tutorial's mostly idle servers share nodes.")
 
 
 Backend = Annotated[DockerBackend | SwarmBackend | KubernetesBackend, Field(discriminator="type")]
@@ -349,6 +444,12 @@ class StackhubConfig(Model):
             raise ValueError(f"size names must be unique, got {names}")
         if self.stack.default_size not in names:
             raise ValueError(f"stack.defaultSize {self.stack.default_size!r} is not one of the sizes: {', '.join(names)}")
+        backend = self.spawner.backend
+        if backend.type == "swarm":
+            unknown = sorted(set(backend.size_constraints) - set(names))
+            if unknown:
+                raise ValueError(f"spawner.backend.sizeConstraints names sizes that do not exist: {', '.join(unknown)}; "
+                                 f"sizes: {', '.join(names)}")
         return self
 
 
@@ -378,9 +479,6 @@ def load_config(path: str | os.PathLike | None = None) -> StackhubConfig:
             key = ".".join(str(p) for p in err["loc"])
             problems.append(f"  {key}: {err['msg']}")
         raise ConfigError(f"{path}: invalid config\n" + "\n".join(problems)) from None
-    if cfg.spawner.backend.type not in BUILT_BACKENDS:
-        raise ConfigError(f"{path}: spawner.backend: {cfg.spawner.backend.type!r} is not built yet; "
-                          f"this version runs {', '.join(BUILT_BACKENDS)} only")
     return cfg
 
 
@@ -401,7 +499,6 @@ def config_from_env(environ=os.environ) -> StackhubConfig:
     return StackhubConfig.model_validate_json(text)
 
 
-BUILT_BACKENDS = ("docker",)  # swarm and kubernetes: accepted by the schema, refused until they exist
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,16 @@ def container_name(username: str, server_name: str = "", prefix: str = PREFIX) -
     return f"{base}--{escape_name(server_name)}" if server_name else base
 
 
+def kube_name(name: str) -> str:
+    """A container or volume name as a Kubernetes object name (lower-case DNS-1123).
+
+    ``escape_name`` writes its escapes in upper-case hex (``big-run`` -> ``big-2Drun``), which
+    Docker takes and Kubernetes does not. Every ``-`` of an escaped name starts an escape, so
+    lower-casing the hex keeps names apart: the map stays injective.
+    """
+    return name.lower()
+
+
 def home_volume_name(username: str, template: str = "stackhub-home-{user}") -> str:
     """The user's home volume: one per user, shared by all of the user's named servers."""
     return template.format(user=escape_name(username))
@@ -65,6 +75,27 @@ class Deployment:
 
     def labels(self, role: str) -> dict:
         return {LABEL_ROLE: role, LABEL_DEPLOYMENT: self.prefix}
+
+    # Kubernetes (helm/stackhub names the same objects from the same prefix; a unit test renders
+    # the chart and checks that they agree)
+    @property
+    def catalog_configmap(self) -> str:
+        """ConfigMap listing the stack tags (written by ``stackhub images catalog``)."""
+        return f"{self.prefix}-stack-catalog"
+
+    @property
+    def hub_config(self) -> str:
+        """ConfigMap holding the hub's stackhub.yaml (the chart's values)."""
+        return f"{self.prefix}-config"
+
+    @property
+    def hub_secrets(self) -> str:
+        """Secret holding the hub's generated secrets (room code, admin password and token, proxy token)."""
+        return f"{self.prefix}-secrets"
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.prefix}-hub"
 
     def owns_server(self, labels: dict | None) -> bool:
         """Labels of a user server of this deployment (an unlabelled deployment is the default one)."""

@@ -183,6 +183,8 @@ def host_networks() -> list[str]:
 class Deployment:
     """I/O of the single-host deployment, on a ``docker.DockerClient``."""
 
+    logs_command = "docker logs"  # how an operator reads the hub's log
+
     def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print):
         self.client = client
         self.cfg = cfg
@@ -437,13 +439,18 @@ class Deployment:
                 last = f"waiting for routes {', '.join(sorted(missing))}"
             except (urllib.error.URLError, OSError, ValueError) as e:
                 last = e
-            hub = self.client.containers.get(self.own.hub)
-            # with a restart policy a hub that cannot start loops through "restarting"
-            if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
-                hub.stop(timeout=1)
-                raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
+            self.check_hub_alive()
             time.sleep(0.5)
-        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); see `docker logs {self.own.hub}`")
+        raise RuntimeError(f"the hub was not ready at {base} within {timeout:.0f} s ({last}); "
+                           f"see `{self.logs_command} {self.own.hub}`")
+
+    def check_hub_alive(self):
+        """RuntimeError with the end of the hub's log if it exited (``wait_ready`` stops waiting)."""
+        hub = self.client.containers.get(self.own.hub)
+        # with a restart policy a hub that cannot start loops through "restarting"
+        if hub.status in ("exited", "restarting") or hub.attrs.get("RestartCount", 0) > 0:
+            hub.stop(timeout=1)
+            raise RuntimeError(f"the hub exited; its log ends:\n{hub.logs(tail=30).decode(errors='replace')}")
 
     def down(self):
         """Stop hub, proxy and user servers; homes, data and hub state stay."""

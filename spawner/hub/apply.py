@@ -2,8 +2,9 @@
 
 As in the-littlest-jupyterhub, config is only *set*, never appended or mutated, in small
 ``update_*`` steps that each own one concern. ``jupyterhub_config.py`` calls ``apply_config``; unit
-tests call it on a plain ``Config()``. Secrets are read from files at start (generated 0600 by
-``stackhub up``) and never logged.
+tests call it on a plain ``Config()``. What comes from outside the config (secret files, generated
+0600 by ``stackhub up``; the OAuth client secret; the OIDC discovery document) is read first, by
+``read_inputs``, and never logged; the steps themselves do no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
@@ -20,7 +21,10 @@ from spawner.core.names import Deployment
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
 SPAWNER_CLASSES = {
     "docker": "spawner.backends.docker.spawner.LSSTDockerSpawner",
+    "kubernetes": "spawner.backends.kubernetes.spawner.LSSTKubeSpawner",
+    "swarm": "spawner.backends.swarm.spawner.LSSTSwarmSpawner",
 }
+DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubDatabase), from a Secret
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
@@ -60,13 +64,51 @@ class HubPaths:
             raise SystemExit(f"stackhub: secret file {path} is missing (run `make up`, which creates it)") from None
 
 
-def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
+@dataclass(frozen=True)
+class HubInputs:
+    """Everything the ``update_*`` steps need from outside the config: secret files and, for
+    OAuth, the client secret and the provider's discovery document. Read once, before any step
+    runs (``read_inputs``), so the steps only set traits and a missing secret stops the hub before
+    anything is half-configured."""
+
+    secrets: dict = field(repr=False)  # secret file name -> value
+    oauth: object = field(default=None, repr=False)  # spawner.hub.auth.OAuthInputs
+    db_url: str | None = field(default=None, repr=False)  # an external database (it holds a password)
+
+    def secret(self, name: str) -> str:
+        return self.secrets[name]
+
+
+def read_inputs(cfg: StackhubConfig, paths: HubPaths, **oauth_kw) -> HubInputs:
+    auth = cfg.auth
+    wanted = ["proxy-token", "admin-token"]
+    secrets = {}
+    oauth = None
+    if auth.type == "shared-password":
+        wanted.append("admin-password")
+        if auth.password_file:
+            secrets["shared-password"] = auth.password_file.read_text().strip()
+        else:
+            wanted.append("shared-password")
+    else:
+        from spawner.hub.auth import read_oauth_inputs
+
+        oauth = read_oauth_inputs(cfg, **oauth_kw)
+    secrets.update({name: paths.secret(name) for name in wanted})
+    return HubInputs(secrets=secrets, oauth=oauth, db_url=os.environ.get(DB_URL_ENV) or None)
+
+
+def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     hub = cfg.hub
     c.JupyterHub.bind_url = "http://0.0.0.0:8000"  # the proxy container serves the public side
     c.JupyterHub.public_url = f"https://{hub.public_host}:{hub.https_port}/"
     c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{HUB_PORT}"
     c.JupyterHub.hub_connect_url = f"http://{Deployment(hub.prefix).hub}:{HUB_PORT}"
-    c.JupyterHub.db_url = f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_url = inputs.db_url or f"sqlite:///{paths.state / 'jupyterhub.sqlite'}"
+    # a hub upgraded across a JupyterHub major (5 -> 6) finds an older schema: JupyterHub migrates it
+    # instead of refusing to start, after copying a SQLite file aside (jupyterhub.sqlite.<date>; an
+    # external database is the site's to back up first)
+    c.JupyterHub.upgrade_db = True
     c.JupyterHub.cookie_secret_file = str(paths.state / "jupyterhub_cookie_secret")
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit
@@ -80,16 +122,16 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths):
     c.Authenticator.admin_users = set(hub.admin_users)
 
 
-def update_proxy(c, cfg: StackhubConfig, paths: HubPaths):
+def update_proxy(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     """The proxy runs in its own container (it terminates TLS), so a hub restart keeps routes."""
     c.JupyterHub.proxy_class = "configurable-http-proxy"
     c.ConfigurableHTTPProxy.should_start = False
     # the proxy's alias on hub.apiNetwork only: its API listens there
     c.ConfigurableHTTPProxy.api_url = f"http://{Deployment(cfg.hub.prefix).proxy_api}:{PROXY_API_PORT}"
-    c.ConfigurableHTTPProxy.auth_token = paths.secret("proxy-token")
+    c.ConfigurableHTTPProxy.auth_token = inputs.secret("proxy-token")
 
 
-def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
+def update_spawner(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     from spawner.hub.policy_store import HubPolicy
 
     c.JupyterHub.spawner_class = SPAWNER_CLASSES[cfg.spawner.backend.type]
@@ -104,21 +146,21 @@ def update_spawner(c, cfg: StackhubConfig, paths: HubPaths):
         from spawner.hub.disk_store import DiskNotices
 
         shared.disk_notices_class = DiskNotices
-    if cfg.spawner.backend.type == "docker":
+    if cfg.spawner.backend.type in ("docker", "swarm"):  # LSSTSwarmSpawner is an LSSTDockerSpawner
         c.LSSTDockerSpawner.docker_workers = cfg.spawner.backend.workers
     c.Spawner.start_timeout = cfg.hub.start_timeout
     c.Spawner.http_timeout = 120
     c.Spawner.default_url = "/lab"
 
 
-def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
+def update_auth(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     auth = cfg.auth
     if auth.type == "shared-password":
         # the room code only admits new names; each name is its owner's (spawner.hub.tutorial_auth)
         c.JupyterHub.authenticator_class = "spawner.hub.tutorial_auth.TutorialAuthenticator"
         t = c.TutorialAuthenticator
-        t.room_code = auth.password_file.read_text().strip() if auth.password_file else paths.secret("shared-password")
-        t.admin_password = paths.secret("admin-password")
+        t.room_code = inputs.secret("shared-password")
+        t.admin_password = inputs.secret("admin-password")
         t.dbm_path = str(paths.state / "tutorial-passwords")
         t.min_password_length = auth.min_password_length
         t.username_pattern = auth.username_pattern
@@ -127,7 +169,7 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths):
     else:
         from spawner.hub.auth import update_oauth
 
-        update_oauth(c, cfg, paths)
+        update_oauth(c, cfg, inputs.oauth)
 
 
 def managed_service(cfg: StackhubConfig, paths: HubPaths, name: str, module: str, port: int | None = None) -> dict:
@@ -183,11 +225,11 @@ def diskwatch_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]
     return service, role
 
 
-def update_services(c, cfg: StackhubConfig, paths: HubPaths):
+def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     """The admin token service (``make token``), the sessions service, the idle culler, the course
     service and the home budget watcher."""
     sessions, sessions_role = sessions_service(cfg, paths)
-    services = [{"name": ADMIN_SERVICE, "api_token": paths.secret("admin-token")}, sessions]
+    services = [{"name": ADMIN_SERVICE, "api_token": inputs.secret("admin-token")}, sessions]
     roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
     if cfg.culler.enabled:
         services.append({
@@ -215,8 +257,10 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths):
 STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services)
 
 
-def apply_config(c, cfg: StackhubConfig, paths: HubPaths | None = None):
+def apply_config(c, cfg: StackhubConfig, paths: HubPaths | None = None, inputs: HubInputs | None = None):
+    """Read what the steps need (``read_inputs``), then let each step set its traits."""
     paths = paths or HubPaths.from_env()
+    inputs = inputs or read_inputs(cfg, paths)
     for step in STEPS:
-        step(c, cfg, paths)
+        step(c, cfg, paths, inputs)
     return c

@@ -23,7 +23,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -205,15 +205,31 @@ def _login_service(auth: OAuthAuth) -> str:
     return {"github": "GitHub", "cilogon": "CILogon"}.get(auth.type) or urlparse(auth.issuer).hostname
 
 
-def update_oauth(c, cfg: StackhubConfig, paths=None, *, environ=os.environ, discover=discover):
-    """Set the authenticator for an OAuth ``auth`` config (github, cilogon or oidc)."""
+@dataclass(frozen=True)
+class OAuthInputs:
+    """What ``update_oauth`` needs from outside the config, read before any trait is set."""
+
+    client_secret: str = field(repr=False)
+    discovery: dict | None = None  # the OIDC provider's discovery document (oidc only)
+
+
+def read_oauth_inputs(cfg: StackhubConfig, *, environ=os.environ, discover=discover) -> OAuthInputs:
+    """The client secret (file or environment) and, for OIDC, the checked discovery document."""
+    auth: OAuthAuth = cfg.auth
+    return OAuthInputs(client_secret=client_secret(auth, environ),
+                       discovery=discover(auth) if auth.type == "oidc" else None)
+
+
+def update_oauth(c, cfg: StackhubConfig, inputs: OAuthInputs):
+    """Set the authenticator for an OAuth ``auth`` config (github, cilogon or oidc). Only sets
+    traits: the secret and the discovery document were read before (``read_oauth_inputs``)."""
     auth: OAuthAuth = cfg.auth
     hub = cfg.hub
     section = c[SECTIONS[auth.type]]
     c.JupyterHub.authenticator_class = AUTHENTICATORS[auth.type]
 
     section.client_id = auth.client_id
-    section.client_secret = client_secret(auth, environ)
+    section.client_secret = inputs.client_secret
     port = "" if hub.https_port == 443 else f":{hub.https_port}"
     section.oauth_callback_url = auth.callback_url or f"https://{hub.public_host}{port}/hub/oauth_callback"
     service = _login_service(auth)
@@ -266,7 +282,7 @@ def update_oauth(c, cfg: StackhubConfig, paths=None, *, environ=os.environ, disc
             section.scope = auth.scopes
 
     if auth.type == "oidc":
-        doc = discover(auth)
+        doc = inputs.discovery
         section.authorize_url = doc["authorization_endpoint"]
         section.token_url = doc["token_endpoint"]
         if doc.get("userinfo_endpoint"):

@@ -23,6 +23,15 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
+def k8s_node():
+    """The single-node Kubernetes (scripts/k8s-node.sh) for the session's `k8s` tests: up once,
+    down at the end if it was down before; yields the environment for kubectl and helm."""
+    from .k8snode import node_up
+
+    yield from node_up()
+
+
+@pytest.fixture(scope="session")
 def stack_tags(docker_client):
     """The stack tags built on this engine, newest weekly first (at least two needed)."""
     from spawner.core.catalog import catalog_from_images
@@ -36,9 +45,13 @@ def stack_tags(docker_client):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def bystander(tmp_path_factory, docker_client, stack_tags):
+def bystander(tmp_path_factory, docker_client, stack_tags, request):
     """A deployment beside the test one (as a tutorial's `make up` would be): the whole session must
-    leave it exactly as it was (tests/integration/bystander.py)."""
+    leave it exactly as it was (tests/integration/bystander.py). A session of Kubernetes tests
+    only (-m k8s) deploys nothing on Docker: no bystander, and no wait for the deployment lock."""
+    if request.session.items and all(i.get_closest_marker("k8s") for i in request.session.items):
+        yield None
+        return
     from .bystander import remove_bystander, start_bystander
     from .hubfixture import checkout_hub_image, hold_deployment_lock
 

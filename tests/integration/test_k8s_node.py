@@ -1,6 +1,6 @@
 """Smoke test of the single-node Kubernetes that scripts/k8s-node.sh builds and runs here.
 
-Not part of `make test` yet (tests/conftest.py deselects `k8s` tests unless asked for):
+In `make test` (STACKHUB_K8S_TESTS=1), or alone:
     sudo .venv/bin/python -m pytest -m k8s tests/integration/test_k8s_node.py
 
 It brings the node up (cold: ~10 min of Go builds once; warm: about a minute), loads a stack image,
@@ -10,43 +10,24 @@ before, it is brought down again at the end.
 """
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from .k8snode import SCRIPT, run
+
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "k8s-node.sh"
 IMAGE = os.environ.get("STACKHUB_K8S_TEST_IMAGE", "stackhub/lsst-stack:w_2026_43")
 NS = "stackhub-smoke"
 PVC = "smoke-home"
 POD = "smoke-stack"
 
 
-def run(*args, check=True, timeout=600, **kw):
-    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
-    if check and p.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, args))} exited {p.returncode}\n--- stdout\n{p.stdout[-4000:]}"
-                    f"\n--- stderr\n{p.stderr[-4000:]}")
-    return p
-
-
 @pytest.fixture(scope="module")
-def node():
-    if os.geteuid() != 0:
-        pytest.fail("the Kubernetes node needs root (containerd, kubelet, network setup)")
-    was_up = run(SCRIPT, "status", check=False).returncode == 0
-    run(SCRIPT, "up", timeout=1700)
-    env = dict(os.environ)
-    for line in run(SCRIPT, "env").stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.replace("$PATH", os.environ["PATH"])
-    yield env
-    if not was_up:
-        run(SCRIPT, "down", timeout=300)
+def node(k8s_node):
+    return k8s_node
 
 
 def kubectl(env, *args, check=True, timeout=300, input=None):

@@ -13,7 +13,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.github import GitHubOAuthenticator
 from traitlets.config import Config
 
-from spawner.hub.auth import GroupMapper, OAuthSetupError, client_secret, discover, update_oauth
+from spawner.hub.auth import GroupMapper, OAuthSetupError, client_secret, discover, read_oauth_inputs, update_oauth
 from spawner.core.config import ConfigError, StackhubConfig, load_config
 from spawner.hub.apply import HubPaths, apply_config
 from spawner.hub.oidc import NonceLoginHandler, ProviderErrorCallbackHandler, StackhubOIDCAuthenticator
@@ -37,7 +37,8 @@ def cfg(auth, **top):
 
 def apply(auth, env=ENV, doc=DISCOVERY, **top):
     c = Config()
-    update_oauth(c, cfg(auth, **top), environ=env, discover=lambda a: doc)
+    conf = cfg(auth, **top)
+    update_oauth(c, conf, read_oauth_inputs(conf, environ=env, discover=lambda a: doc))
     return c
 
 
@@ -233,7 +234,7 @@ def test_secret_never_in_the_error_or_repr(discovery_server, caplog):
     docs["/w/.well-known/openid-configuration"] = json.dumps({**DISCOVERY, "issuer": "https://elsewhere"})
     for issuer in (f"{base}/none", f"{base}/w"):  # the provider answers 404; names another issuer
         with pytest.raises(SystemExit) as e:
-            update_oauth(Config(), cfg({**OIDC, "issuer": issuer, "caFile": str(ca)}), environ=ENV)
+            read_oauth_inputs(cfg({**OIDC, "issuer": issuer, "caFile": str(ca)}), environ=ENV)
         assert issuer in str(e.value) and SECRET not in str(e.value)
     assert SECRET not in caplog.text
 

@@ -27,3 +27,31 @@ def test_schema_is_the_config_models_json_schema(capsys):
     assert {"hub", "auth", "sizes", "spawner", "volumes"} <= set(schema["properties"])
     hub = schema["$defs"]["HubSettings"]
     assert "publicHost" in hub["properties"] and hub["additionalProperties"] is False
+
+
+def test_up_with_backend_swarm_hands_the_hub_the_same_config_with_that_backend(tmp_path, monkeypatch):
+    import yaml
+
+    from spawner.cli.main import with_backend
+    from spawner.core.config import load_config
+    from spawner.deploy.single_host import HostPaths
+
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("hub: {prefix: site, httpsPort: 12443}\n")
+    monkeypatch.setenv("STACKHUB_CONFIG", str(f))
+    paths = HostPaths(tmp_path / "var")
+    cfg, config = with_backend(load_config(), "swarm", paths)
+    assert cfg.spawner.backend.type == "swarm" and cfg.hub.prefix == "site"
+    assert config == paths.root / "stackhub.effective.yaml" and oct(config.stat().st_mode & 0o777) == "0o600"
+    assert load_config(config) == cfg  # the hub reads exactly what the CLI deploys
+    assert yaml.safe_load(config.read_text())["hub"] == {"prefix": "site", "httpsPort": 12443}
+    same, path = with_backend(load_config(), None, paths)
+    assert same.spawner.backend.type == "docker" and path == f
+
+
+def test_up_refuses_a_backend_it_does_not_run(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["up", "--backend", "kubernetes"])
+    assert "invalid choice: 'kubernetes'" in capsys.readouterr().err

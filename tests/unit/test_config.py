@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from spawner.core.config import ConfigError, StackhubConfig, json_schema, load_config
@@ -114,11 +116,59 @@ def test_course_source_rules_and_limits_have_safe_defaults_and_camel_case_keys(t
         load_config(f)
 
 
-@pytest.mark.parametrize("backend", ["swarm", "kubernetes"])
-def test_a_backend_not_built_yet_is_refused_by_name(tmp_path, backend):
+def test_an_unknown_backend_is_refused_naming_the_three(tmp_path):
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("spawner: {backend: nomad}\n")
+    with pytest.raises(ConfigError, match="spawner.backend") as e:
+        load_config(f)
+    assert all(name in str(e.value) for name in ("docker", "swarm", "kubernetes"))
+
+
+def test_the_kubernetes_backend_loads_with_its_own_keys(tmp_path):
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("spawner:\n  backend:\n    type: kubernetes\n    guaranteeFraction: 0.5\n"
+                 "    homes: {type: shared, sharedClaim: homes-rwx, initChown: false}\n")
+    kube = load_config(f).spawner.backend
+    assert (kube.type, kube.namespace, kube.guarantee_fraction) == ("kubernetes", None, 0.5)
+    assert (kube.homes.type, kube.homes.shared_claim, kube.homes.init_chown) == ("shared", "homes-rwx", False)
+    f.write_text("spawner:\n  backend:\n    type: kubernetes\n    homes: {capacity: lots}\n")
+    with pytest.raises(ConfigError, match="spawner.backend.kubernetes.homes.capacity"):
+        load_config(f)
+    f.write_text("spawner:\n  backend:\n    type: kubernetes\n    workers: 4\n")  # Docker's key
+    with pytest.raises(ConfigError, match="workers"):
+        load_config(f)
+
+
+def test_swarm_backend_keys_load_with_defaults_and_are_checked(tmp_path):
+    from spawner.core.config import SwarmBackend
+
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("spawner: {backend: swarm}\n")
+    b = load_config(f).spawner.backend
+    assert b == SwarmBackend() and b.home_volume_driver.name == "local" and b.home_volume_driver.options == {}
+    assert b.shared_volume_driver is None and b.constraints == [] and 0 <= b.reservation <= 1
+    f.write_text("spawner:\n  backend:\n    type: swarm\n    homeVolumeDriver:\n      name: local\n"
+                 "      options: {type: nfs, o: 'addr=10.0.0.5,rw', device: ':/export/homes/{user}'}\n"
+                 "    constraints: ['node.labels.stackhub == users']\n    sizeConstraints: {large: ['node.labels.big==true']}\n"
+                 "    reservation: 0.5\n")
+    b = load_config(f).spawner.backend
+    assert b.home_volume_driver.options["device"] == ":/export/homes/{user}"
+    assert b.size_constraints == {"large": ["node.labels.big==true"]} and b.reservation == 0.5
+
+
+@pytest.mark.parametrize("backend, needle", [
+    ("{type: swarm, homeVolumeDriver: {options: {device: ':/x/{home}'}}}", "{home} is not a placeholder"),
+    ("{type: swarm, homeVolumeDriver: {options: {'a b': x}}}", "option name 'a b'"),
+    ("{type: swarm, constraints: ['node.role']}", "not a Swarm placement constraint"),
+    ("{type: swarm, constraints: ['x==1; rm']}", "not a Swarm placement constraint"),
+    ("{type: swarm, sizeConstraints: {huge: ['node.role==worker']}}", "sizes that do not exist: huge"),
+    ("{type: swarm, reservation: 2}", "spawner.backend.swarm.reservation"),
+    ("{type: swarm, namespace: x}", "spawner.backend.swarm.namespace"),
+])
+def test_bad_swarm_keys_are_refused_naming_the_key(tmp_path, backend, needle):
     f = tmp_path / "stackhub.yaml"
     f.write_text(f"spawner: {{backend: {backend}}}\n")
-    with pytest.raises(ConfigError, match=f"spawner.backend: '{backend}' is not built yet; this version runs docker only"):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(f)
 
 

@@ -102,3 +102,36 @@ def test_every_service_gets_the_hubs_config_by_one_route(tmp_path, monkeypatch):
         assert config_from_env(env) == cfg
         assert not any(a.startswith("--") for s in c.JupyterHub.services for a in s.get("command", [])
                        if "spawner.services" in " ".join(s.get("command", [])))
+
+
+def test_the_steps_only_set_traits_secrets_are_read_before_any_step_runs(tmp_path):
+    """Given the inputs, apply_config touches no file: the secrets directory need not exist."""
+    from spawner.hub.apply import HubInputs, read_inputs
+
+    nowhere = HubPaths(state=tmp_path / "state", secrets=tmp_path / "missing")
+    inputs = HubInputs(secrets={"proxy-token": "p", "admin-token": "a", "shared-password": "room",
+                                "admin-password": "adm"})
+    c = apply_config(Config(), StackhubConfig(), nowhere, inputs)
+    assert c.TutorialAuthenticator.room_code == "room" and c.ConfigurableHTTPProxy.auth_token == "p"
+    assert "room" not in repr(inputs) and "adm" not in repr(inputs)
+    # reading them is where a missing secret stops the hub, naming the file
+    import pytest
+
+    with pytest.raises(SystemExit, match="missing/proxy-token"):
+        read_inputs(StackhubConfig(), nowhere)
+
+
+def test_an_external_database_url_comes_from_the_environment_never_the_config(tmp_path, monkeypatch):
+    """The Helm chart's hubDatabase.type external: STACKHUB_DB_URL from a Secret."""
+    from traitlets.config import Config
+
+    from spawner.core.config import StackhubConfig
+    from spawner.hub.apply import DB_URL_ENV, HubPaths, apply_config
+
+    paths = HubPaths(state=tmp_path, secrets=tmp_path)
+    for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (tmp_path / name).write_text("x\n")
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url.startswith("sqlite:///")
+    monkeypatch.setenv(DB_URL_ENV, "postgresql://hub:pw@db/hub")
+    assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url == "postgresql://hub:pw@db/hub"

@@ -10,7 +10,7 @@ from spawner.deploy import isolation
 from spawner.core.config import StackhubConfig
 from spawner.deploy.single_host import HostPaths, proxy_container
 from spawner.core.names import Deployment
-from spawner.hub.apply import HUB_PORT, PROXY_API_PORT, HubPaths, update_proxy
+from spawner.hub.apply import HUB_PORT, PROXY_API_PORT, HubInputs, HubPaths, update_proxy
 
 PROXY_API_HOST = Deployment().proxy_api
 from spawner.deploy.tls import TLSFiles
@@ -212,13 +212,11 @@ def test_proxy_api_listens_on_the_api_network_only_and_the_hub_uses_it(tmp_path)
     script = kw["command"][-1]
     assert f"--api-ip {PROXY_API_HOST} --api-port {PROXY_API_PORT}" in script and "0.0.0.0 --api-port" not in script
     assert kw["network"] == "stackhub-users"
-    (tmp_path / "proxy-token").write_text("t")
-
     class C(dict):
         def __getattr__(self, k):
             return self.setdefault(k, C())
     c = C()
-    update_proxy(c, StackhubConfig(), HubPaths(secrets=tmp_path))
+    update_proxy(c, StackhubConfig(), HubPaths(secrets=tmp_path), HubInputs(secrets={"proxy-token": "t"}))
     assert c.ConfigurableHTTPProxy.api_url == f"http://{PROXY_API_HOST}:{PROXY_API_PORT}"
 
 

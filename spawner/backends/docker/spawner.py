@@ -92,9 +92,13 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
 
     # -- only ever this user's own server ----------------------------------------------------
 
+    def object_labels(self, obj: dict) -> dict:
+        """The labels of an inspected engine object (a container's; a Swarm service keeps them elsewhere)."""
+        return (obj.get("Config") or {}).get("Labels") or {}
+
     def _is_mine(self, obj: dict) -> bool:
-        labels = (obj.get("Config") or {}).get("Labels")
-        return names.Deployment(self.cfg.hub.prefix).is_server_of(labels, self.user.name, self.name or "")
+        return names.Deployment(self.cfg.hub.prefix).is_server_of(self.object_labels(obj), self.user.name,
+                                                                   self.name or "")
 
     async def get_object(self):
         """DockerSpawner's lookup by name, but a container that is not this user's server is not ours.
@@ -104,9 +108,8 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
         """
         obj = await super().get_object()
         if obj is not None and not self._is_mine(obj):
-            self.log.error("stackhub: container %s is not %s's server %r (labels %s); leaving it alone",
-                           self.object_name, self.user.name, self.name or "",
-                           (obj.get("Config") or {}).get("Labels"))
+            self.log.error("stackhub: %s %s is not %s's server %r (labels %s); leaving it alone", self.object_type,
+                           self.object_name, self.user.name, self.name or "", self.object_labels(obj))
             self.object_id = ""
             return None
         return obj

@@ -1,0 +1,62 @@
+{{/*
+Names come from hub.prefix exactly as spawner/core/names.py makes them (tests/unit/test_helm.py
+renders the chart and checks that they agree).
+*/}}
+{{- define "stackhub.prefix" -}}
+{{- .Values.hub.prefix | default "stackhub" -}}
+{{- end -}}
+
+{{- define "stackhub.labels" -}}
+stackhub.deployment: {{ include "stackhub.prefix" .root }}
+stackhub.role: {{ .role }}
+app.kubernetes.io/name: stackhub
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .role }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "stackhub.selector" -}}
+stackhub.deployment: {{ include "stackhub.prefix" .root }}
+stackhub.role: {{ .role }}
+{{- end -}}
+
+{{/* stackhub.yaml: every value but the chart's own section */}}
+{{- define "stackhub.config" -}}
+{{- toYaml (omit .Values "chart") -}}
+{{- end -}}
+
+{{- define "stackhub.coursesPort" -}}
+{{- (.Values.courses | default dict).servicePort | default 10102 -}}
+{{- end -}}
+
+{{- define "stackhub.coursesEnabled" -}}
+{{- $c := .Values.courses | default dict -}}
+{{- if hasKey $c "enabled" }}{{ $c.enabled }}{{ else }}true{{ end -}}
+{{- end -}}
+
+{{- define "stackhub.coursesClaim" -}}
+{{- (.Values.courses | default dict).volume | default "stackhub-courses" -}}
+{{- end -}}
+
+{{/* the same hardening as user pods: non-root, nothing to escalate, no capabilities */}}
+{{- define "stackhub.containerSecurity" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "stackhub.resources" -}}
+requests:
+  cpu: {{ .cpu }}
+  memory: {{ .memory }}
+limits:
+  memory: {{ .memoryLimit }}
+{{- end -}}

@@ -1,0 +1,1 @@
+"""The Docker Swarm backend: user servers as Swarm services, built from the same ServerSpec."""

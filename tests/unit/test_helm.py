@@ -1,0 +1,353 @@
+"""The Helm chart offline: lint, `helm template` with several values files validated against the
+Kubernetes 1.34 JSON schemas (the node's version), the values schema generated from the config
+model, names shared with spawner/core/names.py, and one stackhub.yaml giving the same user server
+on Docker and on Kubernetes.
+
+helm is v3.22.0 from the Go module proxy: `scripts/k8s-node.sh helm` builds it once (~70 s) and
+prints its path (`make test` runs it first)."""
+
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from spawner.core import names
+from spawner.deploy.helm import CHART, SCHEMA_FILE, schema_text
+
+ROOT = Path(__file__).resolve().parents[2]
+VALUES = Path(__file__).parent / "helm"
+VALUES_FILES = sorted(p.name for p in VALUES.glob("*.yaml"))
+K8S_VERSION = "1.34.0"  # scripts/k8s-node.sh runs v1.34.4; the schemas are per minor version
+
+
+@pytest.fixture(scope="session")
+def helm():
+    p = subprocess.run([ROOT / "scripts" / "k8s-node.sh", "helm"], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.fail(f"no helm: `scripts/k8s-node.sh helm` failed (it builds helm v3.22.0 with Go):\n{p.stderr[-2000:]}")
+    return p.stdout.strip().splitlines()[-1]
+
+
+def run_helm(helm, *args, check=True):
+    p = subprocess.run([helm, *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        pytest.fail(f"helm {' '.join(map(str, args))} failed:\n{p.stderr}")
+    return p
+
+
+def render(helm, *values_files, sets=(), values: dict | None = None, tmp_path=None) -> list[dict]:
+    args = ["template", "t", CHART, "--namespace", "stackhub"]
+    for f in values_files:
+        args += ["-f", VALUES / f]
+    if values is not None:
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", path]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(run_helm(helm, *args).stdout) if d]
+
+
+def find(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert found, f"no {kind} {name or ''} rendered; have {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0] if name else found
+
+
+def hub_config(docs, prefix="stackhub"):
+    from spawner.core.config import StackhubConfig
+
+    cm = find(docs, "ConfigMap", names.Deployment(prefix).hub_config)
+    return StackhubConfig.model_validate(yaml.safe_load(cm["data"]["stackhub.yaml"]))
+
+
+def test_values_schema_is_the_one_generated_from_the_config_model():
+    assert SCHEMA_FILE.read_text() == schema_text(), \
+        "helm/stackhub/values.schema.json is stale: `stackhub schema --helm > helm/stackhub/values.schema.json`"
+
+
+def test_values_yaml_spells_out_the_chart_sections_defaults():
+    """Helm does not apply a schema's defaults, so the templates see only values.yaml: its `chart`
+    must be the model's defaults, key for key."""
+    from spawner.deploy.helm import ChartSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def no_nulls(d):
+        return {k: no_nulls(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    assert no_nulls(values["chart"]) == ChartSettings().model_dump(by_alias=True, exclude_none=True)
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_helm_lint(helm, values):
+    out = run_helm(helm, "lint", "--strict", CHART, "-f", VALUES / values).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("values", VALUES_FILES)
+def test_rendered_manifests_are_valid_for_kubernetes_1_34(helm, values):
+    docs = render(helm, values)
+    assert len(docs) >= 9
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{values}: {doc['kind']} {doc['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+def test_the_validation_can_fail():
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": "http"}]}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("sets, says", [
+    (["hub.httpsPort=99999"], "/hub/httpsPort"),
+    (["chart.ingress.bogus=1"], "'bogus' not allowed"),
+    (["sizes[0].name=Big Size", "sizes[0].cpu=1", "sizes[0].memory=1G"], "/sizes/0/name"),
+    (["spawner.backend.type=docker"], "spawner.backend.type must be kubernetes"),
+    (["chart.hubDatabase.type=external"], "chart.hubDatabase.urlSecret"),
+    (["spawner.backend.namespace=elsewhere"], "spawner.backend.namespace"),
+])
+def test_a_wrong_value_fails_the_install_naming_the_key(helm, sets, says):
+    args = ["template", "t", CHART, "--namespace", "stackhub"]
+    for s in sets:
+        args += ["--set", s]
+    p = run_helm(helm, *args, check=False)
+    assert p.returncode != 0 and says in p.stderr, p.stderr
+
+
+def test_the_hub_reads_the_values_through_the_config_model(helm):
+    docs = render(helm, "tls-secret-oauth.yaml")
+    cfg = hub_config(docs, "tut")
+    assert (cfg.hub.prefix, cfg.hub.public_host, cfg.hub.https_port) == ("tut", "tutorial.example.org", 443)
+    assert cfg.auth.type == "github" and cfg.auth.allowed_groups == ["rubin-tutorial"]
+    kube = cfg.spawner.backend
+    assert (kube.type, kube.homes.type, kube.homes.shared_claim, kube.guarantee_fraction) == \
+        ("kubernetes", "shared", "tutorial-homes", 0.5)
+    assert [s.name for s in cfg.sizes] == ["small", "big"]
+    # the chart's own section stays out of the hub's config, and so do secrets
+    text = find(docs, "ConfigMap", "tut-config")["data"]["stackhub.yaml"]
+    assert "chart" not in yaml.safe_load(text) and "token" not in text.lower()
+
+
+def test_names_agree_with_names_py(helm):
+    docs = render(helm, "tls-secret-oauth.yaml")
+    own = names.Deployment("tut")
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", own.hub), ("Service", own.hub), ("Deployment", own.proxy), ("Service", own.proxy),
+            ("Service", own.proxy_api), ("ConfigMap", own.hub_config), ("Secret", own.hub_secrets),
+            ("ServiceAccount", own.service_account)} <= rendered
+    role = find(docs, "Role", own.service_account)
+    cm_rule = next(r for r in role["rules"] if "configmaps" in r["resources"])
+    assert cm_rule["resourceNames"] == [own.catalog_configmap] and cm_rule["verbs"] == ["get"]
+    hub = find(docs, "Deployment", own.hub)["spec"]["template"]["spec"]
+    assert hub["serviceAccountName"] == own.service_account
+
+
+def test_rbac_is_namespaced_and_only_what_the_hub_needs(helm):
+    docs = render(helm, "defaults.yaml")
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    rules = {r: set(rule["verbs"]) for rule in find(docs, "Role", "stackhub-hub")["rules"] for r in rule["resources"]}
+    assert set(rules) == {"pods", "pods/exec", "persistentvolumeclaims", "events", "configmaps"}
+    assert "delete" not in rules["persistentvolumeclaims"]  # homes outlive servers
+    assert not {"secrets", "nodes", "*"} & set(rules)
+
+
+def test_a_config_change_restarts_the_hub_and_a_chart_only_change_does_not(helm):
+    def checksum(*sets):
+        docs = render(helm, "defaults.yaml", sets=sets)
+        return find(docs, "Deployment", "stackhub-hub")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    base = checksum()
+    assert checksum("culler.timeout=7200") != base
+    assert checksum("chart.proxyService.type=NodePort") == base
+
+
+def test_user_pods_reach_only_the_hub_dns_and_public_addresses(helm, tmp_path):
+    from spawner.deploy.isolation import BLOCKED_IPV4
+
+    users = find(render(helm, "defaults.yaml"), "NetworkPolicy", "stackhub-users")["spec"]
+    assert users["podSelector"]["matchLabels"] == {names.LABEL_DEPLOYMENT: "stackhub", names.LABEL_ROLE: "server"}
+    assert set(users["policyTypes"]) == {"Ingress", "Egress"}
+    to_hub, dns, internet = users["egress"]
+    assert to_hub["to"][0]["podSelector"]["matchLabels"][names.LABEL_ROLE] == "hub"
+    assert to_hub["ports"] == [{"protocol": "TCP", "port": 8081}]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    block = internet["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0" and block["except"] == [c for c, _ in BLOCKED_IPV4]
+    assert "169.254.0.0/16" in block["except"]  # cloud metadata
+    # reached by the hub and the proxy only, on the server's port
+    (ingress,) = users["ingress"]
+    assert {f["podSelector"]["matchLabels"][names.LABEL_ROLE] for f in ingress["from"]} == {"hub", "proxy"}
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 8888}]
+
+    closed = find(render(helm, "tls-secret-oauth.yaml"), "NetworkPolicy", "tut-users")["spec"]
+    cidrs = [t["ipBlock"]["cidr"] for rule in closed["egress"] for t in rule.get("to", []) if "ipBlock" in t]
+    assert cidrs == ["10.1.2.0/24"]  # internet: false; allowPrivateCidrs opened
+
+
+def test_only_the_hub_reaches_the_proxy_api(helm):
+    proxy = find(render(helm, "defaults.yaml"), "NetworkPolicy", "stackhub-proxy")["spec"]
+    public, api = proxy["ingress"]
+    assert public == {"ports": [{"protocol": "TCP", "port": 8000}]}
+    assert api["ports"] == [{"protocol": "TCP", "port": 8001}]
+    assert api["from"] == [{"podSelector": {"matchLabels": {names.LABEL_DEPLOYMENT: "stackhub", names.LABEL_ROLE: "hub"}}}]
+
+
+def test_ingress_tls_from_a_secret_or_cert_manager(helm):
+    ing = find(render(helm, "tls-secret-oauth.yaml"), "Ingress")[0]
+    assert ing["spec"]["tls"] == [{"hosts": ["tutorial.example.org"], "secretName": "tutorial-tls"}]
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "tut-proxy"
+    ing = find(render(helm, "certmanager-externaldb.yaml"), "Ingress")[0]
+    assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ing["spec"]["tls"][0]["secretName"] == "stackhub-tls"
+
+
+def test_secrets_are_generated_or_the_sites_own(helm):
+    docs = render(helm, "defaults.yaml")
+    secret = find(docs, "Secret", "stackhub-secrets")
+    assert set(secret["data"]) == {"proxy-token", "admin-token", "admin-password", "shared-password"}
+    assert len(set(secret["data"].values())) == 4
+    docs = render(helm, "certmanager-externaldb.yaml")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    hub = find(docs, "Deployment", "stackhub-hub")["spec"]["template"]["spec"]
+    assert next(v for v in hub["volumes"] if v["name"] == "secrets")["secret"]["secretName"] == "site-hub-secrets"
+    env = {e["name"]: e for e in hub["containers"][0]["env"]}
+    assert env["STACKHUB_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "site-db", "key": "url"}
+
+
+def test_homes_hub_state_and_data_claims_outlive_uninstall(helm):
+    docs = render(helm, "defaults.yaml")
+    claims = {d["metadata"]["name"]: d for d in find(docs, "PersistentVolumeClaim")}
+    assert set(claims) == {"stackhub-hub-state", "stackhub-data", "stackhub-courses"}
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in claims.values())
+
+
+def test_the_prepuller_pulls_the_offered_tags(helm):
+    ds = find(render(helm, "tls-secret-oauth.yaml"), "DaemonSet", "tut-prepuller")
+    images = [c["image"] for c in ds["spec"]["template"]["spec"]["initContainers"]]
+    assert images == ["stackhub/lsst-stack:w_2026_42", "stackhub/lsst-stack:v30_0_0", "stackhub/lsst-stack:w_2026_43"]
+    assert not [d for d in render(helm, "certmanager-externaldb.yaml") if d["kind"] == "DaemonSet"]
+
+
+def test_hub_and_proxy_run_hardened(helm):
+    docs = render(helm, "defaults.yaml")
+    for name in ("stackhub-hub", "stackhub-proxy"):
+        pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        sc = pod["containers"][0]["securityContext"]
+        assert sc["runAsNonRoot"] and sc["capabilities"] == {"drop": ["ALL"]} and not sc["allowPrivilegeEscalation"]
+    hub = find(docs, "Deployment", "stackhub-hub")["spec"]["template"]["spec"]["containers"][0]
+    assert hub["resources"] == {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    proxy = find(docs, "Deployment", "stackhub-proxy")["spec"]["template"]["spec"]
+    assert proxy["automountServiceAccountToken"] is False
+
+
+# --- one stackhub.yaml, the same user server on Docker, Swarm and Kubernetes -----------------------
+
+SITE = """
+stack:
+  recommended: w_2026_43
+sizes:
+  - {name: small, cpu: 1, memory: 2G}
+  - {name: wide, cpu: 2.5, memory: 6G}
+volumes:
+  data:
+    - {source: tutorial-data, target: /data}
+    - {source: /srv/catalogs, target: /catalogs}
+courses:
+  mountPath: /opt/courses
+spawner:
+  uid: 1000
+  tmpSize: 2G
+"""
+
+
+async def test_the_same_stackhub_yaml_gives_the_same_server_on_docker_swarm_and_kubernetes(helm, tmp_path, catalog, monkeypatch):
+    import kubespawner.spawner
+    from kubernetes_asyncio.client import ApiClient
+    from traitlets.config import Config
+
+    from spawner.backends.docker.objects import spawner_traits as docker_traits
+    from spawner.backends.kubernetes.spawner import LSSTKubeSpawner
+    from spawner.core.config import StackhubConfig
+    from spawner.core.options import validate_options
+    from spawner.core.specs import build_server_spec
+    from spawner.hub.apply import HubPaths, apply_config
+
+    monkeypatch.setattr(kubespawner.spawner, "load_config", lambda **kw: None)
+    monkeypatch.setattr(kubespawner.spawner, "shared_client", lambda name: None)
+    site = yaml.safe_load(SITE)
+
+    # Docker: the file as stackhub.yaml
+    docker_cfg = StackhubConfig.model_validate(site)
+    choice = validate_options({"image_tag": "w_2026_43", "size": "wide"}, catalog, docker_cfg.sizes, default_size="small")
+    d = docker_traits(build_server_spec(docker_cfg, "ada", "", choice))
+
+    # Kubernetes: the same content as Helm values, through the chart's ConfigMap to the hub
+    kube_cfg = hub_config(render(helm, values=site, tmp_path=tmp_path))
+    assert kube_cfg.spawner.backend.type == "kubernetes"
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for n in ("proxy-token", "admin-token", "shared-password", "admin-password"):
+        (secrets / n).write_text("x\n")
+    s = LSSTKubeSpawner(config=apply_config(Config(), kube_cfg, HubPaths(state=tmp_path, secrets=secrets)), _mock=True)
+    s.user.name = "ada"
+    s.orm_spawner = SimpleNamespace(name="", server=None, user=None, state=None)
+    choice = validate_options({"image_tag": "w_2026_43", "size": "wide"}, catalog, kube_cfg.sizes, default_size="small")
+    s.apply_spec(build_server_spec(kube_cfg, "ada", "", choice))
+    async with ApiClient() as api:
+        pod = api.sanitize_for_serialization(await s.get_pod_manifest())
+    (c,) = pod["spec"]["containers"]
+
+    assert c["image"] == d["image"] == "stackhub/lsst-stack:w_2026_43"
+    # mounts: target -> (source, read-only); a Docker volume is a claim of the same name, a bind a hostPath
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+
+    def source(v):
+        if "persistentVolumeClaim" in v:
+            return v["persistentVolumeClaim"]["claimName"]
+        return v["hostPath"]["path"]
+
+    kube_mounts = {m["mountPath"]: (source(volumes[m["name"]]), bool(m.get("readOnly")))
+                   for m in c["volumeMounts"] if m["mountPath"] != "/tmp"}
+    docker_mounts = {m["target"]: (m["source"], m["read_only"]) for m in d["mounts"]}
+    assert kube_mounts == docker_mounts
+    assert set(docker_mounts) == {"/home", "/data", "/catalogs", "/opt/courses"}
+    # /tmp: a tmpfs of the same size
+    assert d["extra_host_config"]["tmpfs"]["/tmp"].split("size=")[1].split(",")[0] == "2G"
+    assert volumes["tmp"]["emptyDir"]["sizeLimit"] == str(2 * 2**30)
+    # limits
+    assert c["resources"]["limits"] == {"cpu": d["cpu_limit"], "memory": 6 * 2**30} and d["mem_limit"] == "6G"
+    # environment: every variable of the Docker container, with the same value
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert d["environment"] and {k: env.get(k) for k in d["environment"]} == d["environment"]
+    # uid, and no privilege on either
+    assert str(c["securityContext"]["runAsUser"]) == d["extra_create_kwargs"]["user"] == "1000"
+    assert c["securityContext"]["capabilities"]["drop"] == d["extra_host_config"]["cap_drop"] == ["ALL"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert d["extra_host_config"]["security_opt"] == ["no-new-privileges:true"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is d["extra_host_config"]["read_only"] is True
+
+    # Swarm: the same file with spawner.backend: swarm gives the same service
+    from spawner.backends.swarm.objects import service
+
+    swarm_cfg = StackhubConfig.model_validate({**site, "spawner": {**site["spawner"], "backend": "swarm"}})
+    choice = validate_options({"image_tag": "w_2026_43", "size": "wide"}, catalog, swarm_cfg.sizes, default_size="small")
+    spec = build_server_spec(swarm_cfg, "ada", "", choice)
+    task = service(spec, swarm_cfg.spawner.backend, prefix=swarm_cfg.hub.prefix, env=spec.environment,
+                   args=["stackhub-start"])["task_template"]
+    cs = task["ContainerSpec"]
+    assert cs["Image"] == d["image"]
+    assert {m["Target"]: (m["Source"], bool(m.get("ReadOnly"))) for m in cs["Mounts"] if m["Target"] != "/tmp"} \
+        == docker_mounts
+    assert task["Resources"]["Limits"] == {"NanoCPUs": int(2.5 * 10**9), "MemoryBytes": 6 * 2**30,
+                                           "Pids": d["extra_host_config"]["pids_limit"]}
+    swarm_env = dict(e.split("=", 1) for e in cs["Env"])
+    assert {k: swarm_env.get(k) for k in d["environment"]} == d["environment"]
+    assert cs["User"] == "1000" and cs["CapabilityDrop"] == ["ALL"] and cs["ReadOnly"] is True
