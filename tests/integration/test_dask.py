@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -148,7 +149,7 @@ def test_local_cluster_follows_the_size_and_its_dashboard_is_the_users_own(dask_
         # the dashboard, through the hub: the link the notebook prints, the user's own credentials
         assert got["link"] == f"/user/{name}/proxy/8787/status", got
         r = as_user(hub, token, "GET", got["link"])
-        assert r.status_code == 200 and "<title>Dask: Status</title>" in r.text, (r.status_code, r.text[:300])
+        assert r.status_code == 200 and "<title>Dask Diagnostic UI</title>" in r.text, (r.status_code, r.text[:300])
         r = as_user(hub, token, "GET", f"/user/{name}/proxy/8787/individual-plots.json")
         assert r.status_code == 200 and "Individual Task Stream" in r.json(), r.text[:300]
         # another user's credentials: refused by the server; none at all: sent to log in
@@ -168,8 +169,9 @@ def test_local_cluster_follows_the_size_and_its_dashboard_is_the_users_own(dask_
 
 def test_the_labs_dask_panel_runs_a_cluster_and_shows_its_dashboard(dask_hub, user):
     """The Dask panel's server side (dask-labextension): '+ NEW' starts a cluster sized like the
-    server, its dashboard is proxied by the user's server, and the panel checks notebook
-    dashboard links from the browser (which carries the hub's cookies)."""
+    server; its dashboard link is under the server's /proxy/ (so the panel opens it through
+    jupyter-server-proxy, the user's own), and the panel checks notebook dashboard links from the
+    browser (which carries the hub's cookies)."""
     hub = dask_hub
     name, other = user("panel"), user("peek")
     hub.spawn(name, {"size": "medium"})
@@ -180,7 +182,9 @@ def test_the_labs_dask_panel_runs_a_cluster_and_shows_its_dashboard(dask_hub, us
         assert r.status_code == 200, r.text
         cluster = r.json()
         assert cluster["workers"] == 2, cluster
-        dash = f"/user/{name}/dask/dashboard/{cluster['id']}/individual-plots.json"
+        link = cluster["dashboard_link"]
+        assert re.fullmatch(rf"/user/{name}/proxy/\d+/status", link), cluster
+        dash = link.replace("/status", "/individual-plots.json")
         deadline = time.monotonic() + 60
         while (r := as_user(hub, token, "GET", dash)).status_code != 200 and time.monotonic() < deadline:
             time.sleep(1)
