@@ -33,8 +33,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# its own session: the engine outlives the shell (or CI job) that started it, and a signal to that
+# job's process group does not reach it
 echo "stackhub: starting dockerd (log: $state/dockerd.log) ..."
-nohup dockerd >"$state/dockerd.log" 2>&1 &
+setsid nohup dockerd >"$state/dockerd.log" 2>&1 &
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     echo "stackhub: Docker engine ready"
