@@ -622,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             from spawner.build import export
 
             try:
+                export.parse_formats(args.format)  # bad input is refused before the engine is asked
+                export.check_tag(args.tag)
                 export.export_image(_client(), args.tag, args.format.split(","), output=args.output,
                                     output_dir=args.output_dir, repository=args.repository, force=args.force,
                                     log=log)
