@@ -100,11 +100,19 @@ def test_the_demo_butler_repository_is_made_once_and_every_tag_reads_it(hub, sta
     assert "refused" in text, "a user must not be able to write into the demo repository (root's, 0755)"
 
 
-def test_a_fresh_user_runs_the_whole_getting_started_course_through_the_hub(hub, user, tmp_path):
-    """The shipped course, published as the first `up` does, in a fresh user's server: every
-    notebook runs headless with nbclient in the user's own container, with no error."""
+@pytest.fixture
+def shipped(hub, tmp_path):
+    """The shipped course published as the first `up` does, and unpublished after: the session's
+    later tests (their users' homes, "sync now") must not find a course they did not publish."""
     api = Client(hub.url, hub.token, hub.ca, "stackhub-courses")
     publish_shipped(hub.deployment.cfg, tmp_path, log=lambda m: None, api=api)
+    yield api
+    course_api(hub, "DELETE", "courses/getting-started")
+
+
+def test_a_fresh_user_runs_the_whole_getting_started_course_through_the_hub(hub, user, shipped):
+    """The shipped course, published as the first `up` does, in a fresh user's server: every
+    notebook runs headless with nbclient in the user's own container, with no error."""
     name = user("gs")
     hub.spawn(name, {"image_tag": "recommended"})
     c = hub.client.containers.get(container_name(name))

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import docker
 from dockerspawner import DockerSpawner
+from jupyterhub.utils import url_path_join, wait_for_http_server
 from tornado import web
 from traitlets import Integer, default
 
@@ -220,8 +221,29 @@ class LSSTDockerSpawner(StackhubSpawnerMixin, DockerSpawner):
             ip, port = await super().start()
             self._event(70, "Container started; waiting for JupyterLab to answer")
             await wait_until_listening(ip, port, timeout=self.http_timeout, alive=self._exit_status)
+        await self.wait_answering_or_dead((ip, port))
         self.last_exit = ""
         return ip, port
+
+    async def wait_answering_or_dead(self, ip_port):
+        """Wait until the server answers HTTP (JupyterHub's own ``wait_for_http_server``; right
+        after ``wait_until_listening`` its first try usually does), watching the container meanwhile:
+        one that listened and then died (out of memory while JupyterLab loads) fails the spawn at once
+        with the reason and its last log lines, instead of a spinner until http_timeout."""
+        if self.object_type != "container":  # a Swarm service: its task is watched by start_object
+            return
+        ip, port = ip_port
+        url = f"http://{ip}:{port}" + url_path_join(self.server.base_url if self.server else "/", "api")
+        answered = asyncio.ensure_future(wait_for_http_server(url, timeout=self.http_timeout))
+        try:
+            while not answered.done():
+                message = await self._exit_status()
+                if message:
+                    raise web.HTTPError(503, message, reason="Server stopped at start")
+                await asyncio.wait([answered], timeout=1)
+            answered.result()
+        finally:
+            answered.cancel()
 
     async def _exit_status(self):
         """None while the container runs; else why it stopped (out of memory, a broken image: kept
