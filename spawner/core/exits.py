@@ -35,4 +35,5 @@ def exit_message(state: dict, memory: int, sizes: list[Size], logs: str = "") ->
     else:
         text = f"Your server stopped (exit code {state.get('ExitCode')})."
     tail = "\n".join(logs.strip().splitlines()[-LOG_LINES:])[-LOG_CHARS:]
-    return f"{text} Its last log lines:\n{tail}" if tail else text
+    # said even when empty: a server killed before it wrote a line is a clue too (memory at import time)
+    return f"{text} Its last log lines:\n{tail}" if tail else f"{text} Its last log lines: none (it stopped before writing any)."

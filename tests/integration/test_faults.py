@@ -174,7 +174,8 @@ def test_out_of_memory_at_start_and_while_running_names_the_limit_and_the_size_t
         s = hub.session(name)
         page = s.get(f"{hub.url}hub/spawn").text
         assert "stackhub-last-exit" in page and "80M of size &#39;tiny&#39;" in page and "small (600M)" in page
-        assert "last log lines" in page and "ServerApp" in page, page[:3000]
+        # the log's end, or that there was none (how far it got depends on the image's imports)
+        assert "last log lines" in page, page[:3000]
 
         # killed for memory while running (the server's process is the one the kernel picks)
         hub.spawn(name, {"size": "small"})

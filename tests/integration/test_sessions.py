@@ -146,8 +146,9 @@ def test_session_lock_for_a_group(hub, user, tags):
         ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group, "start": "2099-01-01T00:00:00Z"}))
         assert offered(form(hub, member)) == before
         ok(svc(hub, "PUT", f"sessions/{q}", json={"tag": locked, "group": group}))
-        # the member's default spawn runs the session's tag
-        hub.spawn(member, {})
+        # the member's spawn without a tag runs the session's tag (an empty body would, since
+        # JupyterHub 6, repeat the options of the last request: the refused one above)
+        hub.spawn(member, {"size": "small"})
         assert f"stackhub/lsst-stack:{locked}" in image_of(hub, member)
         hub.stop(member)
     finally:
