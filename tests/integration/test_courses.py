@@ -195,7 +195,8 @@ def test_only_instructors_and_admins_may_publish(hub, user, repo):
 
 
 def homes_listing(hub, name):
-    return sh(hub, name, "find ~/notebooks -type f 2>/dev/null | sort; cat ~/notebooks/.stackhub/status.json 2>/dev/null")[1]
+    """The files of the user's notebooks (not status.json's sync times, which each "sync now" renews)."""
+    return sh(hub, name, "find ~/notebooks -type f ! -name status.json 2>/dev/null | sort")[1]
 
 
 def courses_volume(hub):
@@ -208,6 +209,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path
     token = token_for(hub, instructor)
     bystander = user("by")
     hub.spawn(bystander)
+    # courses other tests of the session published are synced first: what follows must add nothing
+    assert course_api(hub, "POST", "sync", token=token, json={"users": [bystander]}).status_code == 200
     before_home, before_volume = homes_listing(hub, bystander), courses_volume(hub)
 
     def put(name, **kw):
@@ -234,6 +237,8 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(hub, user, repo, tmp_path
     r = course_api(hub, "POST", "sync", token=token, json={"users": [bystander]})
     assert r.status_code == 200
     assert homes_listing(hub, bystander) == before_home
+    status = sh(hub, bystander, "cat ~/notebooks/.stackhub/status.json 2>/dev/null")[1]
+    assert '"x"' not in status, status  # the refused course is nowhere in the user's record either
     assert courses_volume(hub) == before_volume and "x" not in courses_volume(hub)
     hub.stop(bystander)
 
