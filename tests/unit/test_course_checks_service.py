@@ -7,9 +7,6 @@ import threading
 import time
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 
 from spawner.core.catalog import Catalog, TagEntry
 from spawner.core.config import StackhubConfig
@@ -18,9 +15,9 @@ from spawner.courses.checks import CheckStore
 from spawner.courses.publish import CourseStore
 from spawner.services.base import ServiceHandler
 from spawner.services.course_checks import CheckJobs
-from spawner.services.courses import Context, Seen, make_app
+from spawner.services.courses import Context, Seen
 
-from .test_courses_service import PREFIX, CoursesAuth, FakeServers, tar
+from .test_courses_service import PREFIX, CoursesAuth, FakeServers, served, tar
 
 TAGS = ["w_2026_43", "w_2026_42", "v30_0_0"]
 
@@ -71,23 +68,8 @@ async def service(tmp_path, monkeypatch):
                   seen=Seen(tmp_path / "seen.json"), prefix=PREFIX, executor=ThreadPoolExecutor(2),
                   checks=CheckJobs(cfg=cfg, runner=runner, store=CheckStore(tmp_path / "checks.json")),
                   catalog_source=FakeCatalogSource())
-    sock, port = bind_unused_port()
-    server = HTTPServer(make_app(ctx))
-    server.add_sockets([sock])
-    client = AsyncHTTPClient(force_instance=True)
-
-    async def call(method, path, body=None, token="ivy-instructor", data=None, ctype="application/json"):
-        headers = {"Content-Type": ctype, **({"Authorization": f"token {token}"} if token else {})}
-        payload = data if data is not None else None if body is None else json.dumps(body).encode()
-        try:
-            r = await client.fetch(f"http://127.0.0.1:{port}{PREFIX}api/{path}", method=method, headers=headers,
-                                   body=payload, allow_nonstandard_methods=True)
-            return r.code, json.loads(r.body)
-        except HTTPClientError as e:
-            return e.code, json.loads(e.response.body)
-    yield call, ctx, runner
-    server.stop()
-    client.close()
+    async with served(ctx) as call:
+        yield call, ctx, runner
 
 
 async def publish(call, files):

@@ -1,6 +1,7 @@
 """The stackhub-courses service with a fake hub login and fake servers: who may publish, what the
 API answers for good and bad sources, and what "sync now" records."""
 
+import contextlib
 import io
 import json
 import logging
@@ -18,6 +19,30 @@ from spawner.services.base import ServiceHandler
 from .test_sessions_service import FakeAuth
 
 PREFIX = "/services/stackhub-courses/"
+
+
+@contextlib.asynccontextmanager
+async def served(ctx):
+    """The course service of ``ctx`` on a free port; yields ``call(method, path, ...) -> (code, json)``."""
+    sock, port = bind_unused_port()
+    server = HTTPServer(make_app(ctx))
+    server.add_sockets([sock])
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def call(method, path, body=None, token="ivy-instructor", data=None, ctype="application/json"):
+        headers = {"Content-Type": ctype, **({"Authorization": f"token {token}"} if token else {})}
+        payload = data if data is not None else None if body is None else json.dumps(body).encode()
+        try:
+            r = await client.fetch(f"http://127.0.0.1:{port}{PREFIX}api/{path}", method=method, headers=headers,
+                                   body=payload, allow_nonstandard_methods=True)
+            return r.code, json.loads(r.body)
+        except HTTPClientError as e:
+            return e.code, json.loads(e.response.body)
+    try:
+        yield call
+    finally:
+        server.stop()
+        client.close()
 TOKENS = {
     "admin-token": {"kind": "service", "name": "stackhub-admin", "scopes": ["access:services"]},
     "ivy-instructor": {"kind": "user", "name": "ivy", "scopes": ["access:services!service=stackhub-courses"]},
@@ -65,23 +90,8 @@ async def service(tmp_path, monkeypatch):
 
     ctx = Context(store=CourseStore(root=tmp_path / "courses"), servers=FakeServers(),
                   seen=Seen(tmp_path / "seen.json"), prefix=PREFIX, executor=ThreadPoolExecutor(2))
-    sock, port = bind_unused_port()
-    server = HTTPServer(make_app(ctx))
-    server.add_sockets([sock])
-    client = AsyncHTTPClient(force_instance=True)
-
-    async def call(method, path, body=None, token="ivy-instructor", data=None, ctype="application/json"):
-        headers = {"Content-Type": ctype, **({"Authorization": f"token {token}"} if token else {})}
-        payload = data if data is not None else None if body is None else json.dumps(body).encode()
-        try:
-            r = await client.fetch(f"http://127.0.0.1:{port}{PREFIX}api/{path}", method=method, headers=headers,
-                                   body=payload, allow_nonstandard_methods=True)
-            return r.code, json.loads(r.body)
-        except HTTPClientError as e:
-            return e.code, json.loads(e.response.body)
-    yield call, ctx
-    server.stop()
-    client.close()
+    async with served(ctx) as call:
+        yield call, ctx
 
 
 async def test_who_may_use_it(service):
