@@ -228,11 +228,13 @@ def test_admin_group_user_sees_admin_page(oauth_hub, idp, page):
     login(page, hub, GRACE, "grace", idp.issuer)
     page.wait_for_url(re.compile(r"/hub/(spawn|home|user)"))
     assert hub.api("GET", f"/users/{GRACE.username}").json()["admin"] is True
-    # filtered by name: after a whole session the hub has more users than the page's first 50
-    response = page.goto(f"{hub.url}hub/admin?name_filter={GRACE.username}")
+    response = page.goto(f"{hub.url}hub/admin")
     assert response.status == 200
     # the React admin page renders its controls and lists the users
     page.get_by_test_id("stop-all").wait_for()
+    # searched by name, as an admin would: after a whole session the hub has more users than the page's
+    # first 50 (JupyterHub 6's page ignores a name_filter in its own URL)
+    page.get_by_label("user-search").fill(GRACE.username)
     page.locator("[data-testid=user-row-name]", has_text=GRACE.username).first.wait_for()
     shot(page, "grace-3-admin-page")
 
