@@ -383,11 +383,13 @@ class Deployment:
 
     def up(self, environment: dict | None = None) -> TLSFiles:
         """Start (or restart) proxy and hub; user servers keep running across it."""
-        self.log("[1/4] secrets and TLS certificate")
+        self.log("[1/5] secrets and TLS certificate")
         ensure_secrets(self.paths)
         tls = tls_files(self.cfg, self.paths)
-        self.log("[2/4] networks and volumes")
         self.check_firewall()
+        self.log("[2/5] hub database (a backup before an upgrade)")
+        self.backup_before_upgrade()
+        self.log("[3/5] networks and volumes")
         self._remove(self.own.proxy)
         self._remove(self.own.hub)
         self._ensure_networks()
@@ -402,14 +404,41 @@ class Deployment:
                 self._ensure_volume(mount.source, "data")
         if self.cfg.volumes.demo_data:
             ensure_demo_data(self.client, self.cfg, log=self.log)
-        self.log("[3/4] proxy and hub containers, network isolation rules")
+        self.log("[4/5] proxy and hub containers, network isolation rules")
         self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
         self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
-        self.log("[4/4] waiting for the hub to answer")
+        self.log("[5/5] waiting for the hub to answer")
         self.wait_ready(tls)
         return tls
+
+    def running_hub_image(self) -> tuple[str | None, str | None]:
+        """(image ID, image reference) of this deployment's hub container, running or stopped;
+        (None, None) when there is none."""
+        from docker.errors import NotFound
+
+        try:
+            hub = self.client.containers.get(self.own.hub)
+        except NotFound:
+            return None, None
+        return hub.attrs.get("Image"), hub.attrs.get("Config", {}).get("Image")
+
+    def backup_before_upgrade(self) -> Path | None:
+        """Before the hub is replaced: a backup of its database when the new hub may migrate it
+        (``Archiver.before_upgrade``); user servers are not touched, and keep running."""
+        from spawner.deploy.backup import Archiver
+
+        image, ref = self.running_hub_image()
+        return Archiver(client=self.client, cfg=self.cfg, paths=self.paths, log=self.log).before_upgrade(
+            running_image=image, running_ref=ref, stop_hub=self.stop_old_hub)
+
+    def stop_old_hub(self):
+        """Stop the old hub before the backup; returns what starts it again (should the backup fail)."""
+        hub = self.client.containers.get(self.own.hub)
+        self.log(f"  stopping the old hub {hub.name} (user servers keep running)")
+        hub.stop(timeout=10)
+        return hub.start
 
     def _warn_stranded_servers(self):
         """Servers started by an older stackhub on another network: the hub cannot reach them."""
