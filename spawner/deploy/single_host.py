@@ -33,6 +33,7 @@ HUB_SECRETS = "/srv/stackhub/secrets"
 HUB_STATE = "/srv/stackhub/state"
 HUB_CONFIG = "/srv/stackhub/stackhub.yaml"
 PROXY_TLS = "/srv/tls"
+DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_NAMES = ("proxy-token", "admin-token", "shared-password", "admin-password")
 # CPU weight of the hub and the proxy (Docker's default for every container is 1024). In a burst,
 # a hundred JupyterLab servers starting on two cores each got the same weight as the hub, so the
@@ -101,11 +102,23 @@ def _auth_files(cfg: StackhubConfig) -> list[Path]:
     return []
 
 
+def engine_socket(docker_host: str | None) -> str:
+    """The host path of the engine's socket that the hub gets as ``/var/run/docker.sock``: the one
+    ``DOCKER_HOST`` names (``unix://PATH``), else Docker's default. The hub spawns on the engine the
+    deployment was made on; only a local socket can be mounted into it."""
+    if not docker_host:
+        return DOCKER_SOCKET
+    if docker_host.startswith("unix://") and docker_host[len("unix://"):].startswith("/"):
+        return docker_host[len("unix://"):]
+    raise RuntimeError(f"DOCKER_HOST={docker_host}: the hub reaches the engine through its socket, mounted "
+                       "into the hub container; give a local one (unix:///PATH) or unset DOCKER_HOST")
+
+
 def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | None,
-                  environment: dict | None = None) -> dict:
+                  environment: dict | None = None, docker_socket: str | None = None) -> dict:
     hub = cfg.hub
     volumes = [
-        _bind("/var/run/docker.sock", "/var/run/docker.sock", "rw"),
+        _bind(docker_socket or DOCKER_SOCKET, DOCKER_SOCKET, "rw"),
         f"{hub.state_volume}:{HUB_STATE}:rw",
         _bind(paths.secrets, HUB_SECRETS),
     ]
@@ -194,12 +207,16 @@ class Deployment:
 
     logs_command = "docker logs"  # how an operator reads the hub's log
 
-    def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print):
+    def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print,
+                 docker_socket: str | None = None):
+        """``docker_socket``: the host path of ``client``'s engine socket (default: from ``DOCKER_HOST``,
+        as ``docker.from_env()`` reads it), which the hub gets to spawn on the same engine."""
         self.client = client
         self.cfg = cfg
         self.paths = paths
         self.config_file = config_file
         self.log = log
+        self.docker_socket = docker_socket or engine_socket(os.environ.get("DOCKER_HOST"))
 
     @property
     def own(self) -> names.Deployment:
@@ -406,7 +423,8 @@ class Deployment:
             ensure_demo_data(self.client, self.cfg, log=self.log)
         self.log("[4/5] proxy and hub containers, network isolation rules")
         self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
-        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
+        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment),
+                                  self.docker_socket), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
         self.log("[5/5] waiting for the hub to answer")
