@@ -209,14 +209,14 @@ class Deployment:
 
     def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print,
                  docker_socket: str | None = None):
-        """``docker_socket``: the host path of ``client``'s engine socket (default: from ``DOCKER_HOST``,
-        as ``docker.from_env()`` reads it), which the hub gets to spawn on the same engine."""
+        """``docker_socket``: the host path of ``client``'s engine socket (default: from ``DOCKER_HOST``
+        at ``up``, as ``docker.from_env()`` reads it), which the hub gets to spawn on the same engine."""
         self.client = client
         self.cfg = cfg
         self.paths = paths
         self.config_file = config_file
         self.log = log
-        self.docker_socket = docker_socket or engine_socket(os.environ.get("DOCKER_HOST"))
+        self.docker_socket = docker_socket
 
     @property
     def own(self) -> names.Deployment:
@@ -401,6 +401,7 @@ class Deployment:
     def up(self, environment: dict | None = None) -> TLSFiles:
         """Start (or restart) proxy and hub; user servers keep running across it."""
         self.log("[1/5] secrets and TLS certificate")
+        socket = self.docker_socket or engine_socket(os.environ.get("DOCKER_HOST"))
         ensure_secrets(self.paths)
         tls = tls_files(self.cfg, self.paths)
         self.check_firewall()
@@ -424,7 +425,7 @@ class Deployment:
         self.log("[4/5] proxy and hub containers, network isolation rules")
         self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
         self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment),
-                                  self.docker_socket), [], "hub")
+                                  socket), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
         self.log("[5/5] waiting for the hub to answer")
