@@ -2,11 +2,13 @@
 restored or shown stopped and starts again on the first try, and the home is intact.
 
 The shared engine (/var/run/docker.sock) is never restarted: the test runs a second dockerd of its
-own (its own data root, exec root, socket, pid file, cgroup parent and address pool, no default
-bridge), loads the hub image and one stack image into it, deploys stackhub on it (prefix
-``stackhub-engine``, ports 9643/9280), and restarts that engine the way ``systemctl restart docker``
+own (its own data root, exec root, socket, pid file, cgroup parent, default bridge and subnets:
+never ``--bridge none`` or ``--default-address-pool``, which delete the host's docker0), loads the hub image and one
+stack image into it, deploys stackhub on it (prefix ``stackhub-engine``, ports 9643/9280), and
+restarts that engine the way ``systemctl restart docker``
 does (SIGTERM, then a new dockerd). Everything is removed afterwards, also on failure: the
-deployment's networks (their bridges), the engine, its directories and the one iptables rule.
+deployment's networks (their bridges), the engine, its bridge, its directories and the one iptables
+rule.
 
 The second engine runs with ``--iptables=false``: its own chains would be written into the host's
 tables beside the shared engine's, and a restart rewrites them. So the test deployment runs without
@@ -30,7 +32,10 @@ import pytest
 import requests
 import yaml
 
+from docker.types import IPAMConfig, IPAMPool
+
 from spawner.core.config import load_config
+from spawner.deploy import isolation
 from spawner.deploy.single_host import Deployment, HostPaths
 
 from .hubfixture import ARTIFACTS, checkout_hub_image
@@ -42,6 +47,11 @@ EXEC_ROOT = Path("/run") / NAME
 SOCKET = Path("/run") / f"{NAME}.sock"
 PIDFILE = Path("/run") / f"{NAME}.pid"
 POOL = "10.213.0.0/16"  # not one of Docker's default pools: the shared engine never hands it out
+# The engine's own default bridge, made by the test, and its networks' subnets given by the test.
+# Never `--bridge none`, nor `--default-address-pool`: a dockerd started with the first, or
+# restarted with the second, deletes the host's docker0 (the shared engine's default bridge).
+BRIDGE, BRIDGE_ADDRESS = "shtest-eng0", "10.213.200.1/24"
+USERS_SUBNET, API_SUBNET = "10.213.1.0/24", "10.213.2.0/24"
 FORWARD_RULE = ["FORWARD", "-s", POOL, "-d", POOL, "-m", "comment", "--comment", NAME, "-j", "ACCEPT"]
 PREFIX = "stackhub-engine"
 HTTPS_PORT, HTTP_PORT = 9643, 9280
@@ -69,14 +79,18 @@ class Engine:
         self.client: docker.DockerClient | None = None  # once it answers (the client asks its version)
 
     def start(self, timeout: float = 60):
+        self.bridges.add(BRIDGE)
+        if not Path(f"/sys/class/net/{BRIDGE}").exists():
+            for args in (["add", BRIDGE, "type", "bridge"], ["set", BRIDGE, "up"]):
+                subprocess.run(["ip", "link", *args], check=True)
+            subprocess.run(["ip", "addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE], check=True)
         config = self.log.with_name("daemon.json")
         config.write_text("{}")  # not /etc/docker/daemon.json: that is the shared engine's
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["dockerd", "--config-file", str(config), "--data-root", str(DATA_ROOT), "--exec-root", str(EXEC_ROOT),
-                 "-H", f"unix://{SOCKET}", "--pidfile", str(PIDFILE), "--bridge", "none", "--iptables=false",
-                 "--ip-masq=false", "--ip-forward=false", "--default-address-pool", f"base={POOL},size=24",
-                 "--cgroup-parent", f"/{NAME}"],
+                 "-H", f"unix://{SOCKET}", "--pidfile", str(PIDFILE), "--bridge", BRIDGE, "--iptables=false",
+                 "--ip-masq=false", "--ip-forward=false", "--cgroup-parent", f"/{NAME}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -184,6 +198,7 @@ def engine(request, tmp_path_factory, docker_client, stack_tags):
     stop_leftover_engine()
     kill_leftover_processes()
     remove_directories()
+    docker0 = Path("/sys/class/net/docker0").exists()  # the shared engine's default bridge
     engine = Engine(tmp_path_factory.mktemp("engine") / "dockerd.log")
     rule = shutil.which("iptables") is not None
     if rule and not iptables("-C", *FORWARD_RULE):
@@ -219,6 +234,7 @@ def engine(request, tmp_path_factory, docker_client, stack_tags):
             if rule:
                 while iptables("-C", *FORWARD_RULE):
                     iptables("-D", *FORWARD_RULE)
+    assert Path("/sys/class/net/docker0").exists() == docker0, "the second engine changed the host's docker0"
 
 
 def hub_answers(url, token, ca) -> bool:
@@ -247,6 +263,12 @@ def test_engine_restarted_hub_and_proxy_come_back_servers_restored_or_startable_
     paths = HostPaths(tmp_path / "var")
     dep = Deployment(client=client, cfg=load_config(config_file), paths=paths, config_file=config_file,
                      log=lambda m: None, docker_socket=str(SOCKET))
+    # the networks as `up` makes them, but in the test's address pool (`up` keeps networks that fit)
+    users, internal = isolation.networks(dep.cfg)
+    layout = isolation.fixed_addresses(USERS_SUBNET)
+    client.networks.create(**users.as_docker(), ipam=IPAMConfig(pool_configs=[
+        IPAMPool(subnet=layout["subnet"], gateway=layout["gateway"], iprange=layout["ip_range"])]))
+    client.networks.create(**internal.as_docker(), ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=API_SUBNET)]))
     tls = dep.up()
     for net in (dep.cfg.hub.network, dep.cfg.hub.api_network):
         engine.bridges.add(f"br-{client.networks.get(net).id[:12]}")
