@@ -513,9 +513,14 @@ class Deployment:
 
     def down(self):
         """Stop hub, proxy and user servers; homes, data and hub state stay."""
+        from docker.errors import NotFound
+
         for c in self.servers(all=True):
             self.log(f"stopping {c.name}")
-            c.remove(force=True, v=True)
+            try:
+                c.remove(force=True, v=True)
+            except NotFound:  # the hub removed it meanwhile
+                pass
         for name in (self.own.hub, self.own.proxy):
             self._remove(name)
         self.remove_firewall()
