@@ -47,6 +47,8 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     p.add_argument("--idle", type=float, default=10.0, help="seconds idle (kernel running) before memory is read")
     p.add_argument("--shutdown-kernel", action="store_true",
                    help="shut each kernel down after its cell (for a large N where N kernels do not fit in memory)")
+    p.add_argument("--no-kernel", action="store_true",
+                   help="stop at the lab: no kernel, no cell (the hub's path without the kernels' CPU)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one attendee may take to its cell's output")
     p.add_argument("--prewarm", action="store_true",
                    help="an admin pre-warms the N servers first (stackhub only); measures login → lab")
@@ -67,6 +69,7 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
         raw = dict(users=args.users, window=args.window, rounds=args.rounds,
                    targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                    tag=args.tag, idle=args.idle, timeout=args.timeout, keep_kernel=not args.shutdown_kernel,
+                   kernel=not args.no_kernel,
                    prewarm=args.prewarm, prewarm_concurrency=args.prewarm_concurrency)
     try:
         return Scenario(**raw), args
@@ -112,7 +115,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
     attendees = [Attendee(target.endpoint, u, password, tag=scenario.tag, code=scenario.code, expect=scenario.expect,
                           arrival=a, t0=t0, timeout=scenario.timeout, progress=progress,
                           ready_callback=probe.add_ready, keep_kernel=scenario.keep_kernel,
-                          prewarmed=scenario.prewarm)
+                          prewarmed=scenario.prewarm, kernel=scenario.kernel)
                  for u, a in zip(users, scenario.arrivals())]
 
     def go(a: Attendee):
@@ -141,7 +144,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
         time.sleep(scenario.idle)
         idle_mem = []
         for a in attendees:
-            if a.rec.done_at is not None:
+            if (a.rec.done_at if scenario.kernel else a.rec.ready_at) is not None:
                 try:
                     idle_mem.append(container_cgroup(client, target.server_container(a.user)).working_set_bytes()
                                     / 2**20)

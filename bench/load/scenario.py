@@ -35,6 +35,10 @@ class Scenario(BaseModel):
         "Keep each kernel running while idle (idle memory then includes it); false shuts it down after "
         "the cell, as an attendee closing the notebook would: for a large N on a host whose memory "
         "cannot hold N kernels with the stack imported."))
+    kernel: bool = Field(True, description=(
+        "Each attendee starts a kernel and runs the cell after the lab opens; false stops at the lab, to "
+        "measure the hub's path (login, spawn or pre-warmed server, lab) without the kernels' CPU "
+        "of earlier arrivals."))
     timeout: float = Field(600.0, ge=10, le=3600, description="Seconds one attendee may take, arrival to cell output.")
     probe_interval: float = Field(0.25, gt=0, le=10,
                                   description="Seconds between proxy / hub API latency probes during the round.")

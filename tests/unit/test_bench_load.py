@@ -53,6 +53,15 @@ def test_prewarm_is_a_stackhub_only_scenario():
         Scenario(targets=("stackhub",), prewarm=True, prewarm_concurrency=17)
 
 
+def test_cli_flags_reach_the_scenario():
+    from bench.load.__main__ import parse
+
+    scenario, _ = parse(["--targets", "stackhub", "--users", "3", "--prewarm", "--prewarm-concurrency", "4",
+                         "--no-kernel"])
+    assert (scenario.prewarm, scenario.prewarm_concurrency, scenario.kernel, scenario.users) == (True, 4, False, 3)
+    assert parse([])[0].kernel is True
+
+
 def test_schedule_alternates_abba():
     assert schedule(("stackhub", "stock"), 3) == [(1, "stackhub"), (1, "stock"), (2, "stock"), (2, "stackhub"),
                                                   (3, "stackhub"), (3, "stock")]
