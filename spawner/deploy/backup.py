@@ -58,11 +58,12 @@ def volume_file(role: str, key: str = "") -> str:
     return f"volumes/{role}-{names.escape_name(key)}.tar" if key else f"volumes/{role}.tar"
 
 
-def plan_volumes(cfg: StackhubConfig, homes: dict[str, str], data: bool) -> list[VolumeItem]:
-    """The volumes a backup holds (pure): hub state and courses always; ``homes`` (user -> volume)
-    and the configured data volumes when asked. Host-path data mounts are the operator's, not ours."""
+def plan_volumes(cfg: StackhubConfig, homes: dict[str, str], data: bool, courses: bool = True) -> list[VolumeItem]:
+    """The volumes a backup holds (pure): hub state always, courses unless ``courses`` is false (the
+    backup before an upgrade: an upgrade never touches them); ``homes`` (user -> volume) and the
+    configured data volumes when asked. Host-path data mounts are the operator's, not ours."""
     items = [VolumeItem("hub-state", cfg.hub.state_volume, volume_file("hub-state"))]
-    if cfg.courses.enabled:
+    if cfg.courses.enabled and courses:
         items.append(VolumeItem("courses", cfg.courses.volume, volume_file("courses")))
     for user in sorted(homes):
         items.append(VolumeItem("home", homes[user], volume_file("home", user), user=user))
@@ -84,6 +85,36 @@ def restore_target(cfg: StackhubConfig, item: VolumeItem) -> str | None:
     if item.role == "data":
         return item.source if item.source in {m.source for m in cfg.volumes.data} else None
     return None
+
+
+def upgrade_reasons(*, running_image: str | None, running_ref: str | None, new_image: str, new_ref: str,
+                    revision: str | None, head: str | None) -> list[str]:
+    """Why ``up`` must back up the hub database before it starts the hub (pure; empty: no need).
+
+    ``running_image``/``new_image`` are image IDs (the hub that runs or ran, None when there is no
+    hub container; the one about to start), ``revision`` the database's alembic revision (None: no
+    database yet) and ``head`` the new image's JupyterHub head. A new hub image may migrate the
+    database (``upgrade_db``) even when the revision is the same today; a different revision will.
+    """
+    if revision is None:  # a fresh deployment: nothing to lose
+        return []
+    reasons = []
+    if running_image is not None and running_image != new_image:
+        reasons.append(f"the hub image changes: {running_ref or '?'} ({running_image.split(':')[-1][:12]}) -> "
+                       f"{new_ref} ({new_image.split(':')[-1][:12]})")
+    if head is not None and revision != head:
+        reasons.append(f"the database is at revision {revision}; the new hub's JupyterHub migrates it to {head}")
+    return reasons
+
+
+def dated_dir(root: Path, stem: str, now: dt.datetime | None = None) -> Path:
+    """``root/<stem>-YYYYmmddTHHMMSSZ`` (UTC), with ``-2``, ``-3``... when that exists already."""
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    path, n = root / f"{stem}-{stamp}", 1
+    while path.exists():
+        n += 1
+        path = root / f"{stem}-{stamp}-{n}"
+    return path
 
 
 def read_manifest(src: Path) -> dict:
@@ -209,11 +240,63 @@ class Archiver:
 
     # -- backup ------------------------------------------------------------------------------------
 
-    def backup(self, dest: Path, *, homes: bool = False, data: bool = False, dry_run: bool = False) -> dict:
+    def db_revision(self) -> dict:
+        """The hub database's alembic revision and the configured hub image's JupyterHub head
+        (``volume_archive revision``): ``{"exists", "revision", "head"}``."""
+        if not self.exists(self.cfg.hub.state_volume):
+            return {"exists": False, "revision": None, "head": None}
+        # writable: SQLite may need to roll back a hot journal to read
+        return self.worker(["revision", "/v/0/jupyterhub.sqlite"],
+                           {self.cfg.hub.state_volume: {"bind": "/v/0", "mode": "rw"}})[-1]
+
+    def before_upgrade(self, *, running_image: str | None, running_ref: str | None, stop_hub=None) -> Path | None:
+        """Back up the hub state, secrets and CA into ``<state dir>/backups/pre-upgrade-<UTC time>``
+        when the hub about to start may migrate the database (``upgrade_reasons``); the path, or None.
+
+        ``running_image``: the image ID of the hub container there is (running or stopped), None when
+        there is none (after ``down``: the database still says where it stands). ``stop_hub``: stops
+        the old hub first, so that the backup holds the very database the migration starts from (no
+        login lost in between), and returns what starts it again should the backup fail. A failure
+        raises ``BackupError`` with the old hub running again and nothing replaced.
+        """
+        from docker.errors import ImageNotFound
+
+        try:
+            new_image = self.client.images.get(self.cfg.hub.image).id
+        except ImageNotFound:
+            raise BackupError(f"no hub image {self.cfg.hub.image} on this engine: build it (`make hub-image`)") from None
+        if running_image == new_image:
+            self.log(f"  the hub runs {self.cfg.hub.image} already: its database is migrated")
+            return None
+        db = self.db_revision()
+        reasons = upgrade_reasons(running_image=running_image, running_ref=running_ref, new_image=new_image,
+                                  new_ref=self.cfg.hub.image, revision=db["revision"], head=db["head"])
+        if not reasons:
+            self.log("  no hub database yet" if db["revision"] is None else
+                     f"  hub database at revision {db['revision']}, the new hub's too: no migration")
+            return None
+        root = self.paths.root / "backups"
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        dest = dated_dir(root, "pre-upgrade")
+        self.log(f"  {'; '.join(reasons)}: first a backup of the hub database")
+        restart = stop_hub() if stop_hub and running_image else None
+        try:
+            self.backup(dest, courses=False)
+        except Exception:
+            if restart:
+                self.log("  the backup failed: the old hub is started again, nothing was replaced")
+                restart()
+            raise
+        self.log(f"  restore it with `stackhub restore {dest} --force` (then `make up` with the old hub image)")
+        return dest
+
+    def backup(self, dest: Path, *, homes: bool = False, data: bool = False, dry_run: bool = False,
+               courses: bool = True) -> dict:
         dest = dest.resolve()
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise BackupError(f"{dest} exists and is not an empty directory; a backup never overwrites one")
-        items = plan_volumes(self.cfg, self.homes() if homes else {}, data)
+        items = plan_volumes(self.cfg, self.homes() if homes else {}, data, courses=courses)
         missing = [i.source for i in items if not self.exists(i.source)]
         if any(i.role == "hub-state" for i in items if i.source in missing):
             raise BackupError(f"no hub state at {self.cfg.hub.state_volume}: nothing to back up (is this the "

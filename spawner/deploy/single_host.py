@@ -33,6 +33,7 @@ HUB_SECRETS = "/srv/stackhub/secrets"
 HUB_STATE = "/srv/stackhub/state"
 HUB_CONFIG = "/srv/stackhub/stackhub.yaml"
 PROXY_TLS = "/srv/tls"
+DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_NAMES = ("proxy-token", "admin-token", "shared-password", "admin-password")
 # CPU weight of the hub and the proxy (Docker's default for every container is 1024). In a burst,
 # a hundred JupyterLab servers starting on two cores each got the same weight as the hub, so the
@@ -101,11 +102,23 @@ def _auth_files(cfg: StackhubConfig) -> list[Path]:
     return []
 
 
+def engine_socket(docker_host: str | None) -> str:
+    """The host path of the engine's socket that the hub gets as ``/var/run/docker.sock``: the one
+    ``DOCKER_HOST`` names (``unix://PATH``), else Docker's default. The hub spawns on the engine the
+    deployment was made on; only a local socket can be mounted into it."""
+    if not docker_host:
+        return DOCKER_SOCKET
+    if docker_host.startswith("unix://") and docker_host[len("unix://"):].startswith("/"):
+        return docker_host[len("unix://"):]
+    raise RuntimeError(f"DOCKER_HOST={docker_host}: the hub reaches the engine through its socket, mounted "
+                       "into the hub container; give a local one (unix:///PATH) or unset DOCKER_HOST")
+
+
 def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | None,
-                  environment: dict | None = None) -> dict:
+                  environment: dict | None = None, docker_socket: str | None = None) -> dict:
     hub = cfg.hub
     volumes = [
-        _bind("/var/run/docker.sock", "/var/run/docker.sock", "rw"),
+        _bind(docker_socket or DOCKER_SOCKET, DOCKER_SOCKET, "rw"),
         f"{hub.state_volume}:{HUB_STATE}:rw",
         _bind(paths.secrets, HUB_SECRETS),
     ]
@@ -194,12 +207,16 @@ class Deployment:
 
     logs_command = "docker logs"  # how an operator reads the hub's log
 
-    def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print):
+    def __init__(self, *, client, cfg: StackhubConfig, paths: HostPaths, config_file: Path | None, log=print,
+                 docker_socket: str | None = None):
+        """``docker_socket``: the host path of ``client``'s engine socket (default: from ``DOCKER_HOST``
+        at ``up``, as ``docker.from_env()`` reads it), which the hub gets to spawn on the same engine."""
         self.client = client
         self.cfg = cfg
         self.paths = paths
         self.config_file = config_file
         self.log = log
+        self.docker_socket = docker_socket
 
     @property
     def own(self) -> names.Deployment:
@@ -383,11 +400,14 @@ class Deployment:
 
     def up(self, environment: dict | None = None) -> TLSFiles:
         """Start (or restart) proxy and hub; user servers keep running across it."""
-        self.log("[1/4] secrets and TLS certificate")
+        self.log("[1/5] secrets and TLS certificate")
+        socket = self.docker_socket or engine_socket(os.environ.get("DOCKER_HOST"))
         ensure_secrets(self.paths)
         tls = tls_files(self.cfg, self.paths)
-        self.log("[2/4] networks and volumes")
         self.check_firewall()
+        self.log("[2/5] hub database (a backup before an upgrade)")
+        self.backup_before_upgrade()
+        self.log("[3/5] networks and volumes")
         self._remove(self.own.proxy)
         self._remove(self.own.hub)
         self._ensure_networks()
@@ -402,14 +422,42 @@ class Deployment:
                 self._ensure_volume(mount.source, "data")
         if self.cfg.volumes.demo_data:
             ensure_demo_data(self.client, self.cfg, log=self.log)
-        self.log("[3/4] proxy and hub containers, network isolation rules")
+        self.log("[4/5] proxy and hub containers, network isolation rules")
         self._start(proxy_container(self.cfg, self.paths, tls), [self.own.proxy_api], "proxy")
-        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment)), [], "hub")
+        self._start(hub_container(self.cfg, self.paths, self.config_file, secret_environment(self.paths, environment),
+                                  socket), [], "hub")
         self.apply_firewall()
         self._warn_stranded_servers()
-        self.log("[4/4] waiting for the hub to answer")
+        self.log("[5/5] waiting for the hub to answer")
         self.wait_ready(tls)
         return tls
+
+    def running_hub_image(self) -> tuple[str | None, str | None]:
+        """(image ID, image reference) of this deployment's hub container, running or stopped;
+        (None, None) when there is none."""
+        from docker.errors import NotFound
+
+        try:
+            hub = self.client.containers.get(self.own.hub)
+        except NotFound:
+            return None, None
+        return hub.attrs.get("Image"), hub.attrs.get("Config", {}).get("Image")
+
+    def backup_before_upgrade(self) -> Path | None:
+        """Before the hub is replaced: a backup of its database when the new hub may migrate it
+        (``Archiver.before_upgrade``); user servers are not touched, and keep running."""
+        from spawner.deploy.backup import Archiver
+
+        image, ref = self.running_hub_image()
+        return Archiver(client=self.client, cfg=self.cfg, paths=self.paths, log=self.log).before_upgrade(
+            running_image=image, running_ref=ref, stop_hub=self.stop_old_hub)
+
+    def stop_old_hub(self):
+        """Stop the old hub before the backup; returns what starts it again (should the backup fail)."""
+        hub = self.client.containers.get(self.own.hub)
+        self.log(f"  stopping the old hub {hub.name} (user servers keep running)")
+        hub.stop(timeout=10)
+        return hub.start
 
     def _warn_stranded_servers(self):
         """Servers started by an older stackhub on another network: the hub cannot reach them."""
@@ -465,9 +513,14 @@ class Deployment:
 
     def down(self):
         """Stop hub, proxy and user servers; homes, data and hub state stay."""
+        from docker.errors import NotFound
+
         for c in self.servers(all=True):
             self.log(f"stopping {c.name}")
-            c.remove(force=True, v=True)
+            try:
+                c.remove(force=True, v=True)
+            except NotFound:  # the hub removed it meanwhile
+                pass
         for name in (self.own.hub, self.own.proxy):
             self._remove(name)
         self.remove_firewall()

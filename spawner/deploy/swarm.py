@@ -130,11 +130,13 @@ class SwarmDeployment(Deployment):
 
     def up(self, environment: dict | None = None) -> TLSFiles:
         """Start (or restart) the proxy and hub services; user servers keep running across it."""
-        self.log("[1/4] secrets and TLS certificate")
+        self.log("[1/5] secrets and TLS certificate")
         node = self.node_id()
         ensure_secrets(self.paths)
         tls = tls_files(self.cfg, self.paths)
-        self.log("[2/4] overlay networks and volumes")
+        self.log("[2/5] hub database (a backup before an upgrade)")
+        self.backup_before_upgrade()
+        self.log("[3/5] overlay networks and volumes")
         self._remove_service(self.own.proxy)
         self._remove_service(self.own.hub)
         self._wait_gone([self.own.proxy, self.own.hub])
@@ -148,14 +150,35 @@ class SwarmDeployment(Deployment):
         for m in self.cfg.volumes.data:
             if not m.source.startswith("/"):
                 self._ensure_volume(m.source, "data")
-        self.log("[3/4] proxy and hub services")
+        self.log("[4/5] proxy and hub services")
         self.client.api.create_service(**proxy_service(self.cfg, self.paths, tls, node_id=node))
         env = secret_environment(self.paths, environment)
         self.client.api.create_service(**hub_service(self.cfg, self.paths, self.config_file, env, node_id=node))
         self.log("no iptables rules on Swarm: the overlay networks are not firewalled by stackhub (docs/swarm.md)")
-        self.log("[4/4] waiting for the hub to answer")
+        self.log("[5/5] waiting for the hub to answer")
         self.wait_ready(tls)
         return tls
+
+    def running_hub_image(self) -> tuple[str | None, str | None]:
+        """(image ID, reference) of the hub service's image; (None, None) without a hub service."""
+        from docker.errors import ImageNotFound
+
+        service = self._service(self.own.hub)
+        if service is None:
+            return None, None
+        ref = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        try:
+            return self.client.images.get(ref).id, ref
+        except ImageNotFound:  # removed since: certainly not the image about to start
+            return ref, ref
+
+    def stop_old_hub(self):
+        """A service cannot be stopped: it is removed (``up`` starts it again anyway). Should the
+        backup fail, ``up`` stops with the error and nothing restarts it: a second ``up`` does."""
+        self.log(f"  removing the old hub service {self.own.hub} (user servers keep running)")
+        self._remove_service(self.own.hub)
+        self._wait_gone([self.own.hub])
+        return None
 
     def check_hub_alive(self):
         service = self._service(self.own.hub)

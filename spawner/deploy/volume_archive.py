@@ -9,6 +9,8 @@ Docker's volume directories and the engine may be remote from the files it keeps
     load  IN.tar DST ...     empty each DST, then extract (refusing absolute paths, ``..``, writes out of
                              DST and device files; owners and modes kept, as homes need)
     du    DIR...             bytes used under each DIR, one JSON object
+    revision DB              the alembic revision of the JupyterHub database DB (null: no database)
+                             and the head of the image's own JupyterHub (null: none installed)
 
 Each command prints one JSON line per finished item on stdout (the host shows it as progress).
 """
@@ -107,11 +109,37 @@ def du(*dirs: str):
     _say(done="du", bytes=out)
 
 
+def revision(db: str):
+    """Where a hub database stands and where this image's JupyterHub would migrate it (``up`` takes
+    a backup first when they differ)."""
+    current = None
+    if os.path.isfile(db):
+        con = sqlite3.connect(db, timeout=30)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            current = row[0] if row else None
+        except sqlite3.Error:  # a database JupyterHub never stamped: not ours to judge
+            current = None
+        finally:
+            con.close()
+    head = None
+    try:
+        import jupyterhub
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory(os.path.join(os.path.dirname(jupyterhub.__file__), "alembic")).get_current_head()
+    except ImportError:
+        pass
+    _say(done="revision", exists=os.path.isfile(db), revision=current, head=head)
+
+
 def main(argv):
     os.umask(0o077)  # archives hold secrets (the hub's cookie secret, password hashes)
     command, *args = argv
     if command == "du":
         return du(*args)
+    if command == "revision":
+        return revision(*args)
     for a, b in zip(args[::2], args[1::2]):
         {"dump": dump, "load": load}[command](a, b)
 

@@ -36,8 +36,9 @@ class Bystander:
 
     def snapshot(self) -> dict:
         own = self.deployment.own
-        containers = {c.name: (c.id, c.status) for c in self.deployment.client.containers.list(all=True)
-                      if c.name in (own.hub, own.proxy, own.server(USER))}
+        # its own containers only: another one of the engine's may go between the list and its inspection
+        mine = self.deployment.client.containers.list(all=True, filters={"label": f"{names.LABEL_DEPLOYMENT}={PREFIX}"})
+        containers = {c.name: (c.id, c.status) for c in mine if c.name in (own.hub, own.proxy, own.server(USER))}
         routes = sorted(self.api("GET", "/proxy").json())
         return {"containers": containers, "routes": routes}
 

@@ -1,7 +1,9 @@
 from pathlib import Path
 
 from spawner.core.config import StackhubConfig
-from spawner.deploy.single_host import HostPaths, hub_container
+import pytest
+
+from spawner.deploy.single_host import HostPaths, engine_socket, hub_container
 
 
 def test_hub_mounts_the_courses_volume_read_write_unless_courses_are_off():
@@ -139,3 +141,13 @@ def test_hub_state_may_be_a_host_directory_on_its_own_filesystem():
     assert "stackhub-hub-state:/srv/stackhub/state:rw" in vol["volumes"]
     cfg = StackhubConfig.model_validate({"hub": {"stateVolume": "/srv/hubstate"}})
     assert "/srv/hubstate:/srv/stackhub/state:rw" in hub_container(cfg, paths, None)["volumes"]
+
+
+def test_the_hub_gets_the_socket_of_the_engine_the_deployment_is_made_on():
+    assert engine_socket(None) == engine_socket("") == "/var/run/docker.sock"
+    assert engine_socket("unix:///run/other-engine.sock") == "/run/other-engine.sock"
+    spec = hub_container(StackhubConfig(), HostPaths(Path("/x")), None, docker_socket="/run/other-engine.sock")
+    assert "/run/other-engine.sock:/var/run/docker.sock:rw" in spec["volumes"]
+    for remote in ("tcp://10.0.0.5:2376", "ssh://admin@host", "unix://relative.sock"):
+        with pytest.raises(RuntimeError, match="DOCKER_HOST"):
+            engine_socket(remote)

@@ -9,7 +9,8 @@ from spawner.cli.client import ApiError
 from spawner.cli.ops import parse_age, stale_homes
 from spawner.core.config import StackhubConfig
 from spawner.core.orphans import ServerObject, active_servers, orphans
-from spawner.deploy.backup import BackupError, VolumeItem, plan_volumes, read_manifest, restore_target
+from spawner.deploy.backup import (BackupError, VolumeItem, dated_dir, plan_volumes, read_manifest, restore_target,
+                                   upgrade_reasons)
 
 A = ServerObject("ann", "", "p-user-ann")
 B = ServerObject("bob", "two", "p-user-bob--two")
@@ -68,6 +69,31 @@ def test_a_backup_holds_state_and_courses_and_homes_and_data_only_when_asked():
     assert [(i.role, i.source) for i in items] == [("hub-state", "stackhub-hub-state"), ("courses", "stackhub-courses"),
                                                    ("home", "stackhub-home-Ann"), ("data", "d1")]
     assert items[2].file == "volumes/home--41nn.tar"  # escaped: Ann and ann never share a file
+    assert [i.role for i in plan_volumes(cfg, {}, False, courses=False)] == ["hub-state"]  # before an upgrade
+
+
+def test_up_backs_up_before_a_new_hub_image_or_a_migration_never_on_a_fresh_or_unchanged_deployment():
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    kw = dict(running_ref="stackhub/hub:0.1.0-old", new_ref="stackhub/hub:0.1.0-new")
+    changed = upgrade_reasons(running_image=old, new_image=new, revision="f460b0348206", head="f460b0348206", **kw)
+    assert changed == ["the hub image changes: stackhub/hub:0.1.0-old (aaaaaaaaaaaa) -> stackhub/hub:0.1.0-new "
+                       "(bbbbbbbbbbbb)"]
+    # after `make down` there is no hub container: the database's revision tells
+    migrates = upgrade_reasons(running_image=None, new_image=new, revision="4621fec11365", head="f460b0348206", **kw)
+    assert migrates == ["the database is at revision 4621fec11365; the new hub's JupyterHub migrates it to f460b0348206"]
+    assert len(upgrade_reasons(running_image=old, new_image=new, revision="4621fec11365", head="f460b0348206",
+                               **kw)) == 2
+    assert upgrade_reasons(running_image=None, new_image=new, revision=None, head="f460b0348206", **kw) == []
+    assert upgrade_reasons(running_image=old, new_image=new, revision=None, head="f460b0348206", **kw) == []
+    assert upgrade_reasons(running_image=new, new_image=new, revision="f460b0348206", head="f460b0348206", **kw) == []
+
+
+def test_backups_before_upgrades_are_dated_and_never_overwrite_each_other(tmp_path):
+    now = dt.datetime(2026, 11, 27, 15, 4, 5, tzinfo=dt.timezone.utc)
+    first = dated_dir(tmp_path, "pre-upgrade", now)
+    assert first.name == "pre-upgrade-20261127T150405Z"
+    first.mkdir()
+    assert dated_dir(tmp_path, "pre-upgrade", now).name == "pre-upgrade-20261127T150405Z-2"
 
 
 def test_a_restore_follows_the_current_configs_names():
