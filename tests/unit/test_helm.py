@@ -476,6 +476,10 @@ def test_the_gateway_config_loads_and_sets_jupyterhub_auth_and_limits(gateway_co
     assert (k.cluster_max_cores, k.cluster_max_memory, k.cluster_max_workers) == (2.0, 3 * 2**30, 2)
     assert k.scheduler_extra_pod_labels == {"stackhub.deployment": "khtest", "stackhub.role": "dask"}
     assert k.worker_extra_container_config["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # the servers' data mounts, read-only (node.yaml: the default stackhub-data claim at /data)
+    assert k.worker_extra_container_config["volumeMounts"] == [{"name": "data-0", "mountPath": "/data", "readOnly": True}]
+    assert k.worker_extra_pod_config["volumes"] == [
+        {"name": "data-0", "persistentVolumeClaim": {"claimName": "stackhub-data", "readOnly": True}}]
 
 
 def test_cluster_options_accept_stack_images_only_and_bounded_workers(gateway_config):

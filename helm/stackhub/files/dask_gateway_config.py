@@ -74,17 +74,26 @@ c.KubeClusterConfig.cluster_max_memory = memory_bytes(G["maxMemory"])
 c.KubeClusterConfig.cluster_max_workers = int(G["maxWorkers"])
 c.KubeClusterConfig.idle_timeout = float(G["idleTimeout"])
 uid = int(S["uid"])
-container_security = {
+container_config = {
     "securityContext": {
         "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid,
         "allowPrivilegeEscalation": False, "privileged": False,
         "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
     },
 }
-pod_config = {"enableServiceLinks": False, "securityContext": {"runAsNonRoot": True, "fsGroup": uid}}
+# the data mounts of users' servers (volumes.data), read-only, so work reads /data on workers too
+volumes, mounts = [], []
+for i, m in enumerate(S["dataMounts"]):
+    source = m["source"]
+    volumes.append({"name": f"data-{i}", **({"hostPath": {"path": source}} if source.startswith("/") else
+                                            {"persistentVolumeClaim": {"claimName": source, "readOnly": True}})})
+    mounts.append({"name": f"data-{i}", "mountPath": m["target"], "readOnly": True})
+container_config["volumeMounts"] = mounts
+pod_config = {"enableServiceLinks": False, "securityContext": {"runAsNonRoot": True, "fsGroup": uid},
+              "volumes": volumes}
 labels = {"stackhub.deployment": S["prefix"], "stackhub.role": "dask"}
 for part in ("scheduler", "worker"):
-    setattr(c.KubeClusterConfig, f"{part}_extra_container_config", container_security)
+    setattr(c.KubeClusterConfig, f"{part}_extra_container_config", container_config)
     setattr(c.KubeClusterConfig, f"{part}_extra_pod_config", pod_config)
     setattr(c.KubeClusterConfig, f"{part}_extra_pod_labels", labels)
 
