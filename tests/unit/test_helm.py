@@ -473,6 +473,7 @@ def test_the_gateway_config_loads_and_sets_jupyterhub_auth_and_limits(gateway_co
     assert c.KubeBackend.gateway_instance == c.KubeController.gateway_instance == "khtest-dask-gateway"
     assert c.KubeController.proxy_prefix == "/services/dask-gateway"
     k = c.KubeClusterConfig
+    assert (k.scheduler_cmd, k.worker_cmd) == (["dask", "scheduler"], ["dask", "worker"])
     assert (k.cluster_max_cores, k.cluster_max_memory, k.cluster_max_workers) == (2.0, 3 * 2**30, 2)
     assert k.scheduler_extra_pod_labels == {"stackhub.deployment": "khtest", "stackhub.role": "dask"}
     assert k.worker_extra_container_config["securityContext"]["capabilities"] == {"drop": ["ALL"]}

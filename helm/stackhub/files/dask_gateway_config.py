@@ -65,6 +65,9 @@ fraction = float(S["guaranteeFraction"])
 c.KubeClusterConfig.namespace = S["namespace"]
 c.KubeClusterConfig.image = S["defaultImage"]
 c.KubeClusterConfig.image_pull_policy = S["imagePullPolicy"]
+# distributed 2026 has only the `dask` command (no dask-scheduler / dask-worker scripts)
+c.KubeClusterConfig.scheduler_cmd = ["dask", "scheduler"]
+c.KubeClusterConfig.worker_cmd = ["dask", "worker"]
 c.KubeClusterConfig.scheduler_cores_limit = float(G["schedulerCores"])
 c.KubeClusterConfig.scheduler_cores = round(float(G["schedulerCores"]) * fraction, 3)
 c.KubeClusterConfig.scheduler_memory_limit = memory_bytes(G["schedulerMemory"])
