@@ -412,9 +412,17 @@ def test_dask_gateway_settings_are_the_values(helm):
     assert traefik["image"] == "stackhub/dask-gateway:2026.3.0"
 
 
-def test_dask_gateway_rbac_is_namespaced(helm):
+def test_dask_gateway_rbac_writes_in_its_namespace_and_only_reads_cluster_wide(helm):
+    """dask-gateway's informers list cluster-wide: its ClusterRoles only read DaskClusters, pods and
+    endpoints; every write is namespaced; Traefik only reads, in the namespace."""
     docs = render(helm, "node.yaml")
-    assert not [d for d in docs if d["kind"].startswith("Cluster")]
+    cluster_roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    assert set(cluster_roles) == {"stackhub-khtest-dask-gateway", "stackhub-khtest-dask-gateway-controller"}
+    for rules in cluster_roles.values():
+        for rule in rules:
+            assert set(rule["verbs"]) == {"get", "list", "watch"}, rule
+            assert set(rule["resources"]) <= {"daskclusters", "pods", "endpoints"}, rule
+    assert not [d for d in render(helm, "defaults.yaml") if d["kind"].startswith("Cluster")]
     roles = {d["metadata"]["name"]: d["rules"] for d in find(docs, "Role")}
     assert set(roles) == {"khtest-hub", "khtest-dask-gateway", "khtest-dask-gateway-controller", "khtest-dask-gateway-traefik"}
     verbs = {(g, r): set(rule["verbs"]) for name in roles if "gateway" in name for rule in roles[name]
