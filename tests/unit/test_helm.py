@@ -414,14 +414,16 @@ def test_dask_gateway_settings_are_the_values(helm):
 
 def test_dask_gateway_rbac_writes_in_its_namespace_and_only_reads_cluster_wide(helm):
     """dask-gateway's informers list cluster-wide: its ClusterRoles only read DaskClusters, pods and
-    endpoints; every write is namespaced; Traefik only reads, in the namespace."""
+    endpoints (and Traefik's, nodes); every write is namespaced; Traefik only reads."""
     docs = render(helm, "node.yaml")
     cluster_roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
-    assert set(cluster_roles) == {"stackhub-khtest-dask-gateway", "stackhub-khtest-dask-gateway-controller"}
+    assert set(cluster_roles) == {"stackhub-khtest-dask-gateway", "stackhub-khtest-dask-gateway-controller",
+                                  "stackhub-khtest-dask-gateway-traefik"}
     for rules in cluster_roles.values():
         for rule in rules:
             assert set(rule["verbs"]) == {"get", "list", "watch"}, rule
-            assert set(rule["resources"]) <= {"daskclusters", "pods", "endpoints"}, rule
+            assert set(rule["resources"]) <= {"daskclusters", "pods", "endpoints", "nodes"}, rule
+    assert [r["resources"] for r in cluster_roles["stackhub-khtest-dask-gateway-traefik"]] == [["nodes"]]
     assert not [d for d in render(helm, "defaults.yaml") if d["kind"].startswith("Cluster")]
     roles = {d["metadata"]["name"]: d["rules"] for d in find(docs, "Role")}
     assert set(roles) == {"khtest-hub", "khtest-dask-gateway", "khtest-dask-gateway-controller", "khtest-dask-gateway-traefik"}
