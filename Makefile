@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BACKEND ?=
 BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
-.PHONY: up down token images hub-image gateway-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools bench
+.PHONY: up down token images hub-image gateway-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools bench bench-prewarm
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,7 @@ test-unit: venv helm
 
 ## bench: N attendees against stackhub and stock JupyterHub + DockerSpawner, interleaved (bench/RESULTS-load.md)
 ##   make bench N=10 ROUNDS=2 | make bench N=100 WINDOW=60 | make bench BASELINE=none (stackhub alone)
+##   make bench-prewarm N=100 WINDOW=60: the admin pre-warms N servers, then login → lab (stackhub alone)
 N ?= 10
 WINDOW ?= 0
 ROUNDS ?= 2
@@ -94,3 +95,6 @@ BENCH_ARGS ?=
 bench: venv engine stack-images hub-image
 	$(PY) -m bench.load --users $(N) --window $(WINDOW) --rounds $(ROUNDS) \
 	  --targets $(if $(filter none,$(BASELINE)),stackhub,stackhub,$(BASELINE)) $(BENCH_ARGS)
+
+bench-prewarm: venv engine stack-images hub-image
+	$(PY) -m bench.load --users $(N) --window $(WINDOW) --rounds $(ROUNDS) --targets stackhub --prewarm $(BENCH_ARGS)

@@ -47,7 +47,12 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     p.add_argument("--idle", type=float, default=10.0, help="seconds idle (kernel running) before memory is read")
     p.add_argument("--shutdown-kernel", action="store_true",
                    help="shut each kernel down after its cell (for a large N where N kernels do not fit in memory)")
+    p.add_argument("--no-kernel", action="store_true",
+                   help="stop at the lab: no kernel, no cell (the hub's path without the kernels' CPU)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one attendee may take to its cell's output")
+    p.add_argument("--prewarm", action="store_true",
+                   help="an admin pre-warms the N servers first (stackhub only); measures login → lab")
+    p.add_argument("--prewarm-concurrency", type=int, help="servers the pre-warm starts at a time")
     p.add_argument("--scenario", type=Path, help="a YAML/JSON file with the scenario (flags are then ignored)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/load-<UTC time>.json); "
                                             "the PNG goes beside it")
@@ -63,7 +68,9 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     else:
         raw = dict(users=args.users, window=args.window, rounds=args.rounds,
                    targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-                   tag=args.tag, idle=args.idle, timeout=args.timeout, keep_kernel=not args.shutdown_kernel)
+                   tag=args.tag, idle=args.idle, timeout=args.timeout, keep_kernel=not args.shutdown_kernel,
+                   kernel=not args.no_kernel,
+                   prewarm=args.prewarm, prewarm_concurrency=args.prewarm_concurrency)
     try:
         return Scenario(**raw), args
     except ValidationError as e:
@@ -89,6 +96,16 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
     users = [username(run_id, round_no, target.name, i) for i in range(n)]
     password = secrets.token_urlsafe(12)
     progress = Progress()
+    prewarm = None
+    if scenario.prewarm:
+        log(f"[{target.name} round {round_no}] pre-warming {n} servers ({scenario.tag}) as an admin ...")
+        try:
+            prewarm = target.prewarm(users, scenario.tag, scenario.prewarm_concurrency,
+                                     lambda m: log(f"[{target.name} round {round_no}] pre-warm {m}"))
+        except BaseException:
+            target.remove_users(users)
+            target.remove_prewarm_group()
+            raise
     load_start = os.getloadavg()
     sampler = ResourceSampler(client, target.hub_containers())
     probe = LatencyProbe(target.endpoint.url, target.endpoint.ca, target.token, scenario.probe_interval)
@@ -97,7 +114,8 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
     t0 = time.monotonic()
     attendees = [Attendee(target.endpoint, u, password, tag=scenario.tag, code=scenario.code, expect=scenario.expect,
                           arrival=a, t0=t0, timeout=scenario.timeout, progress=progress,
-                          ready_callback=probe.add_ready, keep_kernel=scenario.keep_kernel)
+                          ready_callback=probe.add_ready, keep_kernel=scenario.keep_kernel,
+                          prewarmed=scenario.prewarm, kernel=scenario.kernel)
                  for u, a in zip(users, scenario.arrivals())]
 
     def go(a: Attendee):
@@ -126,7 +144,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
         time.sleep(scenario.idle)
         idle_mem = []
         for a in attendees:
-            if a.rec.done_at is not None:
+            if (a.rec.done_at if scenario.kernel else a.rec.ready_at) is not None:
                 try:
                     idle_mem.append(container_cgroup(client, target.server_container(a.user)).working_set_bytes()
                                     / 2**20)
@@ -140,13 +158,15 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
         probe.stop()
         sampler.stop()
         target.remove_users(users)
+        if scenario.prewarm:
+            target.remove_prewarm_group()
     log(f"[{target.name} round {round_no}] stopped; {sum(not r.ok for r in records)} failed")
     for r in records:
         if not r.ok:
             log(f"  FAILED {r.user} in {r.failed_phase}: {r.reason}")
     return round_summary(records, target=target.name, round_no=round_no, users=n, window=scenario.window,
                          hub=hub.get("hub"), proxy=hub.get("proxy"), idle_memory_mib=idle_mem, latency=latency,
-                         loadavg={"start": list(load_start), "end": list(os.getloadavg())})
+                         loadavg={"start": list(load_start), "end": list(os.getloadavg())}, prewarm=prewarm)
 
 
 def build_targets(client, scenario: Scenario, state: Path) -> dict:

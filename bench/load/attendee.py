@@ -69,9 +69,10 @@ def _check(r: requests.Response, phase: str, ok=(200,)):
 class Attendee:
     def __init__(self, ep: Endpoint, user: str, password: str, *, tag: str, code: str, expect: str, arrival: float,
                  t0: float, timeout: float, progress: Progress | None = None, ready_callback=None,
-                 keep_kernel: bool = True):
+                 keep_kernel: bool = True, prewarmed: bool = False, kernel: bool = True):
         self.ep, self.user, self.password = ep, user, password
         self.tag, self.code, self.expect, self.keep_kernel = tag, code, expect, keep_kernel
+        self.prewarmed, self.kernel = prewarmed, kernel
         self.t0, self.timeout = t0, timeout
         self.rec = AttendeeRecord(user=user, arrival=arrival)
         self.progress = progress or Progress()
@@ -116,16 +117,24 @@ class Attendee:
     # -- the walk ---------------------------------------------------------------------------------
 
     def run(self) -> AttendeeRecord:
-        """Arrive, log in, spawn, open the lab, run the cell. ``stop()`` comes later (after idle)."""
+        """Arrive, log in, spawn, open the lab, run the cell. ``stop()`` comes later (after idle).
+
+        A pre-warmed attendee's server already runs: after the login the hub sends them on to it
+        (as a browser follows the redirects), so there is no form and no spawn."""
         try:
             self._phase("login", self.login)
-            self._phase("form", self.form)
-            self._phase("spawn", self.spawn)
-            self._phase("lab", self.lab)
+            if self.prewarmed:
+                self._phase("lab", self.follow_to_lab)
+            else:
+                self._phase("form", self.form)
+                self._phase("spawn", self.spawn)
+                self._phase("lab", self.lab)
             self.rec.ready_at = round(time.monotonic() - self.t0, 4)
             self.progress.reached("ready")
             if self.ready_callback:
                 self.ready_callback(self.user)
+            if not self.kernel:
+                return self.rec
             self._phase("kernel_start", self.start_kernel)
             self._phase("cell", self.run_cell)
             self.rec.done_at = round(time.monotonic() - self.t0, 4)
@@ -176,6 +185,18 @@ class Attendee:
         r = _check(self.s.get(self._url(f"user/{quote(self.user)}/lab"), timeout=self._left()), "lab")
         if "jupyter-config-data" not in r.text:
             raise Failure(f"lab: {urlsplit(r.url).path} is not JupyterLab's page")
+        r = self.s.get(self._url(f"user/{quote(self.user)}/api/status"), timeout=self._left(),
+                       headers={"X-XSRFToken": self._xsrf("/user/") or ""})
+        _check(r, "api/status")
+
+    def follow_to_lab(self):
+        """What the browser does after the login's redirect: the hub's root sends a user whose server
+        runs to it, the server's OAuth handshake with the hub, then JupyterLab's page."""
+        r = _check(self.s.get(self._url("hub/"), timeout=self._left()), "hub → lab")
+        if not urlsplit(r.url).path.startswith(f"/user/{quote(self.user)}/"):
+            raise Failure(f"hub → lab: the hub sent a pre-warmed user to {urlsplit(r.url).path}, not their server")
+        if "jupyter-config-data" not in r.text:
+            raise Failure(f"hub → lab: {urlsplit(r.url).path} is not JupyterLab's page")
         r = self.s.get(self._url(f"user/{quote(self.user)}/api/status"), timeout=self._left(),
                        headers={"X-XSRFToken": self._xsrf("/user/") or ""})
         _check(r, "api/status")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TARGETS = ("stackhub", "stock")
 SHORT = {"stackhub": "sh", "stock": "sk"}  # in usernames: which deployment an attendee belongs to
@@ -35,9 +35,19 @@ class Scenario(BaseModel):
         "Keep each kernel running while idle (idle memory then includes it); false shuts it down after "
         "the cell, as an attendee closing the notebook would: for a large N on a host whose memory "
         "cannot hold N kernels with the stack imported."))
+    kernel: bool = Field(True, description=(
+        "Each attendee starts a kernel and runs the cell after the lab opens; false stops at the lab, to "
+        "measure the hub's path (login, spawn or pre-warmed server, lab) without the kernels' CPU "
+        "of earlier arrivals."))
     timeout: float = Field(600.0, ge=10, le=3600, description="Seconds one attendee may take, arrival to cell output.")
     probe_interval: float = Field(0.25, gt=0, le=10,
                                   description="Seconds between proxy / hub API latency probes during the round.")
+    prewarm: bool = Field(False, description=(
+        "Before each round an admin pre-warms the N attendees' servers (a hub group, started through the "
+        "sessions service as `stackhub prewarm` does); the attendees then log in and walk straight to their "
+        "lab. Its figures are a row of their own (login → lab), never mixed with cold rounds."))
+    prewarm_concurrency: int | None = Field(None, ge=1, le=16, description=(
+        "Servers the pre-warm starts at a time (default: the sessions service's)."))
 
     @field_validator("targets")
     @classmethod
@@ -45,6 +55,15 @@ class Scenario(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError(f"each target at most once; allowed: {', '.join(TARGETS)}")
         return v
+
+    @model_validator(mode="after")
+    def _prewarm_is_stackhubs(self):
+        if self.prewarm and self.targets != ("stackhub",):
+            raise ValueError("prewarm: only stackhub has an admin pre-warm (stock JupyterHub has none); "
+                             "use --targets stackhub")
+        if self.prewarm_concurrency is not None and not self.prewarm:
+            raise ValueError("prewarm_concurrency: only with prewarm")
+        return self
 
     def arrivals(self) -> list[float]:
         """Seconds after the round's start at which each attendee arrives (evenly spread, first at 0)."""

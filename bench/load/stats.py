@@ -66,8 +66,9 @@ def ready_curve(records) -> list[list[float]]:
 
 
 def round_summary(records, *, target: str, round_no: int, users: int, window: float, hub=None, proxy=None,
-                  idle_memory_mib=None, latency=None, loadavg=None) -> dict:
-    """One round of one target, as stored in the result JSON."""
+                  idle_memory_mib=None, latency=None, loadavg=None, prewarm=None) -> dict:
+    """One round of one target, as stored in the result JSON. ``prewarm``: the admin's pre-warm job
+    before the round (its seconds and counts), or None for a cold round."""
     records = list(records)
     phases = {p: summarize([r.durations.get(p) for r in records if r.ok or p in r.durations]) for p in PHASES}
     spans = {
@@ -95,16 +96,30 @@ def round_summary(records, *, target: str, round_no: int, users: int, window: fl
         "idle_memory_mib": summarize(idle_memory_mib or []),
         "latency": latency or {},
         "loadavg": loadavg,
+        "prewarm": prewarm,
         "attendees": [asdict(r) for r in records],
     }
 
 
 # (label, how to read the figure off a round summary); lower is better for all of them
+def _cold(read):
+    """A cold-start figure: none for a pre-warmed round (its servers were started before it began)."""
+    return lambda r: None if r.get("prewarm") else read(r)
+
+
+def _warm(read):
+    """A pre-warmed round's figure: none for a cold round."""
+    return lambda r: read(r) if r.get("prewarm") else None
+
+
 METRICS = (
-    ("all N ready (s)", lambda r: r["all_ready"]),
+    ("all N ready (s)", _cold(lambda r: r["all_ready"])),
     ("all N ran the cell (s)", lambda r: r["all_done"]),
-    ("arrival → ready p50 (s)", lambda r: r["spans"]["ready"]["p50"]),
-    ("arrival → ready p95 (s)", lambda r: r["spans"]["ready"]["p95"]),
+    ("arrival → ready p50 (s)", _cold(lambda r: r["spans"]["ready"]["p50"])),
+    ("arrival → ready p95 (s)", _cold(lambda r: r["spans"]["ready"]["p95"])),
+    ("pre-warm of N by the admin (s)", _warm(lambda r: r["prewarm"]["seconds"])),
+    ("after pre-warm: login → lab p50 (s)", _warm(lambda r: r["spans"]["ready"]["p50"])),
+    ("after pre-warm: login → lab p95 (s)", _warm(lambda r: r["spans"]["ready"]["p95"])),
     ("login p95 (s)", lambda r: r["phases"]["login"]["p95"]),
     ("spawn POST → progress ready p95 (s)", lambda r: r["phases"]["spawn"]["p95"]),
     ("lab + api/status p95 (s)", lambda r: r["phases"]["lab"]["p95"]),

@@ -76,7 +76,53 @@ class Target:
         raise NotImplementedError
 
 
-class StackhubTarget(Target):
+class Prewarm:
+    """An admin's pre-warm before a round, through stackhub's sessions service (stackhub targets only:
+    stock JupyterHub has none). Needs the target's ``api``, ``endpoint``, ``token`` and ``size``."""
+
+    PREWARM_GROUP = "bench-prewarm"
+
+    def prewarm(self, users, tag: str, concurrency: int | None, log) -> dict:
+        """Pre-warm the attendees' servers the way an admin does before a class: the users and their
+        group exist (created unclaimed, so each attendee still claims their name with the room code),
+        then one start job of the sessions service, followed until done. Returns its seconds and counts."""
+        from spawner.cli.client import SESSIONS_SERVICE, Client
+
+        for u in users:
+            r = self.api("POST", f"/users/{quote(u, safe='')}")
+            if r.status_code not in (201, 409):
+                raise SystemExit(f"pre-warm: creating {u}: HTTP {r.status_code} {r.text[:200]}")
+        g = quote(self.PREWARM_GROUP, safe="")
+        r = self.api("POST", f"/groups/{g}")
+        if r.status_code not in (201, 409):
+            raise SystemExit(f"pre-warm: creating group {self.PREWARM_GROUP}: HTTP {r.status_code} {r.text[:200]}")
+        r = self.api("POST", f"/groups/{g}/users", json={"users": list(users)})
+        if r.status_code != 200:
+            raise SystemExit(f"pre-warm: filling group {self.PREWARM_GROUP}: HTTP {r.status_code} {r.text[:200]}")
+        api = Client(self.endpoint.url, self.token, self.endpoint.ca, service=SESSIONS_SERVICE)
+        body = {"action": "start", "group": self.PREWARM_GROUP, "tag": tag, "size": self.size}
+        if concurrency:
+            body["concurrency"] = concurrency
+        job = api("POST", "jobs", body)
+        shown = 0
+        while not job["done"]:
+            time.sleep(2)
+            job = api("GET", f"jobs/{job['id']}")
+            ready = sum(1 for row in job["users"] if row["state"] in ("ready", "running"))
+            if ready != shown:
+                log(f"{ready}/{job['total']} ready after {job['seconds']} s")
+                shown = ready
+        for row in job["users"]:
+            if row["state"] == "failed":
+                log(f"FAILED {row['user']}: {row.get('message')}")
+        log(f"done in {job['seconds']} s: {job['counts']}")
+        return {"seconds": job["seconds"], "counts": job["counts"], "concurrency": job["concurrency"]}
+
+    def remove_prewarm_group(self):
+        self.api("DELETE", f"/groups/{quote(self.PREWARM_GROUP, safe='')}")
+
+
+class StackhubTarget(Prewarm, Target):
     name = "stackhub"
     https_port, http_port = 11443, 11080
 

@@ -2,7 +2,9 @@
 
 A smoke test, N=2, without timing assertions (the targets live in bench/RESULTS-load.md): every
 phase is recorded, the kernel ran the LSST cell through the proxy's websocket, the result is plain
-JSON; and a spawn with a tag that does not exist is reported as a failure with its reason.
+JSON; and a spawn with a tag that does not exist is reported as a failure with its reason. With a
+pre-warm, the attendees walk from the login straight to their running lab; one whose server the
+pre-warm did not start is a failure, not a quiet spawn.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from bench.load.__main__ import run_round
 from bench.load.attendee import Endpoint
 from bench.load.scenario import Scenario
 from bench.load.stats import PHASES
-from bench.load.targets import Target
+from bench.load.targets import Prewarm, Target
 
 from .conftest import TEST_USERS
 from .hubfixture import OWN, remove_user_objects
 
 
-class TestHubTarget(Target):
+class TestHubTarget(Prewarm, Target):
     """The session's test deployment, as the load tool's stackhub target."""
 
     __test__ = False
     name = "stackhub"
+    size = "small"
 
     def __init__(self, hub):
         self.hub, self.token = hub, hub.token
@@ -43,7 +46,7 @@ class TestHubTarget(Target):
         remove_user_objects(self.hub.client, set(users))
 
 
-def _round(hub, scenario, monkeypatch):
+def _round(hub, scenario, monkeypatch, target=None):
     run_id = uuid.uuid4().hex[:4]
     # the names this round makes are the test session's to clean up, whatever happens
     import bench.load.__main__ as driver
@@ -57,7 +60,7 @@ def _round(hub, scenario, monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(driver, "username", tracked)
-    return run_round(docker.from_env(), TestHubTarget(hub), scenario, 1, run_id)
+    return run_round(docker.from_env(), target or TestHubTarget(hub), scenario, 1, run_id)
 
 
 def test_two_attendees_walk_to_the_cell_output(hub, stack_tags, monkeypatch):
@@ -83,3 +86,31 @@ def test_a_spawn_that_fails_is_reported_with_its_reason(hub, monkeypatch):
     assert failure["phase"] == "spawn"
     assert "w_1999_01" in failure["reason"], failure
     assert s["all_ready"] is None and s["ready_curve"] == []
+
+
+def test_prewarmed_attendees_walk_from_the_login_to_their_running_lab(hub, stack_tags, monkeypatch):
+    scenario = Scenario(users=2, targets=("stackhub",), tag=stack_tags[0], idle=0, timeout=300, prewarm=True)
+    s = _round(hub, scenario, monkeypatch)
+    assert s["failed"] == 0, s["failures"]
+    assert s["prewarm"]["counts"] == {"ready": 2} and s["prewarm"]["seconds"] > 0
+    assert s["phases"]["form"]["n"] == 0 and s["phases"]["spawn"]["n"] == 0  # nothing spawned on arrival
+    for phase in ("login", "lab", "kernel_start", "cell", "stop"):
+        assert s["phases"][phase]["n"] == 2, phase
+    assert s["spans"]["ready"]["n"] == 2
+    assert hub.api("GET", f"/groups/{Prewarm.PREWARM_GROUP}").status_code == 404  # the round's group is gone
+
+
+def test_an_attendee_the_prewarm_missed_is_a_failure(hub, stack_tags, monkeypatch):
+    target = TestHubTarget(hub)
+
+    def no_servers(users, *_):  # the users exist, as after a pre-warm that failed for them
+        for u in users:
+            hub.create_user(u)
+        return {"seconds": 0.0, "counts": {"failed": len(users)}, "concurrency": 1}
+
+    monkeypatch.setattr(target, "prewarm", no_servers)
+    scenario = Scenario(users=1, targets=("stackhub",), tag=stack_tags[0], idle=0, timeout=120, prewarm=True)
+    s = _round(hub, scenario, monkeypatch, target)
+    assert s["failed"] == 1
+    failure = s["failures"][0]
+    assert failure["phase"] == "lab" and "not their server" in failure["reason"], failure

@@ -3,7 +3,6 @@ getting-started course run by a fresh user through the hub, and the course x tag
 that fails on one tag only, a notebook that hangs) with the sessions page's warning."""
 
 import json
-import re
 import time
 import uuid
 
@@ -15,7 +14,8 @@ from spawner.cli.courses import publish_shipped
 from spawner.courses.checks import CHECK_ROLE
 from spawner.deploy.demo_data import ensure_demo_data
 
-from .hubfixture import ARTIFACTS, TEST_PREFIX, container_name
+from .browser import admin_browser
+from .hubfixture import TEST_PREFIX, container_name
 from .test_courses import cli, course_api
 
 SESSIONS_API = "services/stackhub-sessions/api"
@@ -207,23 +207,9 @@ def test_the_check_finds_the_tag_a_notebook_fails_on_and_the_session_lock_warns(
 @pytest.mark.browser
 def test_the_course_page_shows_the_matrix_and_the_sessions_page_warns(hub, checked):
     """Both pages in Chromium: the failing cell in the matrix, the warning when a session is opened."""
-    from playwright.sync_api import sync_playwright
-
     name, good, bad = checked["name"], checked["good"], checked["bad"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                    args=["--no-sandbox", "--disable-background-networking"])
-        context = browser.new_context(ignore_https_errors=True)
-        context.set_default_timeout(60_000)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            page.goto(f"{hub.url}hub/login")
-            page.fill("#username_input", "admin")
-            page.fill("#password_input", hub.admin_password)
-            page.click("#login_submit")
-            page.wait_for_url(re.compile(r"/hub/"))
+    try:
+        with admin_browser(hub, "course-check-sessions-page.png") as (page, errors):
             page.goto(f"{hub.url}services/stackhub-courses/")
             table = page.locator(f"table.matrix[data-course='{name}']")
             table.wait_for()
@@ -240,12 +226,9 @@ def test_the_course_page_shows_the_matrix_and_the_sessions_page_warns(hub, check
             row = page.locator("#sessions tbody tr", has_text=name)
             assert f"{name} fails on {bad}" in row.inner_text()
             assert errors == []
-        finally:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "course-check-sessions-page.png"), full_page=True)
-            browser.close()
-            requests.delete(f"{hub.url}{SESSIONS_API}/sessions/{name}", headers={"Authorization": f"token {hub.token}"},
-                            verify=hub.ca, timeout=30)
+    finally:
+        requests.delete(f"{hub.url}{SESSIONS_API}/sessions/{name}", headers={"Authorization": f"token {hub.token}"},
+                        verify=hub.ca, timeout=30)
 
 
 def test_a_new_version_is_not_checked_and_the_old_results_stay_with_the_old_version(hub, checked):

@@ -23,12 +23,12 @@ import pytest
 
 from spawner.deploy.single_host import hub_container
 
+from .browser import CHROMIUM, CHROMIUM_ARGS
 from .conftest import TEST_USERS
 from .idp import ADA, EVE, GRACE, start_provider
 from .hubfixture import ARTIFACTS, OWN, with_test_defaults
 
 SHOTS = ARTIFACTS / "oauth"
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
 
@@ -102,7 +102,7 @@ def browser(hub, tmp_path_factory):
         b = p.chromium.launch(
             executable_path=CHROMIUM,
             env={**os.environ, "HOME": str(home)},
-            args=["--no-sandbox", "--disable-background-networking"],
+            args=CHROMIUM_ARGS,
         )
         yield b
         b.close()

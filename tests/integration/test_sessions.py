@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from .browser import admin_browser
 from .hubfixture import OWN, container_name
-
-from .conftest import TEST_USERS
 
 SERVICE = "services/stackhub-sessions/"
 REPO = Path(__file__).resolve().parents[2]
@@ -452,42 +451,23 @@ def test_the_policy_survives_a_hub_restart_and_down_and_up(hub, user, tags):
 @pytest.mark.browser
 def test_the_page_in_a_browser_starts_a_users_server_and_hides_a_tag(hub, user, tags):
     """The admin's page driven in Chromium: the Users table's Start, then Hide/Show of a tag."""
-    from playwright.sync_api import sync_playwright
-
     _, hidden, tag = tags
     name = user("browser")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        context = browser.new_context(ignore_https_errors=True)  # TLS itself is tested in test_hub
-        context.set_default_timeout(60_000)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            page.goto(f"{hub.url}hub/login")
-            page.fill("#username_input", "admin")
-            page.fill("#password_input", hub.admin_password)
-            page.click("#login_submit")
-            page.wait_for_url(re.compile(r"/hub/"))
-            page.goto(f"{hub.url}{SERVICE}")
-            row = page.locator("#users tbody tr", has_text=name)
-            row.locator("select").first.select_option(tag)
-            row.get_by_role("button", name="Start").click()
-            box = page.locator("#jobs > div", has_text=f"Start {name} with {tag}")
-            box.locator("text=(finished)").wait_for()
-            assert "1/1 done, 0 failed" in box.inner_text()
-            assert f"stackhub/lsst-stack:{tag}" in image_of(hub, name)
+    with admin_browser(hub, "sessions-page.png") as (page, errors):
+        page.goto(f"{hub.url}{SERVICE}")
+        row = page.locator("#users tbody tr", has_text=name)
+        row.locator("select").first.select_option(tag)
+        row.get_by_role("button", name="Start").click()
+        box = page.locator("#jobs > div", has_text=f"Start {name} with {tag}")
+        box.locator("text=(finished)").wait_for()
+        assert "1/1 done, 0 failed" in box.inner_text()
+        assert f"stackhub/lsst-stack:{tag}" in image_of(hub, name)
 
-            page.locator("#tags tbody tr", has_text=hidden).get_by_role("button", name="Hide").click()
-            page.locator("#message", has_text=f"{hidden} hidden").wait_for()
-            assert ok(svc(hub, "GET", "tags"))["hidden"] == [hidden]
-            page.locator("#tags tbody tr", has_text=hidden).get_by_role("button", name="Show").click()
-            page.locator("#message", has_text=f"{hidden} shown").wait_for()
-            assert ok(svc(hub, "GET", "tags"))["hidden"] == []
-            assert errors == []
-        finally:
-            ARTIFACTS = REPO / "test-artifacts"
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "sessions-page.png"), full_page=True)
-            browser.close()
+        page.locator("#tags tbody tr", has_text=hidden).get_by_role("button", name="Hide").click()
+        page.locator("#message", has_text=f"{hidden} hidden").wait_for()
+        assert ok(svc(hub, "GET", "tags"))["hidden"] == [hidden]
+        page.locator("#tags tbody tr", has_text=hidden).get_by_role("button", name="Show").click()
+        page.locator("#message", has_text=f"{hidden} shown").wait_for()
+        assert ok(svc(hub, "GET", "tags"))["hidden"] == []
+        assert errors == []
     hub.stop(name)

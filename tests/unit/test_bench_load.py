@@ -42,6 +42,26 @@ def test_bad_scenarios_are_refused(bad):
         Scenario(**bad)
 
 
+def test_prewarm_is_a_stackhub_only_scenario():
+    s = Scenario(targets=("stackhub",), prewarm=True, prewarm_concurrency=8)
+    assert s.prewarm and s.prewarm_concurrency == 8
+    with pytest.raises(ValidationError, match="only stackhub has an admin pre-warm"):
+        Scenario(prewarm=True)  # both targets: stock JupyterHub has no pre-warm to compare with
+    with pytest.raises(ValidationError, match="only with prewarm"):
+        Scenario(targets=("stackhub",), prewarm_concurrency=3)
+    with pytest.raises(ValidationError):
+        Scenario(targets=("stackhub",), prewarm=True, prewarm_concurrency=17)
+
+
+def test_cli_flags_reach_the_scenario():
+    from bench.load.__main__ import parse
+
+    scenario, _ = parse(["--targets", "stackhub", "--users", "3", "--prewarm", "--prewarm-concurrency", "4",
+                         "--no-kernel"])
+    assert (scenario.prewarm, scenario.prewarm_concurrency, scenario.kernel, scenario.users) == (True, 4, False, 3)
+    assert parse([])[0].kernel is True
+
+
 def test_schedule_alternates_abba():
     assert schedule(("stackhub", "stock"), 3) == [(1, "stackhub"), (1, "stock"), (2, "stock"), (2, "stackhub"),
                                                   (3, "stackhub"), (3, "stock")]
@@ -134,6 +154,22 @@ def test_a_round_with_failures_has_no_all_ready_median():
     rows = {r["metric"]: r for r in comparison(runs)}
     assert rows["all N ready (s)"]["stackhub_median"] is None and rows["all N ready (s)"]["ratio"] is None
     assert rows["failed"]["stackhub"] == [1]
+
+
+def test_prewarmed_rounds_have_their_own_rows_and_no_cold_figures():
+    recs = [_record(f"u{i}", 0.0, 0.6 + i / 10, 3.0, login=0.4, lab=0.2 + i / 10) for i in range(3)]
+    warm = round_summary(recs, target="stackhub", round_no=1, users=3, window=0,
+                         prewarm={"seconds": 9.5, "counts": {"ready": 3}, "concurrency": 3})
+    cold = _run("stackhub", 2, 6.0)
+    rows = {r["metric"]: r for r in comparison([warm])}
+    assert rows["pre-warm of N by the admin (s)"]["stackhub"] == [9.5]
+    assert rows["after pre-warm: login → lab p95 (s)"]["stackhub"] == [0.79]
+    # a pre-warmed round's readiness is not a cold spawn: those rows stay empty for it
+    assert rows["all N ready (s)"]["stackhub"] == [None]
+    assert rows["arrival → ready p95 (s)"]["stackhub"] == [None]
+    cold_rows = {r["metric"]: r for r in comparison([cold])}
+    assert cold_rows["after pre-warm: login → lab p95 (s)"]["stackhub"] == [None]
+    assert cold_rows["all N ready (s)"]["stackhub"] == [6.0]
 
 
 def test_result_document_and_table_round_trip_through_json():
