@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BACKEND ?=
 BACKEND_OPT := $(if $(BACKEND),--backend $(BACKEND))
 
-.PHONY: up down token images hub-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools bench bench-prewarm
+.PHONY: up down token images hub-image gateway-image stack-images engine venv helm test test-unit test-k8s status clean-test hpc-tools bench bench-prewarm
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ $(SIFTOOL):
 hub-image: venv engine
 	$(PY) -m spawner.build.images build-hub $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
 
+## gateway-image: stackhub/dask-gateway (dask-gateway-server + traefik) for the chart's
+## spawner.backend.daskGateway; traefik is built once from the Go module proxy (several minutes cold)
+gateway-image: venv engine
+	$(PY) -m spawner.build.images build-gateway $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
 ## up: start the Docker engine if needed, build what is missing, start hub + proxy
 up: stack-images hub-image
 	$(PY) -m spawner.cli.main up $(BACKEND_OPT)
@@ -68,11 +73,11 @@ helm:
 
 ## test: the whole suite (unit, then real-engine integration, browser and Kubernetes tests; the
 ## Kubernetes node is built on the first run, ~9 min, and brought down again at the end)
-test: venv engine stack-images hub-image helm hpc-tools
+test: venv engine stack-images hub-image gateway-image helm hpc-tools
 	STACKHUB_K8S_TESTS=1 $(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## test-k8s: only the Kubernetes tests (the node smoke test and the Helm chart on it)
-test-k8s: venv engine stack-images hub-image
+test-k8s: venv engine stack-images hub-image gateway-image
 	./scripts/k8s-node.sh up
 	$(PY) -m pytest -ra -m k8s tests/integration/test_k8s_node.py tests/integration/test_k8s_helm.py
 

@@ -8,6 +8,7 @@
 #   scripts/k8s-node.sh env           `eval "$(scripts/k8s-node.sh env)"` sets KUBECONFIG and PATH
 #   scripts/k8s-node.sh build         only the builds (what `up` does first)
 #   scripts/k8s-node.sh helm          build helm alone if missing (~70 s cold); print its path
+#   scripts/k8s-node.sh traefik       build traefik (dask-gateway's proxy) if missing; print its path
 #
 # Everything is built from the Go module proxy (no registry is reachable here) and kept out of the
 # repository, under $STACKHUB_K8S_HOME (default /var/lib/stackhub-k8s): binaries keyed by version in
@@ -19,6 +20,7 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 COREDNS_VERSION=v1.12.1
 HELM_VERSION=v3.22.0
+TRAEFIK_VERSION=v3.6.12   # helm/stackhub/crds/traefik.yaml holds this version's CRDs
 
 HOME_DIR=${STACKHUB_K8S_HOME:-/var/lib/stackhub-k8s}
 RUN_DIR=${STACKHUB_K8S_RUN:-/run/stackhub-k8s}
@@ -43,6 +45,7 @@ K8S_BIN=$BIN/kubernetes-$K8S_VERSION
 ETCD_BIN=$BIN/etcd-$ETCD_VERSION
 COREDNS_BIN=$BIN/coredns-$COREDNS_VERSION
 HELM_BIN=$BIN/helm-$HELM_VERSION
+TRAEFIK_BIN=$BIN/traefik-$TRAEFIK_VERSION
 PAUSE_DIR=$BIN/pause-$(sha256sum "$AUX/pause/main.go" "$AUX/mkimage.py" | sha256sum | cut -c1-12)
 BUILD=$HOME_DIR/build
 LOG=$HOME_DIR/log
@@ -234,6 +237,24 @@ build_helm() {
   (cd "$BUILD" && GOBIN="$HELM_BIN.tmp" go_run_logged "$LOG/build-helm.log" "helm build" \
     "$GO" install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
   rm -rf "$HELM_BIN"; mv "$HELM_BIN.tmp" "$HELM_BIN"
+}
+
+# traefik for dask-gateway's image (spawner/build/images.py build-gateway). `go install @version`
+# refuses the module (its go.mod has replace directives): build ./cmd/traefik in a copy of it. The
+# web dashboard is not built (its placeholder embed directory is in the module; the chart turns the
+# dashboard off).
+build_traefik() {
+  if [ -x "$TRAEFIK_BIN/traefik" ]; then cached "$TRAEFIK_BIN/traefik"; return; fi
+  local src b=$BUILD/traefik-$TRAEFIK_VERSION
+  src=$(go_download github.com/traefik/traefik/v3 "$TRAEFIK_VERSION")
+  rm -rf "$b"; cp -r "$src" "$b"; chmod -R u+w "$b"
+  log "  go build ./cmd/traefik $TRAEFIK_VERSION (several minutes cold; log: $LOG/build-traefik.log)"
+  rm -rf "$TRAEFIK_BIN.tmp"; mkdir -p "$TRAEFIK_BIN.tmp"
+  local ld="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+  (cd "$b" && go_run_logged "$LOG/build-traefik.log" "traefik build" \
+    "$GO" build -mod=mod -trimpath -ldflags "$ld" -o "$TRAEFIK_BIN.tmp/traefik" ./cmd/traefik)
+  rm -rf "$TRAEFIK_BIN"; mv "$TRAEFIK_BIN.tmp" "$TRAEFIK_BIN"
+  rm -rf "$b"
 }
 
 build_pause() {
@@ -940,5 +961,10 @@ case ${1:-} in
       need_root; mkdir -p "$HOME_DIR" "$LOG" "$BUILD" "$BIN"; go_env; build_helm >&2
     fi
     echo "$HELM_BIN/helm" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  traefik)
+    if [ ! -x "$TRAEFIK_BIN/traefik" ]; then
+      need_root; mkdir -p "$HOME_DIR" "$LOG" "$BUILD" "$BIN"; go_env; build_traefik >&2
+    fi
+    echo "$TRAEFIK_BIN/traefik" ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -54,6 +54,8 @@ STACK_REPO = "stackhub/lsst-stack"
 SHARED_SUFFIX = "-base"  # the shared layer of REPO is REPO-base: stackhub/lsst-stack-base
 SHARED_REPO = STACK_REPO + SHARED_SUFFIX
 HUB_REPO = "stackhub/hub"
+GATEWAY_REPO = "stackhub/dask-gateway"
+GATEWAY_DIR = IMAGES / "dask-gateway"
 DEFAULT_TAGS = ("w_2026_43", "w_2026_42", "v30_0_0")
 DEFAULT_RECOMMENDED = "w_2026_43"
 LABEL_PREFIX = "stackhub."
@@ -528,6 +530,62 @@ def build_hub(*, ca_bundle: str | None = None, log: Log = print) -> str:
     return ref
 
 
+def gateway_version() -> str:
+    """dask-gateway-server's pin in constraints.txt: the gateway image's tag."""
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.startswith("dask-gateway-server=="):
+            return line.split("==", 1)[1].strip()
+    raise BuildError("constraints.txt pins no dask-gateway-server")
+
+
+def traefik_binary(log: Log) -> Path:
+    """traefik, built once from the Go module proxy (``scripts/k8s-node.sh traefik``)."""
+    t0 = time.monotonic()
+    p = subprocess.run([str(REPO / "scripts" / "k8s-node.sh"), "traefik"], stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise BuildError("building traefik failed (scripts/k8s-node.sh traefik; its log is above)")
+    path = Path(p.stdout.strip().splitlines()[-1])
+    if time.monotonic() - t0 > 5:
+        log(f"traefik {path}: built in {_fmt_secs(time.monotonic() - t0)}")
+    return path
+
+
+def build_gateway(*, ca_bundle: str | None = None, log: Log = print) -> str:
+    """``stackhub/dask-gateway:<dask-gateway-server version>``: the gateway's API server, its
+    controller and traefik, for the chart's spawner.backend.daskGateway. Kept when its inputs (the
+    recipe, constraints, base, traefik binary) are unchanged."""
+    t0 = time.monotonic()
+    client = _client()
+    base = ensure_base(client, log)
+    traefik = traefik_binary(log)
+    constraints = (REPO / "constraints.txt").read_bytes()
+    digest = inputs_hash(dir_parts(GATEWAY_DIR) + [
+        ("constraints.txt", constraints), ("base", client.images.get(base).id.encode()),
+        ("traefik", hashlib.sha256(traefik.read_bytes()).hexdigest().encode())])
+    ref = f"{GATEWAY_REPO}:{gateway_version()}"
+    if (_image_labels(client, ref) or {}).get("stackhub.inputs") == digest:
+        log(f"dask-gateway {ref}: up to date")
+        return ref
+    log(f"dask-gateway {ref}: building")
+    image_id = dockerfile_then_install(
+        client, log,
+        context=GATEWAY_DIR, dockerfile="Dockerfile", base=base,
+        script=GATEWAY_DIR / "install-gateway.sh",
+        inputs={"constraints.txt": constraints, "traefik": traefik.read_bytes()},
+        ca_bundle=ca_bundle,
+        changes=[
+            "USER 1000:1000",
+            'ENTRYPOINT ["/usr/bin/tini", "-g", "--"]',
+            'CMD ["dask-gateway-server"]',
+            f'LABEL "stackhub.image"="dask-gateway" "stackhub.inputs"="{digest}"',
+        ],
+        message=f"stackhub: dask-gateway {gateway_version()} (pip + traefik)",
+    )
+    client.images.get(image_id).tag(GATEWAY_REPO, gateway_version())
+    log(f"dask-gateway {ref}: built in {_fmt_secs(time.monotonic() - t0)}")
+    return ref
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -583,6 +641,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     h = sub.add_parser("build-hub", help="build the hub image stackhub/hub:<version>")
     h.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
+    g = sub.add_parser("build-gateway", help=f"build the dask-gateway image {GATEWAY_REPO}:<version> (with traefik)")
+    g.add_argument("--ca-bundle", metavar="PATH", help=ca_help)
     c = sub.add_parser("catalog", help="print the stack catalog ConfigMap (Kubernetes) of the stack images on this engine")
     c.add_argument("--prefix", default="stackhub", help="the deployment's hub.prefix (default stackhub)")
     c.add_argument("--repository", default=STACK_REPO, help=f"stack image repository (default {STACK_REPO})")
@@ -631,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise BuildError(str(e)) from None
         elif args.command == "build-hub":
             build_hub(ca_bundle=args.ca_bundle, log=log)
+        elif args.command == "build-gateway":
+            build_gateway(ca_bundle=args.ca_bundle, log=log)
         else:
             versions = stack_versions.fetch_versions(ca_bundle=args.ca_bundle, python=STACK_PYTHON)
             for tag in args.tags or DEFAULT_TAGS:

@@ -412,6 +412,46 @@ class KubernetesHomes(Model):
         return v
 
 
+class DaskGateway(Model):
+    """dask-gateway on Kubernetes (docs/dask.md): clusters bigger than one server, as daskhub runs them.
+
+    The gateway (dask-gateway-server's KubeBackend), its controller and Traefik run in the hub's
+    namespace; the gateway is the JupyterHub service ``dask-gateway`` and knows users by their
+    JupyterHub token. Schedulers and workers run the user's own stack image (the spawned server's,
+    passed as the cluster option ``image``; the gateway refuses images outside stack.repository).
+    The chart (helm/stackhub) renders all of it; the hub registers the service and gives servers
+    the ``DASK_GATEWAY__*`` settings.
+    """
+
+    enabled: bool = Field(False, description="Run dask-gateway with the hub (Helm chart only; Docker and Swarm have none, docs/dask.md).")
+    image: str = Field("stackhub/dask-gateway:2026.3.0", min_length=1, description="Image of the gateway API server and its controller (dask-gateway-server[kubernetes]; `make gateway-image` builds it, with a traefik binary).")
+    traefik_image: str | None = Field(None, min_length=1, description="Image of the Traefik proxy (its entrypoint must be traefik, or it must carry /usr/local/bin/traefik). None: image, which carries one.")
+    max_clusters: int = Field(2, ge=1, description="Clusters one user may run at once; a further new_cluster() is refused (HTTP 422) until one stops.")
+    max_cores: float = Field(3, gt=0, description="Cores of one cluster, scheduler and workers together (c.ClusterConfig.cluster_max_cores); a user's total is at most maxClusters times this.")
+    max_memory: str = Field("6G", description="Memory of one cluster, scheduler and workers together, e.g. 6G (c.ClusterConfig.cluster_max_memory).")
+    max_workers: int = Field(4, ge=1, description="Workers of one cluster at most (c.ClusterConfig.cluster_max_workers).")
+    worker_cores: float = Field(1, gt=0, description="Default cores of a worker (limit; the request is spawner.backend.guaranteeFraction of it). Users choose up to maxWorkerCores.")
+    max_worker_cores: float = Field(2, gt=0, description="Most cores a user may give a worker (cluster option worker_cores).")
+    worker_memory: str = Field("2G", description="Default memory of a worker (limit). Users choose up to maxWorkerMemory.")
+    max_worker_memory: str = Field("4G", description="Most memory a user may give a worker (cluster option worker_memory).")
+    scheduler_cores: float = Field(1, gt=0, description="Cores of a cluster's scheduler (limit).")
+    scheduler_memory: str = Field("1G", description="Memory of a cluster's scheduler (limit).")
+    idle_timeout: int = Field(1800, ge=0, description="Seconds a cluster may sit idle (no client, no tasks) before the gateway stops it; 0: never.")
+
+    @field_validator("max_memory", "worker_memory", "max_worker_memory", "scheduler_memory")
+    @classmethod
+    def _memory(cls, v, info):
+        return memory_size(v, to_camel(info.field_name))
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self):
+        if self.worker_cores > self.max_worker_cores:
+            raise ValueError(f"daskGateway.workerCores {self.worker_cores:g} is above maxWorkerCores {self.max_worker_cores:g}")
+        if memory_bytes(self.worker_memory) > memory_bytes(self.max_worker_memory):
+            raise ValueError(f"daskGateway.workerMemory {self.worker_memory} is above maxWorkerMemory {self.max_worker_memory}")
+        return self
+
+
 class KubernetesBackend(Model):
     """User servers as Kubernetes pods through kubespawner's KubeSpawner (the Helm chart in helm/stackhub).
 
@@ -425,6 +465,7 @@ class KubernetesBackend(Model):
     homes: KubernetesHomes = KubernetesHomes()
     image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="Pull policy of the user pods' image.")
     guarantee_fraction: float = Field(0.1, gt=0, le=1, description="Requests as a fraction of the size's limits (cpu and memory). 1: every server is guaranteed its whole size (Guaranteed QoS); less lets a tutorial's mostly idle servers share nodes.")
+    dask_gateway: DaskGateway = Field(default_factory=DaskGateway, description="dask-gateway for clusters bigger than one server (off by default; docs/dask.md).")
 
 
 Backend = Annotated[DockerBackend | SwarmBackend | KubernetesBackend, Field(discriminator="type")]

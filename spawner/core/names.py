@@ -97,6 +97,21 @@ class Deployment:
     def service_account(self) -> str:
         return f"{self.prefix}-hub"
 
+    # dask-gateway (spawner.backend.daskGateway; helm/stackhub/templates/dask-gateway.yaml)
+    @property
+    def dask_gateway(self) -> str:
+        """The gateway's API server (Deployment, Service, ServiceAccount; its KubeBackend instance)."""
+        return f"{self.prefix}-dask-gateway"
+
+    @property
+    def dask_gateway_controller(self) -> str:
+        return f"{self.prefix}-dask-gateway-controller"
+
+    @property
+    def dask_gateway_traefik(self) -> str:
+        """Traefik, the gateway's proxy: the address users' clients and the hub's proxy talk to."""
+        return f"{self.prefix}-dask-gateway-traefik"
+
     def owns_server(self, labels: dict | None) -> bool:
         """Labels of a user server of this deployment (an unlabelled deployment is the default one)."""
         labels = labels or {}
@@ -110,6 +125,10 @@ class Deployment:
         return (self.owns_server(labels) and labels.get(LABEL_USER) == username
                 and labels.get(LABEL_SERVER, "") == (server_name or ""))
 
+
+DASK_GATEWAY_SERVICE = "dask-gateway"  # the JupyterHub service: /services/dask-gateway/
+DASK_GATEWAY_WEB_PORT = 80  # Traefik's Service: HTTP (the gateway's API, dashboards)
+DASK_GATEWAY_TCP_PORT = 8786  # and TCP (TLS to the schedulers, routed by SNI)
 
 LABEL_DEPLOYMENT = "stackhub.deployment"
 LABEL_USER = "stackhub.user"

@@ -108,6 +108,29 @@ def cpu_count(cpu: float) -> int:
     return max(1, math.ceil(cpu))
 
 
+def dask_gateway_environment(config: StackhubConfig, image: str) -> dict:
+    """What ``from dask_gateway import Gateway; Gateway().new_cluster()`` needs in a server, where
+    the deployment runs dask-gateway (Kubernetes, spawner.backend.daskGateway.enabled), else nothing.
+
+    The client talks to Traefik in the server's namespace: HTTP for the gateway's API, TCP (TLS,
+    routed by SNI) to the schedulers; it authenticates with the server's JupyterHub token. Dashboard
+    links go through the hub (/services/dask-gateway/), as the server's own ones do. The cluster
+    option ``image`` defaults to the server's own image, so workers run the same stack tag.
+    """
+    backend = config.spawner.backend
+    if backend.type != "kubernetes" or not backend.dask_gateway.enabled:
+        return {}
+    traefik = names.Deployment(config.hub.prefix).dask_gateway_traefik
+    prefix = f"/services/{names.DASK_GATEWAY_SERVICE}"
+    return {
+        "DASK_GATEWAY__ADDRESS": f"http://{traefik}:{names.DASK_GATEWAY_WEB_PORT}{prefix}",
+        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{traefik}:{names.DASK_GATEWAY_TCP_PORT}",
+        "DASK_GATEWAY__PUBLIC_ADDRESS": f"{prefix}/",
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": image,
+    }
+
+
 def build_server_spec(config: StackhubConfig, username: str, server_name: str, choice: Choice) -> ServerSpec:
     home_volume = names.home_volume_name(username, config.volumes.home_volume)
     mounts = (MountSpec(home_volume, HOME_MOUNT, False, "volume"),) + data_mounts(config) + course_mounts(config)
@@ -128,6 +151,7 @@ def build_server_spec(config: StackhubConfig, username: str, server_name: str, c
         "MEM_LIMIT": choice.size.memory,
         "PYTHON_CPU_COUNT": str(cpu_count(choice.size.cpu)),
         **course_environment(config),
+        **dask_gateway_environment(config, choice.entry.image),
     }
     return ServerSpec(
         name=names.container_name(username, server_name, config.hub.prefix),

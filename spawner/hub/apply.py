@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
+from spawner.core import names
 from spawner.core.names import Deployment
 
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
@@ -35,6 +36,7 @@ SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
 DISKWATCH_SERVICE = "stackhub-diskwatch"
 ORPHANS_SERVICE = "stackhub-orphans"
+DASK_GATEWAY_TOKEN = "dask-gateway-token"  # the gateway's service token (helm/stackhub's Secret)
 PREWARM_CONCURRENCY = 3
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
@@ -95,6 +97,8 @@ def read_inputs(cfg: StackhubConfig, paths: HubPaths, **oauth_kw) -> HubInputs:
         from spawner.hub.auth import read_oauth_inputs
 
         oauth = read_oauth_inputs(cfg, **oauth_kw)
+    if gateway_enabled(cfg):
+        wanted.append(DASK_GATEWAY_TOKEN)
     secrets.update({name: paths.secret(name) for name in wanted})
     return HubInputs(secrets=secrets, oauth=oauth, db_url=os.environ.get(DB_URL_ENV) or None)
 
@@ -242,9 +246,33 @@ def orphans_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     return service, role
 
 
+def gateway_enabled(cfg: StackhubConfig) -> bool:
+    backend = cfg.spawner.backend
+    return backend.type == "kubernetes" and backend.dask_gateway.enabled
+
+
+def dask_gateway_service(cfg: StackhubConfig, inputs: HubInputs):
+    """dask-gateway as the hub service ``dask-gateway`` (as daskhub registers it): its token comes
+    from the chart's Secret, its URL is Traefik's, so /services/dask-gateway/ (the clusters'
+    dashboards) goes through the hub's proxy. The gateway accepts only tokens with
+    ``access:services!service=dask-gateway``: every user holds it (the ``user`` role), and so does
+    the token of their servers (``server_token_scopes``: the default ``server`` role's and this)."""
+    traefik = Deployment(cfg.hub.prefix).dask_gateway_traefik
+    service = {
+        "name": names.DASK_GATEWAY_SERVICE,
+        "api_token": inputs.secret(DASK_GATEWAY_TOKEN),
+        "url": f"http://{traefik}:{names.DASK_GATEWAY_WEB_PORT}",
+        "display": False,
+    }
+    access = f"access:services!service={names.DASK_GATEWAY_SERVICE}"
+    role = {"name": "user", "scopes": ["self", access]}
+    token_scopes = ["users:activity!user", "access:servers!server", access]
+    return service, role, token_scopes
+
+
 def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     """The admin token service (``make token``), the sessions service, the idle culler, the course
-    service, the home budget watcher and the reaper of forgotten user containers."""
+    service, the home budget watcher, the reaper of forgotten user containers and dask-gateway."""
     sessions, sessions_role = sessions_service(cfg, paths)
     services = [{"name": ADMIN_SERVICE, "api_token": inputs.secret("admin-token")}, sessions]
     roles = [{"name": "admin", "services": [ADMIN_SERVICE]}, sessions_role]
@@ -271,6 +299,11 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         orphans, orphans_role = orphans_service(cfg, paths)
         services.append(orphans)
         roles.append(orphans_role)
+    if gateway_enabled(cfg):
+        gateway, users_role, token_scopes = dask_gateway_service(cfg, inputs)
+        services.append(gateway)
+        roles.append(users_role)
+        c.Spawner.server_token_scopes = token_scopes
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

@@ -22,6 +22,7 @@ import pytest
 import requests
 import websocket
 
+from spawner.build.images import GATEWAY_REPO, gateway_version
 from spawner.core.names import Deployment
 from spawner.deploy.helm import CHART
 
@@ -62,8 +63,11 @@ def plain_http(session):
 def cluster(docker_client, k8s_node):
     env = k8s_node
     hub_image = checkout_hub_image(docker_client)
+    gateway_image = f"{GATEWAY_REPO}:{gateway_version()}"  # node.yaml: spawner.backend.daskGateway.image
+    if not docker_client.images.list(name=gateway_image):
+        pytest.fail(f"no {gateway_image}: `make gateway-image` builds it")
     t = time.monotonic()
-    run(SCRIPT, "load", hub_image, *[f"stackhub/lsst-stack:{tag}" for tag in TAGS], timeout=1200)
+    run(SCRIPT, "load", hub_image, gateway_image, *[f"stackhub/lsst-stack:{tag}" for tag in TAGS], timeout=1200)
     print(f"images loaded in {time.monotonic() - t:.0f} s")
     run("kubectl", "delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=180s", env=env, timeout=240)
     run("kubectl", "create", "namespace", NS, env=env)
@@ -298,7 +302,139 @@ def test_network_policies_are_in_the_cluster(cluster):
     """Accepted by the API server; the node's bridge CNI does not enforce them (see the module
     docstring: the rendered rules are tested in tests/unit/test_helm.py)."""
     found = {p["metadata"]["name"] for p in kjson(cluster["env"], "get", "networkpolicies")["items"]}
-    assert found == {f"{PREFIX}-users", f"{PREFIX}-hub", f"{PREFIX}-proxy"}
+    gateway = OWN.dask_gateway
+    assert found == {f"{PREFIX}-users", f"{PREFIX}-hub", f"{PREFIX}-proxy", gateway, f"{gateway}-users",
+                     f"{OWN.dask_gateway_traefik}", f"{gateway}-to-hub", f"{gateway}-clusters"}
+
+
+# --- dask-gateway (node.yaml: spawner.backend.daskGateway.enabled) ---------------------------------
+
+GATEWAY_START = """
+import json, time
+import dask.array as da
+from dask_gateway import Gateway
+t = time.monotonic()
+gateway = Gateway()
+cluster = gateway.new_cluster(shutdown_on_close=False)
+cluster.scale(2)
+client = cluster.get_client()
+client.wait_for_workers(2, timeout=300)
+started = time.monotonic() - t
+x = da.ones((2000, 2000), chunks=(500, 500))
+# Traefik drops the client's TCP connection when it reloads its routes, which it may do while the
+# new cluster settles (seen once here): the client reconnects by itself, a cancelled compute is
+# run again
+for attempt in (1, 2, 3):
+    try:
+        total = float((x + 1).sum().compute())
+        break
+    except Exception as e:
+        if attempt == 3 or "connection" not in str(e).lower():
+            raise
+        print("compute retried after:", type(e).__name__, str(e)[:200], flush=True)
+        time.sleep(3)
+data = client.submit(lambda: open("/data/README.txt").read().strip(), pure=False).result()
+print(json.dumps({"name": cluster.name, "sum": total, "workers": len(client.scheduler_info()["workers"]), "data": data,
+                  "started": round(started, 1), "attempts": attempt, "options": dict(gateway.cluster_options())}))
+client.close()
+"""
+
+GATEWAY_OTHER = """
+import json, sys
+from dask_gateway import Gateway
+gateway = Gateway()
+seen = [c.name for c in gateway.list_clusters()]
+try:
+    gateway.connect(sys.argv[1])
+    connected = True
+except Exception as e:
+    connected = type(e).__name__ + ": " + str(e)[:200]
+print(json.dumps({"seen": seen, "connected": connected}))
+"""
+
+GATEWAY_STOP = """
+import sys, time
+from dask_gateway import Gateway
+gateway = Gateway()
+gateway.stop_cluster(sys.argv[1])
+deadline = time.monotonic() + 90
+while [c.name for c in gateway.list_clusters()] and time.monotonic() < deadline:
+    time.sleep(1)
+print("stopped", [c.name for c in gateway.list_clusters()])
+"""
+
+
+def gateway_python(c, script, *args, token=None, timeout=420):
+    """Run a python script in the user's server as its user, with the server's environment (the
+    DASK_GATEWAY__* settings) and, if given, another JupyterHub token."""
+    env = f"JUPYTERHUB_API_TOKEN={token} " if token else ""
+    return kubectl(c["env"], "exec", "-i", OWN.server(USER).lower(), "-c", "notebook", "--", "sh", "-c",
+                   f'{env}exec python - {" ".join(args)}', input=script, timeout=timeout, check=False)
+
+
+def last_json(p):
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[:3000]}\n...\n{p.stderr[-1500:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_dask_gateway_runs_as_a_hub_service(cluster):
+    env = cluster["env"]
+    for name in (OWN.dask_gateway, OWN.dask_gateway_controller, OWN.dask_gateway_traefik):
+        kubectl(env, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    assert "dask-gateway" in api(cluster, "GET", "/services").json()
+    # the gateway's API through the hub's proxy (/services/dask-gateway/ -> Traefik -> the gateway)
+    r = requests.get(f"{cluster['url']}/services/dask-gateway/api/health", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "pass", r.text
+
+
+def test_a_user_runs_a_gateway_cluster_of_their_stack_image(cluster):
+    """Gateway().new_cluster() in the user's server: a scheduler and two workers of the server's own
+    image, a dask.array sum on them; the cluster's dashboard through the hub."""
+    image = pod_of(cluster)["spec"]["containers"][0]["image"]
+    t = time.monotonic()
+    out = last_json(gateway_python(cluster, GATEWAY_START))
+    print(f"gateway cluster with 2 workers in {out['started']} s; whole script {time.monotonic() - t:.0f} s; "
+          f"compute attempts {out['attempts']}")
+    assert out["sum"] == 2 * 2000 * 2000 and out["workers"] == 2, out
+    assert out["data"] == "tutorial data", out  # the servers' data mount, on the workers too
+    assert out["options"]["image"] == image, out
+    cluster["dask_cluster"] = name = out["name"]
+    pods = kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]
+    roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
+    assert roles == ["dask-scheduler", "dask-worker", "dask-worker"], roles
+    for p in pods:
+        (ct,) = p["spec"]["containers"]
+        assert ct["image"] == image and ct["securityContext"]["runAsUser"] == 1000, ct
+        assert p["metadata"]["labels"]["stackhub.role"] == "dask" and p["spec"]["automountServiceAccountToken"] is False
+    r = requests.get(f"{cluster['url']}/services/dask-gateway/clusters/{name}/status", timeout=30)
+    assert r.status_code == 200 and "Dask" in r.text, r.status_code
+
+
+def test_another_user_neither_sees_nor_connects_to_the_cluster(cluster):
+    name = cluster.get("dask_cluster") or pytest.skip("no cluster from the previous test")
+    other = "kother"
+    api(cluster, "POST", f"/users/{other}")
+    scopes = ["access:services!service=dask-gateway"]
+    r = api(cluster, "POST", f"/users/{other}/tokens", json={"scopes": scopes, "expires_in": 900})
+    assert r.status_code == 201, r.text
+    out = last_json(gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120))
+    assert out["seen"] == [] and out["connected"] is not True, out
+    # a token of the same user without access to the service is refused outright
+    r = api(cluster, "POST", f"/users/{other}/tokens", json={"scopes": ["read:users:name!user"], "expires_in": 900})
+    p = gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120)
+    assert p.returncode != 0 and ("401" in p.stderr or "Unauthorized" in p.stderr), p.stderr[-2000:]
+
+
+def test_the_user_stops_the_cluster_and_its_pods_go(cluster):
+    name = cluster.get("dask_cluster") or pytest.skip("no cluster from the previous test")
+    p = gateway_python(cluster, GATEWAY_STOP, name, timeout=120)
+    assert p.returncode == 0 and "stopped []" in p.stdout, (p.stdout, p.stderr[-2000:])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]:
+            return
+        time.sleep(2)
+    pytest.fail(f"the pods of {name} are still there 120 s after stop_cluster")
 
 
 def test_helm_upgrade_with_a_changed_value_restarts_the_hub_and_keeps_the_server(cluster):

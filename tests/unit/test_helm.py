@@ -80,6 +80,10 @@ def test_values_yaml_spells_out_the_chart_sections_defaults():
         return {k: no_nulls(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
 
     assert no_nulls(values["chart"]) == ChartSettings().model_dump(by_alias=True, exclude_none=True)
+    # and so must the gateway's section, which the templates read too
+    from spawner.core.config import DaskGateway
+
+    assert values["spawner"]["backend"]["daskGateway"] == DaskGateway().model_dump(by_alias=True, exclude_none=True)
 
 
 @pytest.mark.parametrize("values", VALUES_FILES)
@@ -93,6 +97,8 @@ def test_rendered_manifests_are_valid_for_kubernetes_1_34(helm, values):
     docs = render(helm, values)
     assert len(docs) >= 9
     for doc in docs:
+        if doc["apiVersion"].startswith("traefik.io/"):  # a CRD's kind (crds/traefik.yaml), not in the schemas
+            continue
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -109,7 +115,8 @@ def test_the_validation_can_fail():
     (["hub.httpsPort=99999"], "/hub/httpsPort"),
     (["chart.ingress.bogus=1"], "'bogus' not allowed"),
     (["sizes[0].name=Big Size", "sizes[0].cpu=1", "sizes[0].memory=1G"], "/sizes/0/name"),
-    (["spawner.backend.type=docker"], "spawner.backend.type must be kubernetes"),
+    # values.yaml's spawner.backend carries kubernetes-only keys (daskGateway): the schema refuses first
+    (["spawner.backend.type=docker"], "'/spawner/backend/type': value must be 'kubernetes'"),
     (["chart.hubDatabase.type=external"], "chart.hubDatabase.urlSecret"),
     (["spawner.backend.namespace=elsewhere"], "spawner.backend.namespace"),
 ])
@@ -351,3 +358,165 @@ async def test_the_same_stackhub_yaml_gives_the_same_server_on_docker_swarm_and_
     swarm_env = dict(e.split("=", 1) for e in cs["Env"])
     assert {k: swarm_env.get(k) for k in d["environment"]} == d["environment"]
     assert cs["User"] == "1000" and cs["CapabilityDrop"] == ["ALL"] and cs["ReadOnly"] is True
+
+
+# --- dask-gateway (spawner.backend.daskGateway) ------------------------------------------------------
+
+GATEWAY_ROLES = {"dask-gateway", "dask-gateway-controller", "dask-gateway-traefik", "dask"}
+
+
+def gateway_objects(docs):
+    return [d for d in docs if d["metadata"].get("labels", {}).get(names.LABEL_ROLE) in GATEWAY_ROLES
+            or d["apiVersion"].startswith("traefik.io/")]
+
+
+def test_dask_gateway_is_rendered_only_when_enabled(helm):
+    assert gateway_objects(render(helm, "defaults.yaml")) == []
+    assert "dask-gateway-token" not in find(render(helm, "defaults.yaml"), "Secret", "stackhub-secrets")["data"]
+    docs = render(helm, "node.yaml")
+    own = names.Deployment("khtest")
+    found = {(d["kind"], d["metadata"]["name"]) for d in gateway_objects(docs)}
+    for kind, name in [("Deployment", own.dask_gateway), ("Service", own.dask_gateway), ("ConfigMap", own.dask_gateway),
+                       ("Deployment", own.dask_gateway_controller), ("Deployment", own.dask_gateway_traefik),
+                       ("Service", own.dask_gateway_traefik), ("IngressRoute", f"{own.dask_gateway}-api")]:
+        assert (kind, name) in found, (kind, name, sorted(found))
+    traefik = find(docs, "Service", own.dask_gateway_traefik)
+    assert {p["name"]: p["port"] for p in traefik["spec"]["ports"]} == {
+        "web": names.DASK_GATEWAY_WEB_PORT, "tcp": names.DASK_GATEWAY_TCP_PORT}
+
+
+def test_dask_gateway_token_comes_from_the_generated_secret(helm):
+    docs = render(helm, "node.yaml")
+    secret = find(docs, "Secret", "khtest-secrets")
+    assert len(secret["data"]["dask-gateway-token"]) >= 64 and len(set(secret["data"].values())) == 5
+    gw = find(docs, "Deployment", "khtest-dask-gateway")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gw["env"]}
+    assert env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "khtest-secrets", "key": "dask-gateway-token"}
+    cm = find(docs, "ConfigMap", "khtest-dask-gateway")["data"]
+    assert "dask-gateway-token" not in cm["settings.json"] and "JupyterHubAuthenticator" in cm["dask_gateway_config.py"]
+
+
+def test_dask_gateway_settings_are_the_values(helm):
+    import json
+
+    docs = render(helm, "node.yaml")
+    s = json.loads(find(docs, "ConfigMap", "khtest-dask-gateway")["data"]["settings.json"])
+    values = yaml.safe_load((VALUES / "node.yaml").read_text())
+    assert s["gateway"] == values["spawner"]["backend"]["daskGateway"]
+    assert (s["namespace"], s["instance"], s["repository"]) == ("stackhub", "khtest-dask-gateway", "stackhub/lsst-stack")
+    assert s["hubApiUrl"] == "http://khtest-hub:8081/hub/api" and s["serviceName"] == "dask-gateway"
+    assert s["defaultImage"] == "stackhub/lsst-stack:w_2026_43" and s["imagePullPolicy"] == "Never"
+    traefik = find(docs, "Deployment", "khtest-dask-gateway-traefik")["spec"]["template"]["spec"]["containers"][0]
+    assert "--providers.kubernetescrd.namespaces=stackhub" in traefik["command"]
+    assert "--providers.kubernetescrd.labelselector=gateway.dask.org/instance=khtest-dask-gateway" in traefik["command"]
+    assert traefik["image"] == "stackhub/dask-gateway:2026.3.0"
+
+
+def test_dask_gateway_rbac_writes_in_its_namespace_and_only_reads_cluster_wide(helm):
+    """dask-gateway's informers list cluster-wide: its ClusterRoles only read DaskClusters, pods and
+    endpoints (and Traefik's, nodes); every write is namespaced; Traefik only reads."""
+    docs = render(helm, "node.yaml")
+    cluster_roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}
+    assert set(cluster_roles) == {"stackhub-khtest-dask-gateway", "stackhub-khtest-dask-gateway-controller",
+                                  "stackhub-khtest-dask-gateway-traefik"}
+    for rules in cluster_roles.values():
+        for rule in rules:
+            assert set(rule["verbs"]) == {"get", "list", "watch"}, rule
+            assert set(rule["resources"]) <= {"daskclusters", "pods", "endpoints", "nodes"}, rule
+    assert [r["resources"] for r in cluster_roles["stackhub-khtest-dask-gateway-traefik"]] == [["nodes"]]
+    assert not [d for d in render(helm, "defaults.yaml") if d["kind"].startswith("Cluster")]
+    roles = {d["metadata"]["name"]: d["rules"] for d in find(docs, "Role")}
+    assert set(roles) == {"khtest-hub", "khtest-dask-gateway", "khtest-dask-gateway-controller", "khtest-dask-gateway-traefik"}
+    verbs = {(g, r): set(rule["verbs"]) for name in roles if "gateway" in name for rule in roles[name]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert ("", "pods") in verbs and ("", "pods/exec") not in verbs
+    traefik = roles["khtest-dask-gateway-traefik"]
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in traefik)
+    for name in ("khtest-dask-gateway", "khtest-dask-gateway-controller", "khtest-dask-gateway-traefik"):
+        pod = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == name
+        sc = pod["containers"][0]["securityContext"]
+        assert sc["runAsNonRoot"] and sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"]
+
+
+def test_dask_gateway_network_policies(helm):
+    """Users' servers reach Traefik only; Traefik is reached by servers and the proxy; the gateway
+    by Traefik, the controller and the clusters; the hub's API by the gateway; clusters reach each
+    other, the gateway and public addresses."""
+    docs = render(helm, "node.yaml")
+    pol = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+
+    def roles(peers):
+        return {p["podSelector"]["matchLabels"][names.LABEL_ROLE] for p in peers}
+
+    users = pol["khtest-dask-gateway-users"]
+    assert users["podSelector"]["matchLabels"][names.LABEL_ROLE] == "server" and users["policyTypes"] == ["Egress"]
+    assert [roles(r["to"]) for r in users["egress"]] == [{"dask-gateway-traefik"}]
+    traefik = pol["khtest-dask-gateway-traefik"]["ingress"]
+    assert [roles(r["from"]) for r in traefik] == [{"server", "proxy"}]
+    assert roles(pol["khtest-dask-gateway"]["ingress"][0]["from"]) == {"dask-gateway-traefik", "dask-gateway-controller", "dask"}
+    to_hub = pol["khtest-dask-gateway-to-hub"]
+    assert to_hub["podSelector"]["matchLabels"][names.LABEL_ROLE] == "hub"
+    assert roles(to_hub["ingress"][0]["from"]) == {"dask-gateway"} and to_hub["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
+    clusters = pol["khtest-dask-gateway-clusters"]
+    assert clusters["podSelector"]["matchLabels"] == {names.LABEL_DEPLOYMENT: "khtest", names.LABEL_ROLE: "dask"}
+    assert "server" not in set().union(*(roles(r["from"]) for r in clusters["ingress"]))
+    public = clusters["egress"][-1]["to"][0]["ipBlock"]
+    assert public["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in public["except"] and "169.254.0.0/16" in public["except"]
+
+
+@pytest.fixture
+def gateway_config(helm, tmp_path):
+    """The gateway's config file as dask-gateway-server loads it, from the rendered ConfigMap."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    cm = find(render(helm, "node.yaml"), "ConfigMap", "khtest-dask-gateway")["data"]
+    for name, text in cm.items():
+        (tmp_path / name).write_text(text)
+    return PyFileConfigLoader("dask_gateway_config.py", path=str(tmp_path)).load_config()
+
+
+def test_the_gateway_config_loads_and_sets_jupyterhub_auth_and_limits(gateway_config):
+    c = gateway_config
+    assert c.DaskGateway.authenticator_class == "dask_gateway_server.auth.JupyterHubAuthenticator"
+    assert c.JupyterHubAuthenticator.jupyterhub_service_name == "dask-gateway"
+    assert c.KubeBackend.gateway_instance == c.KubeController.gateway_instance == "khtest-dask-gateway"
+    assert c.KubeController.proxy_prefix == "/services/dask-gateway"
+    k = c.KubeClusterConfig
+    assert (k.scheduler_cmd, k.worker_cmd) == (["dask", "scheduler"], ["dask", "worker"])
+    assert (k.cluster_max_cores, k.cluster_max_memory, k.cluster_max_workers) == (2.0, 3 * 2**30, 2)
+    assert k.scheduler_extra_pod_labels == {"stackhub.deployment": "khtest", "stackhub.role": "dask"}
+    assert k.worker_extra_container_config["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # the servers' data mounts, read-only (node.yaml: the default stackhub-data claim at /data)
+    assert k.worker_extra_container_config["volumeMounts"] == [{"name": "data-0", "mountPath": "/data", "readOnly": True}]
+    assert k.worker_extra_pod_config["volumes"] == [
+        {"name": "data-0", "persistentVolumeClaim": {"claimName": "stackhub-data", "readOnly": True}}]
+
+
+def test_cluster_options_accept_stack_images_only_and_bounded_workers(gateway_config):
+    opts = gateway_config.Backend.cluster_options
+    good = opts.get_configuration(opts.parse_options({"image": "stackhub/lsst-stack:w_2026_42", "worker_cores": 1}), None)
+    assert good["image"] == "stackhub/lsst-stack:w_2026_42"
+    assert (good["worker_cores_limit"], good["worker_cores"], good["worker_threads"]) == (1.0, 0.1, 1)
+    assert good["worker_memory_limit"] == int(0.75 * 2**30)  # node.yaml: workerMemory 768M
+    for image in ("evil/miner:latest", "stackhub/lsst-stack:w_2026_42;rm", "stackhub/lsst-stack-base:x", "stackhub/lsst-stack"):
+        with pytest.raises(ValueError, match="not a stack image"):
+            opts.get_configuration(opts.parse_options({"image": image}), None)
+    with pytest.raises(ValueError):
+        opts.parse_options({"worker_cores": 8})  # above maxWorkerCores
+    with pytest.raises(ValueError):
+        opts.parse_options({"worker_memory_gib": 16})
+
+
+async def test_a_user_at_max_clusters_is_refused_a_new_one(gateway_config):
+    from types import SimpleNamespace
+
+    from dask_gateway_server.backends.base import PublicException
+
+    backend = gateway_config.DaskGateway.backend_class
+
+    async def list_clusters(username=None, statuses=None):
+        return ["one"] if username == "ann" else []
+
+    with pytest.raises(PublicException, match="at most 1"):
+        await backend.start_cluster(SimpleNamespace(list_clusters=list_clusters), SimpleNamespace(name="ann"), {})

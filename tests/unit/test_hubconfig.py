@@ -135,3 +135,51 @@ def test_an_external_database_url_comes_from_the_environment_never_the_config(tm
     assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url.startswith("sqlite:///")
     monkeypatch.setenv(DB_URL_ENV, "postgresql://hub:pw@db/hub")
     assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url == "postgresql://hub:pw@db/hub"
+
+
+def gateway_config(**gateway):
+    return StackhubConfig.model_validate({
+        "hub": {"prefix": "tut"},
+        "spawner": {"backend": {"type": "kubernetes", "daskGateway": {"enabled": True, **gateway}}}})
+
+
+def test_dask_gateway_is_a_hub_service_that_servers_tokens_may_use(tmp_path):
+    """As daskhub: the gateway is the service `dask-gateway` behind its Traefik, with its own token,
+    and users' server tokens carry access to it (the gateway checks that scope)."""
+    p = paths(tmp_path)
+    (tmp_path / "dask-gateway-token").write_text("gateway-token-0123456789abcdef\n")
+    c = apply_config(Config(), gateway_config(), p)
+    (gw,) = [s for s in c.JupyterHub.services if s["name"] == "dask-gateway"]
+    assert gw["api_token"] == "gateway-token-0123456789abcdef"
+    assert gw["url"] == "http://tut-dask-gateway-traefik:80"
+    access = "access:services!service=dask-gateway"
+    (users,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
+    assert users["scopes"] == ["self", access]
+    assert access in c.Spawner.server_token_scopes and "access:servers!server" in c.Spawner.server_token_scopes
+
+
+def test_without_the_gateway_no_service_no_token_no_extra_scopes(tmp_path):
+    cfg = StackhubConfig.model_validate({"spawner": {"backend": {"type": "kubernetes"}}})
+    c = apply_config(Config(), cfg, paths(tmp_path))  # no dask-gateway-token file: not needed
+    assert "dask-gateway" not in {s["name"] for s in c.JupyterHub.services}
+    assert "user" not in {r["name"] for r in c.JupyterHub.load_roles}
+    assert "server_token_scopes" not in c.Spawner
+
+
+def test_the_gateway_token_is_a_required_secret_when_enabled(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="dask-gateway-token"):
+        apply_config(Config(), gateway_config(), paths(tmp_path))
+
+
+def test_gateway_settings_are_checked():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="workerCores 3 is above maxWorkerCores 2"):
+        gateway_config(workerCores=3)
+    with pytest.raises(ValidationError, match="maxMemory"):
+        gateway_config(maxMemory="lots")
+    with pytest.raises(ValidationError, match="workerMemory 8G is above maxWorkerMemory 4G"):
+        gateway_config(workerMemory="8G")

@@ -99,3 +99,22 @@ def test_python_cpu_count_follows_the_size_rounded_up(catalog):
     for size, want in (("tiny", "1"), ("big", "3")):
         choice = validate_options({"size": size}, catalog, cfg.sizes, default_size="tiny")
         assert build_server_spec(cfg, "ann", "", choice).environment["PYTHON_CPU_COUNT"] == want
+
+
+def test_servers_find_dask_gateway_where_the_deployment_runs_one(catalog):
+    """Kubernetes with spawner.backend.daskGateway: the client settings, and the server's own image
+    as the clusters' default; no gateway (the default, Docker, Swarm): none of them."""
+    on = StackhubConfig.model_validate({"hub": {"prefix": "tut"},
+                                        "spawner": {"backend": {"type": "kubernetes", "daskGateway": {"enabled": True}}}})
+    choice = validate_options({"image_tag": "w_2026_42"}, catalog, on.sizes, default_size="small")
+    env = build_server_spec(on, "ann", "", choice).environment
+    assert {k: v for k, v in env.items() if k.startswith("DASK_GATEWAY__")} == {
+        "DASK_GATEWAY__ADDRESS": "http://tut-dask-gateway-traefik:80/services/dask-gateway",
+        "DASK_GATEWAY__PROXY_ADDRESS": "gateway://tut-dask-gateway-traefik:8786",
+        "DASK_GATEWAY__PUBLIC_ADDRESS": "/services/dask-gateway/",
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        "DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE": choice.entry.image,
+    }
+    assert choice.entry.image.endswith(":w_2026_42")
+    for cfg in (StackhubConfig(), StackhubConfig.model_validate({"spawner": {"backend": {"type": "kubernetes"}}})):
+        assert not [k for k in build_server_spec(cfg, "ann", "", choice).environment if k.startswith("DASK_GATEWAY")]

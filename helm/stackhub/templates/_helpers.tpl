@@ -60,3 +60,22 @@ requests:
 limits:
   memory: {{ .memoryLimit }}
 {{- end -}}
+
+{{/* every public IPv4 address: never private, link-local (cloud metadata) or other special ranges
+(the list is spawner/deploy/isolation.py's BLOCKED_IPV4); users' servers and dask clusters */}}
+{{- define "stackhub.publicAddresses" -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except:
+      - 0.0.0.0/8
+      - 10.0.0.0/8
+      - 100.64.0.0/10
+      - 127.0.0.0/8
+      - 169.254.0.0/16
+      - 172.16.0.0/12
+      - 192.0.0.0/24
+      - 192.168.0.0/16
+      - 198.18.0.0/15
+      - 224.0.0.0/4
+      - 240.0.0.0/4
+{{- end -}}

@@ -1,0 +1,132 @@
+# dask-gateway's configuration in stackhub's chart (spawner.backend.daskGateway; docs/dask.md).
+#
+# Read by `dask-gateway-server` (the API server, KubeBackend) and by `dask-gateway-server
+# kube-controller` from the ConfigMap <prefix>-dask-gateway, next to settings.json: the chart's
+# values for the gateway, rendered by helm/stackhub/templates/dask-gateway.yaml (the same keys as
+# the config model's DaskGateway, plus the names of this deployment). Nothing here is a secret:
+# the gateway's JupyterHub token comes from the hub's Secret as JUPYTERHUB_API_TOKEN.
+#
+# `c` is the traitlets config object dask-gateway-server hands to its config file.
+import json
+import os
+import re
+
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.kubernetes import KubeBackend
+from dask_gateway_server.options import Float, Options, String
+
+S = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "settings.json")))
+G = S["gateway"]
+GIB = 2**30
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": GIB, "T": 2**40}
+
+
+def memory_bytes(text):
+    """Bytes of a size like 2G or 512M (binary units, as the config model reads them)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", str(text).strip().upper())
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 2G or 512M")
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
+class StackhubKubeBackend(KubeBackend):
+    """KubeBackend with a per-user cap on clusters (KubeBackend has only per-cluster limits)."""
+
+    async def start_cluster(self, user, cluster_options):
+        active = await self.list_clusters(username=user.name)
+        if len(active) >= int(G["maxClusters"]):
+            raise PublicException(f"{user.name} already runs {len(active)} clusters (at most {G['maxClusters']}): "
+                                  "shut one down first (cluster.shutdown())")
+        return await super().start_cluster(user, cluster_options)
+
+
+# --- the API server ---------------------------------------------------------------------------
+c.DaskGateway.address = ":8000"
+c.DaskGateway.backend_class = StackhubKubeBackend
+c.KubeBackend.gateway_instance = S["instance"]
+c.KubeBackend.api_url = S["apiUrl"]
+c.KubeController.gateway_instance = S["instance"]
+c.KubeController.api_url = S["apiUrl"]
+c.KubeController.address = ":8000"
+
+# JupyterHub authenticates: the user's server token must carry access:services!service=dask-gateway
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
+c.JupyterHubAuthenticator.jupyterhub_api_url = S["hubApiUrl"]
+c.JupyterHubAuthenticator.jupyterhub_service_name = S["serviceName"]
+
+# --- Traefik routes, made by the controller -----------------------------------------------------
+c.KubeController.proxy_prefix = S["proxyPrefix"]
+c.KubeController.proxy_web_middlewares = [{"name": S["clustersMiddleware"], "namespace": S["namespace"]}]
+c.KubeController.completed_cluster_max_age = 600
+c.KubeController.completed_cluster_cleanup_period = 60
+
+# --- clusters: the user's stack image, stackhub's pod hardening, the limits ---------------------
+fraction = float(S["guaranteeFraction"])
+c.KubeClusterConfig.namespace = S["namespace"]
+c.KubeClusterConfig.image = S["defaultImage"]
+c.KubeClusterConfig.image_pull_policy = S["imagePullPolicy"]
+# distributed 2026 has only the `dask` command (no dask-scheduler / dask-worker scripts)
+c.KubeClusterConfig.scheduler_cmd = ["dask", "scheduler"]
+c.KubeClusterConfig.worker_cmd = ["dask", "worker"]
+c.KubeClusterConfig.scheduler_cores_limit = float(G["schedulerCores"])
+c.KubeClusterConfig.scheduler_cores = round(float(G["schedulerCores"]) * fraction, 3)
+c.KubeClusterConfig.scheduler_memory_limit = memory_bytes(G["schedulerMemory"])
+c.KubeClusterConfig.scheduler_memory = int(memory_bytes(G["schedulerMemory"]) * fraction)
+c.KubeClusterConfig.cluster_max_cores = float(G["maxCores"])
+c.KubeClusterConfig.cluster_max_memory = memory_bytes(G["maxMemory"])
+c.KubeClusterConfig.cluster_max_workers = int(G["maxWorkers"])
+c.KubeClusterConfig.idle_timeout = float(G["idleTimeout"])
+uid = int(S["uid"])
+container_config = {
+    "securityContext": {
+        "runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid,
+        "allowPrivilegeEscalation": False, "privileged": False,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    },
+}
+# the data mounts of users' servers (volumes.data), read-only, so work reads /data on workers too
+volumes, mounts = [], []
+for i, m in enumerate(S["dataMounts"]):
+    source = m["source"]
+    volumes.append({"name": f"data-{i}", **({"hostPath": {"path": source}} if source.startswith("/") else
+                                            {"persistentVolumeClaim": {"claimName": source, "readOnly": True}})})
+    mounts.append({"name": f"data-{i}", "mountPath": m["target"], "readOnly": True})
+container_config["volumeMounts"] = mounts
+pod_config = {"enableServiceLinks": False, "securityContext": {"runAsNonRoot": True, "fsGroup": uid},
+              "volumes": volumes}
+labels = {"stackhub.deployment": S["prefix"], "stackhub.role": "dask"}
+for part in ("scheduler", "worker"):
+    setattr(c.KubeClusterConfig, f"{part}_extra_container_config", container_config)
+    setattr(c.KubeClusterConfig, f"{part}_extra_pod_config", pod_config)
+    setattr(c.KubeClusterConfig, f"{part}_extra_pod_labels", labels)
+
+IMAGE = re.compile(re.escape(S["repository"]) + r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def options_handler(options, user):
+    """The cluster options a user may set: the image (a tag of stack.repository: the server's own
+    by default, DASK_GATEWAY__CLUSTER__OPTIONS__IMAGE) and a worker's cores and memory, bounded."""
+    if not IMAGE.fullmatch(options.image):
+        raise ValueError(f"image {options.image!r} is not a stack image: expected {S['repository']}:<tag>")
+    cores = float(options.worker_cores)
+    memory = int(float(options.worker_memory_gib) * GIB)
+    if memory > memory_bytes(G["maxWorkerMemory"]) or memory < 256 * 2**20:
+        raise ValueError(f"worker_memory_gib must be between 0.25 and {memory_bytes(G['maxWorkerMemory']) / GIB:g}")
+    return {
+        "image": options.image,
+        "worker_cores_limit": cores,
+        "worker_cores": round(cores * fraction, 3),
+        "worker_memory_limit": memory,
+        "worker_memory": int(memory * fraction),
+        "worker_threads": max(1, int(cores)),
+    }
+
+
+c.Backend.cluster_options = Options(
+    String("image", default=S["defaultImage"], label="Stack image"),
+    Float("worker_cores", default=float(G["workerCores"]), min=0.1, max=float(G["maxWorkerCores"]),
+          label="Worker cores"),
+    Float("worker_memory_gib", default=memory_bytes(G["workerMemory"]) / GIB, min=0.25,
+          max=memory_bytes(G["maxWorkerMemory"]) / GIB, label="Worker memory (GiB)"),
+    handler=options_handler,
+)
