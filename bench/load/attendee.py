@@ -183,8 +183,12 @@ class Attendee:
 
     def lab(self):
         r = _check(self.s.get(self._url(f"user/{quote(self.user)}/lab"), timeout=self._left()), "lab")
+        self._lab_answers(r, "lab")
+
+    def _lab_answers(self, r: requests.Response, phase: str):
+        """``r`` is JupyterLab's page, and the server's ``api/status`` answers (ready means both)."""
         if "jupyter-config-data" not in r.text:
-            raise Failure(f"lab: {urlsplit(r.url).path} is not JupyterLab's page")
+            raise Failure(f"{phase}: {urlsplit(r.url).path} is not JupyterLab's page")
         r = self.s.get(self._url(f"user/{quote(self.user)}/api/status"), timeout=self._left(),
                        headers={"X-XSRFToken": self._xsrf("/user/") or ""})
         _check(r, "api/status")
@@ -195,11 +199,7 @@ class Attendee:
         r = _check(self.s.get(self._url("hub/"), timeout=self._left()), "hub → lab")
         if not urlsplit(r.url).path.startswith(f"/user/{quote(self.user)}/"):
             raise Failure(f"hub → lab: the hub sent a pre-warmed user to {urlsplit(r.url).path}, not their server")
-        if "jupyter-config-data" not in r.text:
-            raise Failure(f"hub → lab: {urlsplit(r.url).path} is not JupyterLab's page")
-        r = self.s.get(self._url(f"user/{quote(self.user)}/api/status"), timeout=self._left(),
-                       headers={"X-XSRFToken": self._xsrf("/user/") or ""})
-        _check(r, "api/status")
+        self._lab_answers(r, "hub → lab")
 
     def start_kernel(self):
         headers = {"X-XSRFToken": self._xsrf("/user/") or ""}

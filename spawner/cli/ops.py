@@ -18,6 +18,7 @@ from urllib.parse import quote
 from spawner.cli.client import ApiError, client, config_file, guard, host_paths, table
 from spawner.core import names
 from spawner.core.config import load_config
+from spawner.core.disk import human
 
 _AGE = re.compile(r"^(\d+)([mhdw])$")
 _AGE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -29,14 +30,6 @@ def parse_age(text: str) -> dt.timedelta:
     if not m:
         raise ApiError(f"age {text!r} must be a number and a unit: m, h, d or w (e.g. 30d)")
     return dt.timedelta(**{_AGE_UNITS[m.group(2)]: int(m.group(1))})
-
-
-def human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _docker():

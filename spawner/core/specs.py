@@ -108,6 +108,12 @@ def cpu_count(cpu: float) -> int:
     return max(1, math.ceil(cpu))
 
 
+def dask_gateway_enabled(config: StackhubConfig) -> bool:
+    """dask-gateway runs beside the hub only on Kubernetes, when the config turns it on."""
+    backend = config.spawner.backend
+    return backend.type == "kubernetes" and backend.dask_gateway.enabled
+
+
 def dask_gateway_environment(config: StackhubConfig, image: str) -> dict:
     """What ``from dask_gateway import Gateway; Gateway().new_cluster()`` needs in a server, where
     the deployment runs dask-gateway (Kubernetes, spawner.backend.daskGateway.enabled), else nothing.
@@ -117,8 +123,7 @@ def dask_gateway_environment(config: StackhubConfig, image: str) -> dict:
     links go through the hub (/services/dask-gateway/), as the server's own ones do. The cluster
     option ``image`` defaults to the server's own image, so workers run the same stack tag.
     """
-    backend = config.spawner.backend
-    if backend.type != "kubernetes" or not backend.dask_gateway.enabled:
+    if not dask_gateway_enabled(config):
         return {}
     traefik = names.Deployment(config.hub.prefix).dask_gateway_traefik
     prefix = f"/services/{names.DASK_GATEWAY_SERVICE}"

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from spawner.core import names
 from spawner.core.config import StackhubConfig
+from spawner.core.disk import human
 
 FORMAT = "stackhub-backup/1"
 ROLES = ("hub-state", "courses", "home", "data")
@@ -155,14 +156,6 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 class Archiver:
     """Backup and restore of one deployment, on a ``docker.DockerClient`` and the host's ``var/``."""
 
@@ -218,7 +211,7 @@ class Archiver:
 
     def _progress(self, event: dict):
         if event.get("done") == "dump":
-            self.log(f"  {event['src']}: {event['files']} files, {_human(event['bytes'])}")
+            self.log(f"  {event['src']}: {event['files']} files, {human(event['bytes'])}")
         elif event.get("done") == "load":
             self.log(f"  {event['dst']}: {event['files']} entries")
 
@@ -308,7 +301,7 @@ class Archiver:
             self.log(f"would write {dest}/ (0700):")
             self.log("  manifest.json")
             for i in items:
-                self.log(f"  {i.file}  <- {i.role} {i.source} ({_human(sizes[i.source])})")
+                self.log(f"  {i.file}  <- {i.role} {i.source} ({human(sizes[i.source])})")
             for rel, path in host_files:
                 self.log(f"  {rel}  <- {path} (0600)")
             for m in missing:
@@ -345,7 +338,7 @@ class Archiver:
             json.dump(manifest, f, indent=2)
         total = sum(v["bytes"] for v in volumes) + sum(f["bytes"] for f in files)
         self.log(f"backup of {self.cfg.hub.prefix} in {dest}: {len(volumes)} volumes, {len(files)} secret and "
-                 f"TLS files, {_human(total)}")
+                 f"TLS files, {human(total)}")
         return manifest
 
     def _host_files(self) -> list[tuple[str, Path]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
 from spawner.core import names
 from spawner.core.names import Deployment
+from spawner.core.specs import dask_gateway_enabled
 
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
 SPAWNER_CLASSES = {
@@ -97,7 +98,7 @@ def read_inputs(cfg: StackhubConfig, paths: HubPaths, **oauth_kw) -> HubInputs:
         from spawner.hub.auth import read_oauth_inputs
 
         oauth = read_oauth_inputs(cfg, **oauth_kw)
-    if gateway_enabled(cfg):
+    if dask_gateway_enabled(cfg):
         wanted.append(DASK_GATEWAY_TOKEN)
     secrets.update({name: paths.secret(name) for name in wanted})
     return HubInputs(secrets=secrets, oauth=oauth, db_url=os.environ.get(DB_URL_ENV) or None)
@@ -246,11 +247,6 @@ def orphans_service(cfg: StackhubConfig, paths: HubPaths) -> tuple[dict, dict]:
     return service, role
 
 
-def gateway_enabled(cfg: StackhubConfig) -> bool:
-    backend = cfg.spawner.backend
-    return backend.type == "kubernetes" and backend.dask_gateway.enabled
-
-
 def dask_gateway_service(cfg: StackhubConfig, inputs: HubInputs):
     """dask-gateway as the hub service ``dask-gateway`` (as daskhub registers it): its token comes
     from the chart's Secret, its URL is Traefik's, so /services/dask-gateway/ (the clusters'
@@ -299,7 +295,7 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         orphans, orphans_role = orphans_service(cfg, paths)
         services.append(orphans)
         roles.append(orphans_role)
-    if gateway_enabled(cfg):
+    if dask_gateway_enabled(cfg):
         gateway, users_role, token_scopes = dask_gateway_service(cfg, inputs)
         services.append(gateway)
         roles.append(users_role)

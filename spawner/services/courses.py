@@ -386,6 +386,16 @@ class Base(ServiceHandler):
         return (f"{model.get('kind', 'user')} {model['name']} may not manage courses: "
                 "only members of the hub group 'instructors' and admins may")
 
+    async def current_course(self, name) -> dict:
+        """The published course ``name``'s current version: 400 for a bad name, 404 if unpublished."""
+        try:
+            current = await self.ctx.blocking(self.ctx.store.current, validate_name(name))
+        except CourseError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if current is None:
+            raise web.HTTPError(404, f"no published course {name!r}")
+        return current
+
 
 class PageHandler(Base):
     api = False
@@ -490,12 +500,7 @@ class ChecksHandler(Base):
             raise web.HTTPError(400, 'send {"course": "<name>", "tags": ["<tag>", ...]}')
         if tags is not None and not (isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags)):
             raise web.HTTPError(400, '"tags" must be a non-empty list of stack tags')
-        try:
-            current = await self.ctx.blocking(self.ctx.store.current, validate_name(course))
-        except CourseError as e:
-            raise web.HTTPError(400, str(e)) from None
-        if current is None:
-            raise web.HTTPError(404, f"no published course {course!r}")
+        current = await self.current_course(course)
         catalog = await self.ctx.catalog()
         allowed = check_tags(catalog)
         chosen = []
@@ -527,12 +532,7 @@ class CheckHandler(Base):
 class CheckResultsHandler(Base):
     async def get(self, name):
         """The stored results of a course's current version (or ?version=), per tag."""
-        try:
-            current = await self.ctx.blocking(self.ctx.store.current, validate_name(name))
-        except CourseError as e:
-            raise web.HTTPError(400, str(e)) from None
-        if current is None:
-            raise web.HTTPError(404, f"no published course {name!r}")
+        current = await self.current_course(name)
         version = self.get_argument("version", current["version"])[:64]
         results = self.ctx.checks.store.results(name, version)
         tags = check_tags(await self.ctx.catalog())

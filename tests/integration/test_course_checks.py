@@ -16,7 +16,7 @@ from spawner.deploy.demo_data import ensure_demo_data
 
 from .browser import admin_browser
 from .hubfixture import TEST_PREFIX, container_name
-from .test_courses import cli, course_api
+from .test_courses import cli, course_api, wait_course_service
 
 SESSIONS_API = "services/stackhub-sessions/api"
 
@@ -37,16 +37,6 @@ def publish_dir(hub, tmp_path, name, files: dict) -> str:
     assert done.returncode == 0, done.stderr
     r = course_api(hub, "GET", "courses")
     return next(c["version"] for c in r.json()["courses"] if c["course"] == name)
-
-
-def wait_course_service(hub, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = course_api(hub, "GET", "courses")
-        if r.status_code == 200 and r.headers.get("Content-Type", "").startswith("application/json"):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the course service did not answer: {r.status_code} {r.text[:200]}")
 
 
 @pytest.fixture(autouse=True)

@@ -68,16 +68,20 @@ def read(hub, name, rel):
     return out if code == 0 else None
 
 
-@pytest.fixture(autouse=True)
-def service_up(hub):
+def wait_course_service(hub, timeout=60):
     """The hub answers before its managed services are routed: wait for the course service."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = course_api(hub, "GET", "courses")
         if r.status_code == 200 and r.headers.get("Content-Type", "").startswith("application/json"):
             return
         time.sleep(0.5)
     raise AssertionError(f"the course service did not answer: {r.status_code} {r.text[:200]}")
+
+
+@pytest.fixture(autouse=True)
+def service_up(hub):
+    wait_course_service(hub)
 
 
 @pytest.fixture
