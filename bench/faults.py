@@ -38,6 +38,10 @@ import requests  # noqa: E402
 from spawner.cli.client import host_paths  # noqa: E402
 from spawner.core import names  # noqa: E402
 from spawner.core.config import load_config  # noqa: E402
+from spawner.hub.origins import server_origin  # noqa: E402
+from bench import localhost  # noqa: E402
+
+localhost.install()  # user servers answer at <user>.users.localhost
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +71,7 @@ class Hub:
 
     def reachable(self, user) -> bool:
         try:
-            return requests.get(f"{self.url}user/{user}/api", headers={"Authorization": f"token {self.token}"},
+            return requests.get(f"{server_origin(self.cfg.hub, user)}user/{user}/api", headers={"Authorization": f"token {self.token}"},
                                 verify=self.ca, timeout=3, allow_redirects=False).status_code == 200
         except requests.RequestException:
             return False

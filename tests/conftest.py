@@ -2,6 +2,11 @@ import os
 
 import pytest
 
+from bench import localhost
+
+# user servers answer at <user>.users.localhost (subdomain mode); Python's resolver needs telling
+localhost.install()
+
 
 def pytest_addoption(parser):
     parser.addoption("--regen-golden", action="store_true", help="rewrite golden files from the current output")

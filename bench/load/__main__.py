@@ -29,6 +29,7 @@ from pathlib import Path
 import docker
 from pydantic import ValidationError
 
+from bench import localhost
 from bench.load.attendee import Attendee, Progress
 from bench.load.monitor import LatencyProbe, ResourceSampler, container_cgroup
 from bench.load.scenario import TARGETS, Scenario, schedule, username
@@ -108,7 +109,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
             raise
     load_start = os.getloadavg()
     sampler = ResourceSampler(client, target.hub_containers())
-    probe = LatencyProbe(target.endpoint.url, target.endpoint.ca, target.token, scenario.probe_interval)
+    probe = LatencyProbe(target.endpoint, target.token, scenario.probe_interval)
     sampler.start()
     probe.start()
     t0 = time.monotonic()
@@ -197,6 +198,7 @@ def build_targets(client, scenario: Scenario, state: Path) -> dict:
 
 def main(argv=None) -> int:
     scenario, args = parse(argv)
+    localhost.install()  # user servers answer at <user>.users.localhost (subdomain mode)
     # `timeout`/kill: unwind through the finally below, so every container the bench made goes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     client = docker.from_env()

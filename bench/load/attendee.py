@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -34,6 +35,13 @@ class Endpoint:
     tag_field: str            # the spawn form's field for the stack tag
     login_extra: dict = field(default_factory=dict)   # e.g. the room code in the ``otp`` field
     form_extra: dict = field(default_factory=dict)    # other spawn form fields (size)
+    # where a user's server answers, "https://<host>:<port>/" (its own host in subdomain mode);
+    # None: under ``url``, as stock JupyterHub serves them
+    server_origin: Callable[[str], str] | None = None
+
+    def server_url(self, user: str, path: str) -> str:
+        base = self.server_origin(user) if self.server_origin else self.url
+        return base + f"user/{quote(user)}/{path.lstrip('/')}"
 
 
 class Failure(Exception):
@@ -87,10 +95,17 @@ class Attendee:
     def _url(self, path: str) -> str:
         return self.ep.url + path.lstrip("/")
 
+    def _server(self, path: str) -> str:
+        return self.ep.server_url(self.user, path)
+
     def _xsrf(self, path_prefix: str) -> str | None:
-        """The ``_xsrf`` cookie of the hub (``/hub/``) or of the user's server (``/user/NAME/``)."""
-        for c in self.s.cookies:
-            if c.name == "_xsrf" and c.path.startswith(path_prefix):
+        """The ``_xsrf`` cookie of the hub (``/hub``) or of the user's server (``/user/``): the one set
+        by that part's host (its own in subdomain mode, where cookies sit on ``/``), then by path."""
+        url = self._server("") if path_prefix.startswith("/user") else self.ep.url
+        host = urlsplit(url).hostname
+        mine = [c for c in self.s.cookies if c.name == "_xsrf" and c.domain.lstrip(".") in (host, f"{host}.local")]
+        for c in mine:
+            if c.path.startswith(path_prefix) or c.path == "/":
                 return c.value
         return None
 
@@ -182,14 +197,14 @@ class Attendee:
         raise Failure(f"progress stream ended without ready (last event: {last})")
 
     def lab(self):
-        r = _check(self.s.get(self._url(f"user/{quote(self.user)}/lab"), timeout=self._left()), "lab")
+        r = _check(self.s.get(self._server("lab"), timeout=self._left()), "lab")
         self._lab_answers(r, "lab")
 
     def _lab_answers(self, r: requests.Response, phase: str):
         """``r`` is JupyterLab's page, and the server's ``api/status`` answers (ready means both)."""
         if "jupyter-config-data" not in r.text:
             raise Failure(f"{phase}: {urlsplit(r.url).path} is not JupyterLab's page")
-        r = self.s.get(self._url(f"user/{quote(self.user)}/api/status"), timeout=self._left(),
+        r = self.s.get(self._server("api/status"), timeout=self._left(),
                        headers={"X-XSRFToken": self._xsrf("/user/") or ""})
         _check(r, "api/status")
 
@@ -203,14 +218,14 @@ class Attendee:
 
     def start_kernel(self):
         headers = {"X-XSRFToken": self._xsrf("/user/") or ""}
-        r = self.s.post(self._url(f"user/{quote(self.user)}/api/kernels"), json={}, headers=headers,
+        r = self.s.post(self._server("api/kernels"), json={}, headers=headers,
                         timeout=self._left())
         _check(r, "kernel start", ok=(201,))
         self.kernel_id = r.json()["id"]
         self._ws(self._kernel_info)
 
     def shutdown_kernel(self):
-        r = self.s.delete(self._url(f"user/{quote(self.user)}/api/kernels/{self.kernel_id}"), timeout=self._left(),
+        r = self.s.delete(self._server(f"api/kernels/{self.kernel_id}"), timeout=self._left(),
                           headers={"X-XSRFToken": self._xsrf("/user/") or ""})
         _check(r, "kernel shutdown", ok=(204,))
 
@@ -243,7 +258,7 @@ class Attendee:
         from tornado.httpclient import HTTPRequest
         from tornado.websocket import websocket_connect
 
-        url = self._url(f"user/{quote(self.user)}/api/kernels/{self.kernel_id}/channels")
+        url = self._server(f"api/kernels/{self.kernel_id}/channels")
         prepared = requests.Request("GET", url).prepare()
         headers = {"X-XSRFToken": self._xsrf("/user/") or ""}
         cookie = get_cookie_header(self.s.cookies, prepared)

@@ -113,9 +113,10 @@ def summarize_resources(samples) -> dict | None:
 class LatencyProbe(threading.Thread):
     """Times ``GET /hub/api/`` and ``GET /user/NAME/api/status`` (a ready user, in turn) until stopped."""
 
-    def __init__(self, url: str, ca: str, token: str, interval: float):
+    def __init__(self, endpoint, token: str, interval: float):
         super().__init__(daemon=True)
-        self.url, self.interval = url, interval
+        self.endpoint, self.url, self.interval = endpoint, endpoint.url, interval
+        ca = endpoint.ca
         self.s = requests.Session()
         self.s.trust_env = False
         self.s.verify = ca
@@ -128,10 +129,10 @@ class LatencyProbe(threading.Thread):
     def add_ready(self, user: str):
         self.ready.append(user)
 
-    def _probe(self, kind: str, path: str):
+    def _probe(self, kind: str, url: str):
         start = time.monotonic()
         try:
-            r = self.s.get(self.url + path, timeout=30)
+            r = self.s.get(url, timeout=30)
             ok, why = r.status_code == 200, f"HTTP {r.status_code}"
         except requests.RequestException as e:
             ok, why = False, type(e).__name__
@@ -141,10 +142,10 @@ class LatencyProbe(threading.Thread):
     def run(self):
         turn = itertools.count()
         while not self._halt.is_set():
-            self._probe("hub_api", "hub/api/")
+            self._probe("hub_api", self.url + "hub/api/")
             if self.ready:
                 user = self.ready[next(turn) % len(self.ready)]
-                self._probe("user_status", f"user/{user}/api/status")
+                self._probe("user_status", self.endpoint.server_url(user, "api/status"))
             self._halt.wait(self.interval)
 
     def stop(self) -> dict:

@@ -27,6 +27,7 @@ import yaml
 
 from bench.load.attendee import Endpoint
 from spawner.core import names
+from spawner.hub.origins import server_origin
 
 PREFIX = "stackhub-bench"
 STOCK = f"{PREFIX}-stock"
@@ -155,8 +156,10 @@ class StackhubTarget(Prewarm, Target):
         self.tls = tls
         self.token = (paths.secrets / "admin-token").read_text().strip()
         room = (paths.secrets / "shared-password").read_text().strip()
+        hub = self.deployment.cfg.hub
         self.endpoint = Endpoint(name=self.name, url=f"https://localhost:{self.https_port}/", ca=str(tls.ca),
-                                 tag_field="image_tag", login_extra={"otp": room}, form_extra={"size": self.size})
+                                 tag_field="image_tag", login_extra={"otp": room}, form_extra={"size": self.size},
+                                 server_origin=lambda user: server_origin(hub, user))
         return self.endpoint
 
     def hub_containers(self) -> dict:

@@ -70,11 +70,26 @@ def cmd_up(args) -> int:
     else:
         print(f"login: {cfg.auth.type} (OAuth)")
     print(f"ca: {tls.ca if tls.ca else '(operator certificate ' + str(tls.cert) + ')'}")
+    print(origins_line(cfg))
     print(f"token: {paths.secrets / 'admin-token'} (or `make token`)")
     print(f"admins: https://{cfg.hub.public_host}{port}/services/{SESSIONS_SERVICE}/ "
           "(stack tags, sessions, pre-warm; docs/sessions.md)")
     print(f"logs: {dep.logs_command} {dep.own.hub}; {dep.logs_command} {dep.own.proxy}")
     return 0
+
+
+def origins_line(cfg) -> str:
+    """What `up` says of the user servers' origins: in subdomain mode, what the site must provide."""
+    hub = cfg.hub
+    if not hub.subdomains:
+        port = "" if hub.https_port == 443 else f":{hub.https_port}"
+        return (f"servers: https://{hub.public_host}{port}/user/<name>/ on the hub's origin (hub.subdomains: false; "
+                "docs/security.md says what helpers must not open)")
+    domain, port = hub.user_domain, "" if hub.https_port == 443 else f":{hub.https_port}"
+    dns = ("browsers resolve it by themselves" if domain.endswith("localhost")
+           else f"the site needs a wildcard DNS record *.{domain} pointing here")
+    return (f"servers: each user's own origin, https://<name>.{domain}{port}/ ({dns}; the certificate must hold "
+            f"*.{domain}, as the generated one does)")
 
 
 def cmd_down(args) -> int:

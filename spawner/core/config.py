@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from spawner.core import usernames
+from spawner.core import names, usernames
 
 from spawner.core.tags import TagError, parse_tag
 
@@ -57,6 +57,8 @@ class NamedServers(Model):
 class HubSettings(Model):
     prefix: str = Field("stackhub", pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$", description="Name of this deployment on its engine: its containers are <prefix>-hub, <prefix>-proxy and <prefix>-user-<name>, and `down` stops only its own. Two deployments on one engine need different prefixes, ports, networks and volumes (the test suite runs as stackhub-test).")
     public_host: str = Field("localhost", description="Host name users type; used for the URL and the generated certificate.")
+    subdomains: bool = Field(True, description="Give every user server an origin of its own, https://<user>.<serverDomain> (JupyterHub's subdomain_host): nothing an attendee serves runs on the hub's origin, so a page of theirs opened by an admin cannot act as that admin. Needs DNS for *.<serverDomain> and a wildcard certificate (the generated CA issues one; browsers resolve *.localhost by themselves). false: every server under https://<publicHost>/user/<name>/, for sites without wildcard DNS; see docs/security.md for what helpers may do then.")
+    server_domain: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", description="Domain under which user servers get their hosts (<user>.<serverDomain>) when hub.subdomains is on. None: publicHost, or users.<publicHost> when publicHost is a single label such as localhost (browsers and OpenSSL refuse a wildcard certificate *.localhost).")
     https_port: int = Field(8443, ge=1, le=65535, description="Public HTTPS port.")
     http_port: int = Field(8080, ge=1, le=65535, description="Plain HTTP port; it only redirects to HTTPS.")
     bind_address: str = Field("0.0.0.0", description="Host address the public ports are published on.")
@@ -70,6 +72,18 @@ class HubSettings(Model):
     named_servers: NamedServers = NamedServers()
     route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
     orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
+
+    @model_validator(mode="after")
+    def _subdomains_need_a_name(self):
+        if self.subdomains and names.is_ip_address(self.public_host):
+            raise ValueError(f"hub.subdomains needs a DNS name as hub.publicHost, not the address {self.public_host} "
+                             "(an address has no subdomains): give a name with wildcard DNS, or set hub.subdomains: false")
+        return self
+
+    @property
+    def user_domain(self) -> str:
+        """The domain user servers' hosts are under (``names.server_domain``)."""
+        return names.server_domain(self.public_host, self.server_domain)
 
     @model_validator(mode="after")
     def _two_networks(self):

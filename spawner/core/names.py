@@ -8,6 +8,7 @@ separator cannot be forged by a username or a server name.
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from dataclasses import dataclass
 
@@ -45,6 +46,34 @@ def kube_name(name: str) -> str:
 def home_volume_name(username: str, template: str = "stackhub-home-{user}") -> str:
     """The user's home volume: one per user, shared by all of the user's named servers."""
     return template.format(user=escape_name(username))
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def server_domain(public_host: str, configured: str | None = None) -> str:
+    """The domain user servers' hosts are under in subdomain mode (``<user>.<domain>``).
+
+    The hub's own host by default. A single-label host (``localhost``, an intranet name) gets
+    ``users.`` in front: browsers and OpenSSL refuse a wildcard certificate directly under one
+    label (``*.localhost`` fails with ERR_CERT_COMMON_NAME_INVALID in Chromium and curl), while
+    ``*.users.localhost`` is accepted, and browsers resolve every ``*.localhost`` to loopback.
+    """
+    if configured:
+        return configured
+    host = public_host.lower().rstrip(".")
+    return host if "." in host else f"users.{host}"
+
+
+def wildcard_hosts(public_host: str, configured: str | None = None) -> list[str]:
+    """Names a certificate must hold in subdomain mode: the hub's host and ``*.<server domain>``
+    (every user server and every service on an origin of its own)."""
+    return [public_host, f"*.{server_domain(public_host, configured)}"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,8 @@ class Deployment:
                 and labels.get(LABEL_SERVER, "") == (server_name or ""))
 
 
+SESSIONS_SERVICE = "stackhub-sessions"  # the admins' page: /services/stackhub-sessions/
+COURSES_SERVICE = "stackhub-courses"  # the instructors' page: /services/stackhub-courses/
 DASK_GATEWAY_SERVICE = "dask-gateway"  # the JupyterHub service: /services/dask-gateway/
 DASK_GATEWAY_WEB_PORT = 80  # Traefik's Service: HTTP (the gateway's API, dashboards)
 DASK_GATEWAY_TCP_PORT = 8786  # and TCP (TLS to the schedulers, routed by SNI)

@@ -27,7 +27,7 @@ from spawner.deploy.demo_data import ensure_demo_data
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
 from spawner.hub.apply import HUB_COURSES, HUB_PORT, PROXY_API_PORT
-from spawner.deploy.tls import TLSFiles, write_private, ensure_local_tls
+from spawner.deploy.tls import TLSFiles, check_own_certificate, ensure_local_tls, write_private
 
 HUB_SECRETS = "/srv/stackhub/secrets"
 HUB_STATE = "/srv/stackhub/state"
@@ -73,6 +73,8 @@ def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dic
         "--default-target", f"http://{own.hub}:{HUB_PORT}",
         "--error-target", f"http://{own.hub}:{HUB_PORT}/hub/error",
     ]
+    if hub.subdomains:  # JupyterHub's routes then start with the host (alice.users.localhost/user/alice/)
+        chp.append("--host-routing")
     # the token is read from its file inside the container: it never appears in `docker inspect`
     script = f'CONFIGPROXY_AUTH_TOKEN="$(cat {HUB_SECRETS}/proxy-token)" exec {shlex.join(chp)}'
     return dict(
@@ -170,9 +172,13 @@ def secret_environment(paths: HostPaths, environment: dict | None) -> dict:
 
 
 def tls_files(cfg: StackhubConfig, paths: HostPaths) -> TLSFiles:
+    hub = cfg.hub
+    hosts = names.wildcard_hosts(hub.public_host, hub.server_domain) if hub.subdomains else [hub.public_host]
     if cfg.tls.cert_file:
+        if not names.is_ip_address(hub.public_host):
+            check_own_certificate(cfg.tls.cert_file, hosts)
         return TLSFiles(None, cfg.tls.cert_file.resolve(), cfg.tls.key_file.resolve())
-    return ensure_local_tls(paths.tls, [cfg.hub.public_host])
+    return ensure_local_tls(paths.tls, hosts)
 
 
 def host_nameservers() -> list[str]:

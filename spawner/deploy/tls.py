@@ -103,3 +103,33 @@ def ensure_local_tls(directory: Path, hosts: list[str]) -> TLSFiles:
     write_private(key_path, _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return TLSFiles(ca_cert_path, cert_path, key_path)
+
+
+def certificate_names(cert_path: Path) -> list[str]:
+    """The DNS names a PEM certificate (the first of a chain) is valid for."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [n.lower() for n in sans.get_values_for_type(x509.DNSName)]
+
+
+def covers(names: list[str], host: str) -> bool:
+    """Whether a certificate holding ``names`` is valid for ``host``, as browsers match: exactly,
+    or by a wildcard standing for the whole first label only (``*.a.b`` matches ``x.a.b``, never
+    ``a.b`` or ``y.x.a.b``)."""
+    host = host.lower().rstrip(".")
+    first, _, rest = host.partition(".")
+    return any(n == host or (n.startswith("*.") and rest and n[2:] == rest) for n in names)
+
+
+def check_own_certificate(cert_path: Path, hosts: list[str]):
+    """An operator's certificate must hold every name users reach (the hub's host, and in
+    subdomain mode a user server's): refused at ``up``, before anything starts, with what is missing."""
+    held = certificate_names(cert_path)
+    missing = [h for h in hosts if not covers(held, h.replace("*.", "user.", 1))]
+    if missing:
+        raise RuntimeError(f"tls.certFile {cert_path} is not valid for {', '.join(missing)} (it holds "
+                           f"{', '.join(held) or 'no DNS names'}); in subdomain mode it needs a wildcard name "
+                           "for the user servers' domain (docs/security.md), or set hub.subdomains: false")

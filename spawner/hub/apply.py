@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
 from spawner.core import names
-from spawner.core.names import Deployment
+from spawner.core.names import COURSES_SERVICE, SESSIONS_SERVICE, Deployment  # noqa: F401 (re-exported)
 from spawner.core.specs import dask_gateway_enabled
 
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
@@ -30,10 +30,8 @@ DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubData
 HUB_PORT = 8081
 PROXY_API_PORT = 8001
 ADMIN_SERVICE = "stackhub-admin"
-COURSES_SERVICE = "stackhub-courses"
 INSTRUCTORS_GROUP = "instructors"
 HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
-SESSIONS_SERVICE = "stackhub-sessions"
 SESSIONS_PORT = 8090
 DISKWATCH_SERVICE = "stackhub-diskwatch"
 ORPHANS_SERVICE = "stackhub-orphans"
@@ -126,6 +124,22 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         "cookie_options": {"secure": True},
     }
     c.Authenticator.admin_users = set(hub.admin_users)
+    update_origins(c, cfg)
+
+
+def update_origins(c, cfg: StackhubConfig):
+    """Subdomain mode (the default): each user server on an origin of its own
+    (spawner.hub.origins), the proxy routing by host, and the hub's cookies ``__Host-`` prefixed so a
+    user's subdomain cannot toss a cookie onto the hub's host."""
+    hub = cfg.hub
+    if not hub.subdomains:
+        return
+    from spawner.hub.origins import SubdomainHook
+
+    port = "" if hub.https_port == 443 else f":{hub.https_port}"
+    c.JupyterHub.subdomain_host = f"https://{hub.public_host}{port}"
+    c.JupyterHub.subdomain_hook = SubdomainHook(hub.user_domain)
+    c.JupyterHub.cookie_host_prefix_enabled = True
 
 
 def update_proxy(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):

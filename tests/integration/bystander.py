@@ -18,6 +18,7 @@ import yaml
 from spawner.core import names
 from spawner.core.config import load_config
 from spawner.deploy.single_host import Deployment, HostPaths
+from spawner.hub.origins import server_origin
 
 PREFIX = "stackhub-bystander"
 USER = "tutorial-attendee"
@@ -43,7 +44,7 @@ class Bystander:
         return {"containers": containers, "routes": routes}
 
     def server_answers(self) -> bool:
-        r = requests.get(f"{self.url}user/{USER}/api/status", headers={"Authorization": f"token {self.token}"},
+        r = requests.get(f"{server_origin(self.deployment.cfg.hub, USER)}user/{USER}/api/status", headers={"Authorization": f"token {self.token}"},
                          verify=self.ca, timeout=30)
         return r.status_code == 200
 

@@ -42,6 +42,12 @@ class Hub:
         headers = {"Authorization": f"token {self.token}", **kw.pop("headers", {})}
         return requests.request(method, f"{self.url}hub/api{path}", headers=headers, verify=self.ca, **kw)
 
+    def origin(self, name: str) -> str:
+        """``https://<host>:<port>/`` where ``name``'s servers answer (their own host in subdomain mode)."""
+        from spawner.hub.origins import server_origin
+
+        return server_origin(self.deployment.cfg.hub, name)
+
     def create_user(self, name):
         r = self.api("POST", f"/users/{requests.utils.quote(name, safe='')}")
         assert r.status_code in (201, 409), r.text

@@ -60,8 +60,15 @@ def user_token(hub, name):
 
 def as_user(hub, token, method, path, **kw):
     kw.setdefault("timeout", 60)
-    return requests.request(method, f"{hub.url}{path.lstrip('/')}", headers={"Authorization": f"token {token}"},
+    return requests.request(method, url_of(hub, path), headers={"Authorization": f"token {token}"},
                             verify=hub.ca, allow_redirects=False, **kw)
+
+
+def url_of(hub, path: str) -> str:
+    """``/user/NAME/...`` on NAME's own origin (subdomain mode), anything else on the hub's."""
+    parts = path.lstrip("/").split("/")
+    base = hub.origin(parts[1]) if parts[0] == "user" else hub.url
+    return base + path.lstrip("/")
 
 
 class Kernel:
@@ -73,9 +80,9 @@ class Kernel:
         r = as_user(hub, token, "POST", f"/user/{name}/api/kernels", json={"name": "lsst"})
         assert r.status_code == 201, r.text
         self.id = r.json()["id"]
-        url = f"{hub.url.replace('https://', 'wss://')}user/{name}/api/kernels/{self.id}/channels"
+        url = url_of(hub, f"/user/{name}/api/kernels/{self.id}/channels").replace("https://", "wss://", 1)
         self.ws = websocket.create_connection(url, header=[f"Authorization: token {token}"],
-                                              origin=hub.url.rstrip("/"), sslopt={"ca_certs": hub.ca}, timeout=300)
+                                              origin=hub.origin(name).rstrip("/"), sslopt={"ca_certs": hub.ca}, timeout=300)
         self.session = uuid.uuid4().hex
 
     def run(self, code, timeout=300) -> str:
@@ -155,7 +162,7 @@ def test_local_cluster_follows_the_size_and_its_dashboard_is_the_users_own(dask_
         # another user's credentials: refused by the server; none at all: sent to log in
         r = as_user(hub, other_token, "GET", got["link"])
         assert r.status_code == 403, (r.status_code, r.text[:300])
-        r = requests.get(f"{hub.url}{got['link'].lstrip('/')}", verify=hub.ca, allow_redirects=False, timeout=30)
+        r = requests.get(url_of(hub, got["link"]), verify=hub.ca, allow_redirects=False, timeout=30)
         assert r.status_code in (302, 303) and "/hub/" in r.headers["Location"], (r.status_code, r.headers)
         # no port of the server is published on the host
         c = hub.client.containers.get(container_name(name))

@@ -37,6 +37,7 @@ from docker.types import IPAMConfig, IPAMPool
 from spawner.core.config import load_config
 from spawner.deploy import isolation
 from spawner.deploy.single_host import Deployment, HostPaths
+from spawner.hub.origins import server_origin
 
 from .hubfixture import ARTIFACTS, checkout_hub_image
 from .test_faults import until
@@ -284,7 +285,8 @@ def test_engine_restarted_hub_and_proxy_come_back_servers_restored_or_startable_
 
     def answers() -> bool:
         try:
-            return requests.get(f"{url}user/{USER}/api/status", headers=headers, verify=ca, timeout=5).status_code == 200
+            server = f"{server_origin(dep.cfg.hub, USER)}user/{USER}/api/status"
+            return requests.get(server, headers=headers, verify=ca, timeout=5).status_code == 200
         except requests.RequestException:
             return False
 
@@ -328,8 +330,8 @@ def test_engine_restarted_hub_and_proxy_come_back_servers_restored_or_startable_
             until("the server is ready again", ready, 180)
             until("the server answers again", answers, 60)
         server_back = time.monotonic() - t0
-        r = requests.get(f"{url}user/{USER}/api/contents/engine-restart.txt", params={"content": "1"},
-                         headers=headers, verify=ca, timeout=30)
+        r = requests.get(f"{server_origin(dep.cfg.hub, USER)}user/{USER}/api/contents/engine-restart.txt",
+                         params={"content": "1"}, headers=headers, verify=ca, timeout=30)
         assert r.status_code == 200 and r.json()["content"] == MARKER, r.text
         say(request, f"{sig.name}: engine gone in {stopped:.1f} s, answering again after {engine_back:.1f} s; hub "
                      f"and proxy answer after {hub_back:.1f} s; the server was {outcome}, answering after "

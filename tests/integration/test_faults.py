@@ -22,7 +22,7 @@ def reachable(hub, name, server="") -> bool:
     """The user's server answers through the proxy (its API, with the admin token)."""
     path = f"user/{name}/{server + '/' if server else ''}api"
     try:
-        r = requests.get(f"{hub.url}{path}", headers={"Authorization": f"token {hub.token}"}, verify=hub.ca,
+        r = requests.get(f"{hub.origin(name)}{path}", headers={"Authorization": f"token {hub.token}"}, verify=hub.ca,
                          timeout=5, allow_redirects=False)
     except requests.RequestException:
         return False
@@ -207,7 +207,7 @@ def test_a_full_home_gives_a_clear_error_and_leaves_the_hub_and_others_alone(hub
     code, out = hub.client.containers.get(OWN.server(name)).exec_run(
         ["bash", "-c", "head -c 40M /dev/zero > ~/big"], user="1000")
     assert code != 0 and b"No space left on device" in out, out
-    r = requests.put(f"{hub.url}user/{name}/api/contents/note.txt", headers={"Authorization": f"token {hub.token}"},
+    r = requests.put(f"{hub.origin(name)}user/{name}/api/contents/note.txt", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, json={"type": "file", "format": "text", "content": "hello"}, timeout=30)
     assert r.status_code >= 400 and "No space left on device" in r.json()["message"], r.text
     # the hub, another user, and the full user's own restart are fine

@@ -50,12 +50,12 @@ def test_home_survives_a_tag_change_and_data_is_read_only(hub, user, stack_tags)
     code, out = run_in(c, f"stat -c %u /home/{name} /home")
     assert out.split() == ["1000", "1000"]  # owned by the user from the first start
     # the server answers through the proxy
-    r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
+    r = requests.get(f"{hub.origin(name)}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
     assert r.status_code == 200, r.text
     # a tutorial's lab asks no one about news and fetches nothing from outside
     auth = {"Authorization": f"token {hub.token}"}
-    settings = requests.get(f"{hub.url}user/{name}/lab/api/settings/@jupyterlab/apputils-extension:notification",
+    settings = requests.get(f"{hub.origin(name)}user/{name}/lab/api/settings/@jupyterlab/apputils-extension:notification",
                             headers=auth, verify=hub.ca, timeout=30).json()
     props = settings["schema"]["properties"]
     assert props["fetchNews"]["default"] == "false" and props["checkForUpdates"]["default"] is False
@@ -157,7 +157,7 @@ def test_hub_restart_keeps_running_servers_reachable(hub, user, stack_tags):
     hub.spawn(name, {"image_tag": stack_tags[0]})
     hub.client.containers.get(OWN.hub).restart()
     hub.deployment.wait_ready(hub.tls)
-    r = requests.get(f"{hub.url}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
+    r = requests.get(f"{hub.origin(name)}user/{name}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
     assert r.status_code == 200
     model = hub.api("GET", f"/users/{name}").json()

@@ -169,7 +169,7 @@ def test_dns_still_works_through_a_private_resolver(hub, two_servers):
 
 def test_the_browser_path_through_the_proxy_still_works(hub, two_servers):
     a, _ = two_servers
-    r = requests.get(f"{hub.url}user/{a}/api/status", headers={"Authorization": f"token {hub.token}"},
+    r = requests.get(f"{hub.origin(a)}user/{a}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
     assert r.status_code == 200, r.text
     # the hub's services: a page routed by the proxy to the service, which sends the browser to log in
@@ -188,7 +188,7 @@ def test_a_restarted_hub_keeps_its_address_so_the_rules_still_fit(hub, two_serve
     assert address(hub_c, hub.deployment.cfg.hub.network) == before
     api, = probe(hub.client.containers.get(container_name(a)), [["http", f"http://{HUB_NAME}:{HUB_PORT}/hub/api"]])
     assert api == 200
-    r = requests.get(f"{hub.url}user/{a}/api/status", headers={"Authorization": f"token {hub.token}"},
+    r = requests.get(f"{hub.origin(a)}user/{a}/api/status", headers={"Authorization": f"token {hub.token}"},
                      verify=hub.ca, timeout=30)
     assert r.status_code == 200, r.text
 

@@ -185,7 +185,7 @@ def test_spawn_with_a_tag_runs_that_image_with_home_and_data_and_answers_through
     assert out.split()[:2] == ["1000", f"/home/{name}"] and "tutorial data" in out and "wrote" in out
     assert "data-read-only" in out and "0000000000000000" in out
     # the lab answers through the proxy (TLS, the hub's route to the service's name on the overlay)
-    r = requests.get(f"{shub.url}user/{name}/api/status", headers={"Authorization": f"token {shub.token}"},
+    r = requests.get(f"{shub.origin(name)}user/{name}/api/status", headers={"Authorization": f"token {shub.token}"},
                      verify=shub.ca, timeout=30)
     assert r.status_code == 200, r.text
 

@@ -4,6 +4,7 @@ from spawner.core.config import StackhubConfig
 import pytest
 
 from spawner.deploy.single_host import HostPaths, engine_socket, hub_container
+from spawner.deploy.tls import ensure_local_tls
 
 
 def test_hub_mounts_the_courses_volume_read_write_unless_courses_are_off():
@@ -45,12 +46,37 @@ def test_operator_certificate_is_used_as_given(tmp_path):
     from spawner.core.config import StackhubConfig
     from spawner.deploy.single_host import HostPaths, tls_files
 
-    (tmp_path / "c.pem").write_text("x")
-    (tmp_path / "k.pem").write_text("x")
-    cfg = StackhubConfig.model_validate({"tls": {"certFile": str(tmp_path / "c.pem"), "keyFile": str(tmp_path / "k.pem")}})
+    own = ensure_local_tls(tmp_path / "own", ["localhost", "*.users.localhost"])  # the operator's files
+    cfg = StackhubConfig.model_validate({"tls": {"certFile": str(own.cert), "keyFile": str(own.key)}})
     files = tls_files(cfg, HostPaths(tmp_path / "state"))
-    assert (files.ca, files.cert, files.key) == (None, tmp_path / "c.pem", tmp_path / "k.pem")
+    assert (files.ca, files.cert, files.key) == (None, own.cert, own.key)
     assert not (tmp_path / "state" / "tls").exists()  # no local CA made
+
+
+def test_an_operator_certificate_without_the_wildcard_is_refused_in_subdomain_mode(tmp_path):
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.single_host import HostPaths, tls_files
+
+    own = ensure_local_tls(tmp_path / "own", ["hub.example.org"])
+    tls = {"certFile": str(own.cert), "keyFile": str(own.key)}
+    cfg = StackhubConfig.model_validate({"tls": tls, "hub": {"publicHost": "hub.example.org"}})
+    with pytest.raises(RuntimeError, match=r"not valid for \*\.hub\.example\.org.*wildcard"):
+        tls_files(cfg, HostPaths(tmp_path / "state"))
+    # the same certificate serves the shared-origin fallback
+    cfg = StackhubConfig.model_validate({"tls": tls, "hub": {"publicHost": "hub.example.org", "subdomains": False}})
+    assert tls_files(cfg, HostPaths(tmp_path / "state")).cert == own.cert
+
+
+def test_the_generated_certificate_holds_the_user_servers_wildcard(tmp_path):
+    from spawner.core.config import StackhubConfig
+    from spawner.deploy.single_host import HostPaths, tls_files
+    from spawner.deploy.tls import certificate_names, covers
+
+    files = tls_files(StackhubConfig(), HostPaths(tmp_path))
+    held = certificate_names(files.cert)
+    assert covers(held, "localhost") and covers(held, "alice.users.localhost")
+    assert not covers(held, "alice.localhost") and not covers(held, "a.b.users.localhost")
+    assert "*.localhost" not in held  # browsers refuse it (names.server_domain)
 
 
 def test_a_secret_from_the_environment_reaches_the_hub_as_a_private_file(tmp_path):

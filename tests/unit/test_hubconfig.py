@@ -183,3 +183,52 @@ def test_gateway_settings_are_checked():
         gateway_config(maxMemory="lots")
     with pytest.raises(ValidationError, match="workerMemory 8G is above maxWorkerMemory 4G"):
         gateway_config(workerMemory="8G")
+
+
+def test_by_default_each_user_server_has_its_own_origin_and_the_proxy_routes_by_host(tmp_path):
+    from pathlib import Path
+
+    from spawner.deploy.single_host import HostPaths, proxy_container
+    from spawner.deploy.tls import TLSFiles
+
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    assert c.JupyterHub.subdomain_host == "https://localhost:8443"
+    assert c.JupyterHub.cookie_host_prefix_enabled is True
+    hook = c.JupyterHub.subdomain_hook
+    assert hook("alice", "localhost", "user") == "alice.users.localhost"
+    assert hook("Ann.Lee", "localhost", "user") != hook("ann.lee", "localhost", "user")
+    # stackhub's own pages stay at /services/NAME/ on the hub's origin; a foreign one gets its own
+    assert hook("stackhub-sessions", "localhost", "service") == "localhost"
+    assert hook("stackhub-courses", "localhost", "service") == "localhost"
+    assert hook("dask-gateway", "localhost", "service") == "dask-gateway--service.users.localhost"
+    chp = proxy_container(StackhubConfig(), HostPaths(Path("/x")), TLSFiles(None, Path("/c"), Path("/k")))
+    assert "--host-routing" in chp["command"][-1]
+
+
+def test_a_named_public_host_puts_users_right_under_it():
+    cfg = StackhubConfig.model_validate({"hub": {"publicHost": "hub.example.org"}})
+    assert cfg.hub.user_domain == "hub.example.org"
+    cfg = StackhubConfig.model_validate({"hub": {"publicHost": "hub.example.org", "serverDomain": "u.example.org"}})
+    assert cfg.hub.user_domain == "u.example.org"
+
+
+def test_the_shared_origin_fallback_sets_no_subdomains(tmp_path):
+    from pathlib import Path
+
+    from spawner.deploy.single_host import HostPaths, proxy_container
+    from spawner.deploy.tls import TLSFiles
+
+    cfg = StackhubConfig.model_validate({"hub": {"subdomains": False}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    assert "subdomain_host" not in c.JupyterHub and "cookie_host_prefix_enabled" not in c.JupyterHub
+    chp = proxy_container(cfg, HostPaths(Path("/x")), TLSFiles(None, Path("/c"), Path("/k")))
+    assert "--host-routing" not in chp["command"][-1]
+
+
+def test_subdomains_need_a_host_name_not_an_address():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="hub.subdomains needs a DNS name"):
+        StackhubConfig.model_validate({"hub": {"publicHost": "192.0.2.10"}})
+    StackhubConfig.model_validate({"hub": {"publicHost": "192.0.2.10", "subdomains": False}})
