@@ -490,7 +490,9 @@ class Deployment:
             ctx, host = ssl._create_unverified_context(), "127.0.0.1"
         base = f"https://{host}:{self.cfg.hub.https_port}/hub/api"
         token = (self.paths.secrets / "admin-token").read_text().strip()
-        routes = {f"/services/{name}/" for name in self._services_with_pages()}
+        # in subdomain mode the proxy's routes begin with their host (our pages: the hub's own)
+        host = self.cfg.hub.public_host if self.cfg.hub.subdomains else ""
+        routes = {f"{host}/services/{name}/" for name in self._services_with_pages()}
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

@@ -44,7 +44,7 @@ def test_home_survives_a_tag_change_and_data_is_read_only(hub, user, stack_tags)
     mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
     assert mounts["/home"]["RW"] is True and mounts["/home"]["Name"] == home_volume_name(name)
     assert mounts["/data"]["RW"] is False
-    code, out = run_in(c, f"id -u; echo hello > /home/{name}/kept.txt && cat /data/README.txt; touch /data/x")
+    code, out = run_in(c, f"id -u; echo hello > /home/{name}/kept.txt && cat /data/README.txt; touch /data/x 2>&1")  # one stream: in order
     assert out.splitlines()[0] == "1000"
     assert "tutorial data" in out and code != 0  # /data is read-only
     code, out = run_in(c, f"stat -c %u /home/{name} /home")
