@@ -54,6 +54,8 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
     p.add_argument("--prewarm", action="store_true",
                    help="an admin pre-warms the N servers first (stackhub only); measures login → lab")
     p.add_argument("--prewarm-concurrency", type=int, help="servers the pre-warm starts at a time")
+    p.add_argument("--shared-origin", action="store_true",
+                   help="stackhub with hub.subdomains false (the fallback), for the origins row")
     p.add_argument("--scenario", type=Path, help="a YAML/JSON file with the scenario (flags are then ignored)")
     p.add_argument("--out", type=Path, help="result JSON (default bench/results/load-<UTC time>.json); "
                                             "the PNG goes beside it")
@@ -71,7 +73,8 @@ def parse(argv) -> tuple[Scenario, argparse.Namespace]:
                    targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
                    tag=args.tag, idle=args.idle, timeout=args.timeout, keep_kernel=not args.shutdown_kernel,
                    kernel=not args.no_kernel,
-                   prewarm=args.prewarm, prewarm_concurrency=args.prewarm_concurrency)
+                   prewarm=args.prewarm, prewarm_concurrency=args.prewarm_concurrency,
+                   shared_origin=args.shared_origin)
     try:
         return Scenario(**raw), args
     except ValidationError as e:
@@ -173,6 +176,7 @@ def run_round(client, target, scenario: Scenario, round_no: int, run_id: str) ->
 def build_targets(client, scenario: Scenario, state: Path) -> dict:
     from bench.load.targets import StackhubTarget, StockTarget
     from spawner.build.images import hub_checkout_ref
+    from spawner.core import names
     from spawner.deploy.tls import ensure_local_tls
 
     hub_image = hub_checkout_ref(client)
@@ -187,10 +191,11 @@ def build_targets(client, scenario: Scenario, state: Path) -> dict:
             from None
     tags = sorted({t.split(":", 1)[1] for i in client.images.list(name="stackhub/lsst-stack") for t in i.tags}
                   - {"recommended"})
-    tls = ensure_local_tls(state / "stackhub" / "var" / "tls", ["localhost"])
+    tls = ensure_local_tls(state / "stackhub" / "var" / "tls", names.wildcard_hosts("localhost"))
     out = {}
     if "stackhub" in scenario.targets:
-        out["stackhub"] = StackhubTarget(client, state / "stackhub", hub_image)
+        out["stackhub"] = StackhubTarget(client, state / "stackhub", hub_image,
+                                         subdomains=not scenario.shared_origin)
     if "stock" in scenario.targets:
         out["stock"] = StockTarget(client, state / "stock", hub_image, tags, tls)
     return out

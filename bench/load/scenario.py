@@ -46,6 +46,9 @@ class Scenario(BaseModel):
         "Before each round an admin pre-warms the N attendees' servers (a hub group, started through the "
         "sessions service as `stackhub prewarm` does); the attendees then log in and walk straight to their "
         "lab. Its figures are a row of their own (login → lab), never mixed with cold rounds."))
+    shared_origin: bool = Field(False, description=(
+        "stackhub with hub.subdomains false (every server on the hub's origin, the fallback) instead of "
+        "the default one origin per server: run both, interleaved, for the origins row."))
     prewarm_concurrency: int | None = Field(None, ge=1, le=16, description=(
         "Servers the pre-warm starts at a time (default: the sessions service's)."))
 

@@ -127,8 +127,10 @@ class StackhubTarget(Prewarm, Target):
     name = "stackhub"
     https_port, http_port = 11443, 11080
 
-    def __init__(self, client: docker.DockerClient, state: Path, hub_image: str, size: str = "small"):
+    def __init__(self, client: docker.DockerClient, state: Path, hub_image: str, size: str = "small",
+                 subdomains: bool = True):
         self.client, self.state, self.hub_image, self.size = client, state.resolve(), hub_image, size
+        self.subdomains = subdomains
         self.own = names.Deployment(PREFIX)
         self.deployment = None
 
@@ -136,7 +138,8 @@ class StackhubTarget(Prewarm, Target):
         return {
             "hub": {"prefix": PREFIX, "httpsPort": self.https_port, "httpPort": self.http_port,
                     "network": f"{PREFIX}-users", "apiNetwork": f"{PREFIX}-internal",
-                    "stateVolume": f"{PREFIX}-hub-state", "image": self.hub_image, "adminUsers": ["admin"]},
+                    "stateVolume": f"{PREFIX}-hub-state", "image": self.hub_image, "adminUsers": ["admin"],
+                    "subdomains": self.subdomains},
             "volumes": {"data": [{"source": f"{PREFIX}-data", "target": "/data"}],
                         "homeVolume": f"{PREFIX}-home-{{user}}"},
             "courses": {"volume": f"{PREFIX}-courses"},
