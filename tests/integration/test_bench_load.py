@@ -34,7 +34,8 @@ class TestHubTarget(Prewarm, Target):
     def __init__(self, hub):
         self.hub, self.token = hub, hub.token
         self.endpoint = Endpoint(name="stackhub", url=hub.url, ca=hub.ca, tag_field="image_tag",
-                                 login_extra={"otp": hub.password}, form_extra={"size": "small"})
+                                 login_extra={"otp": hub.password}, form_extra={"size": "small"},
+                                 server_origin=hub.origin)
 
     def hub_containers(self):
         return {"hub": OWN.hub, "proxy": OWN.proxy}
