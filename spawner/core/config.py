@@ -539,6 +539,17 @@ class StackhubConfig(Model):
         return self
 
 
+    @model_validator(mode="after")
+    def _fallback_admins_by_group(self):
+        """On the shared origin, admins are members of a hub group (core.roles); OAuth logins reset a
+        user's groups to the provider's, so there only the provider's admin groups can name admins."""
+        if (not self.hub.subdomains and self.auth.type != "shared-password"
+                and "admin_users" in self.hub.model_fields_set and self.hub.admin_users):
+            raise ValueError("hub.subdomains false with an OAuth login: name admins with auth.adminGroups, "
+                             "not hub.adminUsers (each login resets a user's groups to the provider's)")
+        return self
+
+
 class ConfigError(Exception):
     """A config file that cannot be used; the message names the file and the key."""
 

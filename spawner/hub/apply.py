@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
-from spawner.core import names
+from spawner.core import names, roles
 from spawner.core.names import COURSES_SERVICE, SESSIONS_SERVICE, Deployment  # noqa: F401 (re-exported)
 from spawner.core.specs import dask_gateway_enabled
 
@@ -318,7 +318,49 @@ def update_services(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     c.JupyterHub.load_roles = roles
 
 
-STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services)
+def update_helper_roles(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
+    """The shared-origin fallback (``hub.subdomains: false``): admins hold ``stackhub-admin``, never
+    JupyterHub's ``admin`` role, and so cannot open other users' servers (spawner.core.roles). Runs
+    last: it takes back the admin flags the steps before it set."""
+    if cfg.hub.subdomains:
+        return
+    admins = set(c.Authenticator.admin_users)
+    c.Authenticator.admin_users = set()
+    if cfg.auth.type == "shared-password":
+        c.TutorialAuthenticator.admin_names = admins  # still the names that log in with the admin secret
+    else:
+        from spawner.hub.auth import SECTIONS
+
+        section = c[SECTIONS[cfg.auth.type]]
+        if "admin_users" in section:  # the provider's section wins over Authenticator's
+            admins = set(section.admin_users)
+        section.admin_users = set()
+        section.admin_groups = set()  # provider admin groups join stackhub-admins instead (GroupMapper)
+    c.JupyterHub.load_groups = {roles.ADMINS_GROUP: {"users": sorted(admins)}}
+    c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, roles.admin_role(admins)]
+    for role in c.JupyterHub.load_roles:  # `make token`'s service, too
+        if role["name"] == "admin":
+            role["name"] = roles.ADMIN_ROLE
+            role["groups"] = [roles.ADMINS_GROUP]
+            role["users"] = sorted(admins)
+            role["scopes"] = list(roles.HELPER_ADMIN_SCOPES)
+    c.JupyterHub.load_roles = _merged_roles(c.JupyterHub.load_roles)
+
+
+def _merged_roles(load_roles: list) -> list:
+    """One entry per role name (members and scopes joined), as JupyterHub wants them."""
+    out: dict[str, dict] = {}
+    for role in load_roles:
+        have = out.setdefault(role["name"], {"name": role["name"]})
+        for key, value in role.items():
+            if key in ("users", "groups", "services", "scopes"):
+                have[key] = sorted(set(have.get(key, ())) | set(value))
+            elif key != "name":
+                have[key] = value
+    return list(out.values())
+
+
+STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services, update_helper_roles)
 
 
 def apply_config(c, cfg: StackhubConfig, paths: HubPaths | None = None, inputs: HubInputs | None = None):

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from spawner.core.config import OAuthAuth, StackhubConfig
+from spawner.core import roles
 
 INSTRUCTORS_GROUP = "instructors"
 
@@ -177,6 +178,7 @@ class GroupMapper:
     allowed: frozenset[str]
     admin: frozenset[str]
     instructor: frozenset[str]
+    admins_group: str | None = None  # the shared-origin fallback: admin groups' members join it (core.roles)
 
     def provider_groups(self, auth_state: dict) -> set[str]:
         if self.type == "github":
@@ -197,6 +199,8 @@ class GroupMapper:
         groups = mine & (self.allowed | self.admin | self.instructor)
         if mine & self.instructor:
             groups.add(INSTRUCTORS_GROUP)
+        if self.admins_group and mine & self.admin:
+            groups.add(self.admins_group)
         return sorted(groups)
 
 
@@ -254,6 +258,7 @@ def update_oauth(c, cfg: StackhubConfig, inputs: OAuthInputs):
         allowed=frozenset(auth.allowed_groups),
         admin=frozenset(auth.admin_groups),
         instructor=frozenset(auth.instructor_groups),
+        admins_group=None if hub.subdomains else roles.ADMINS_GROUP,
     )
     if auth.admin_groups:
         section.admin_groups = set(auth.admin_groups)

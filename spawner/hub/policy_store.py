@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from spawner.core import roles
 from spawner.core.options import Restriction
 from spawner.core.policy import REPAIR_HINT, AuditEntry, Policy, PolicyError, PolicyUnavailable, restriction
 
@@ -355,7 +356,7 @@ class HubPolicy:
 
     async def restriction_for(self, user) -> Restriction:
         groups = [g.name for g in getattr(user, "groups", ()) or ()]
-        is_admin = bool(getattr(user, "admin", False))
+        is_admin = roles.is_admin(getattr(user, "admin", False), groups)
         state = self.store.state()
         if state.policy is None:
             if is_admin:

@@ -44,6 +44,7 @@ from tornado import web
 
 from spawner.backends import engine_for
 from spawner.backends.catalog_source import CatalogSource
+from spawner.core import roles
 from spawner.core.catalog import Catalog
 from spawner.core.config import StackhubConfig, config_from_env
 from spawner.courses.checks import CHECKS_FILE, NOT_CHECKED, CheckStore, session_warnings
@@ -124,7 +125,7 @@ def user_view(model: dict) -> dict:
         opts = server.get("user_options") or {}
         view = {"ready": server.get("ready", False), "pending": server.get("pending"),
                 "tag": opts.get("image_tag"), "size": opts.get("size"), "started": server.get("started")}
-    return {"name": model["name"], "admin": model.get("admin", False), "groups": model.get("groups", []),
+    return {"name": model["name"], "admin": roles.is_admin(model.get("admin"), model.get("groups")), "groups": model.get("groups", []),
             "server": view}
 
 
@@ -138,7 +139,7 @@ class Base(ServiceHandler):
     def allowed(self, model: dict) -> bool:
         if model.get("kind") == "service":
             return ADMIN_SCOPES <= set(model.get("scopes") or ())
-        return bool(model.get("admin"))
+        return roles.is_admin(model.get("admin"), model.get("groups"))
 
     def denied_message(self, model: dict) -> str:
         return f"{model.get('kind', 'user')} {model['name']} is not a hub admin"

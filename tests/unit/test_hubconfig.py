@@ -232,3 +232,47 @@ def test_subdomains_need_a_host_name_not_an_address():
     with pytest.raises(ValidationError, match="hub.subdomains needs a DNS name"):
         StackhubConfig.model_validate({"hub": {"publicHost": "192.0.2.10"}})
     StackhubConfig.model_validate({"hub": {"publicHost": "192.0.2.10", "subdomains": False}})
+
+
+def test_on_the_shared_origin_no_admin_role_opens_other_users_servers(tmp_path):
+    from jupyterhub.roles import get_default_roles
+    from jupyterhub.scopes import expand_scopes
+
+    from spawner.core import roles
+
+    cfg = StackhubConfig.model_validate({"hub": {"subdomains": False, "adminUsers": ["ada"]}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    assert c.Authenticator.admin_users == set()  # nobody holds JupyterHub's admin role
+    assert c.TutorialAuthenticator.admin_names == {"ada"}  # who still logs in with the admin secret
+    assert c.JupyterHub.load_groups == {"stackhub-admins": {"users": ["ada"]}}
+    by_name = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert "admin" not in by_name
+    admin = by_name["stackhub-admin"]
+    assert admin["groups"] == ["stackhub-admins"] and "stackhub-admin" in admin["services"]  # `make token` too
+    for role in c.JupyterHub.load_roles:  # instructors, services, the admins: none reaches a server
+        granted = expand_scopes(role.get("scopes", []))
+        assert not {"access:servers", "shares", "tokens"} & granted, role["name"]
+    # the admins' scopes are JupyterHub's admin role's, less exactly what is withheld
+    stock = next(r for r in get_default_roles() if r["name"] == "admin")["scopes"]
+    assert sorted(roles.HELPER_ADMIN_SCOPES) == sorted(set(stock) - set(roles.WITHHELD_SCOPES) | {"read:tokens"})
+
+
+def test_stackhub_admins_are_admins_in_the_services_and_the_spawn_policy():
+    from spawner.core.roles import is_admin
+
+    assert is_admin(True, []) and is_admin(False, ["stackhub-admins"]) and is_admin(None, ["x", "stackhub-admins"])
+    assert not is_admin(False, ["instructors"]) and not is_admin(None, None)
+
+
+def test_on_the_shared_origin_oauth_admins_come_from_provider_groups():
+    import pytest
+    from pydantic import ValidationError
+
+    from spawner.hub.auth import GroupMapper
+
+    oauth = {"type": "github", "clientId": "x", "adminGroups": ["org:staff"]}
+    with pytest.raises(ValidationError, match="auth.adminGroups, not hub.adminUsers"):
+        StackhubConfig.model_validate({"hub": {"subdomains": False, "adminUsers": ["ada"]}, "auth": oauth})
+    mapper = GroupMapper(type="oidc", claim="groups", allowed=frozenset(), admin=frozenset({"staff"}),
+                         instructor=frozenset(), admins_group="stackhub-admins")
+    assert mapper({"oauth_user": {"groups": ["staff"]}}) == ["stackhub-admins", "staff"]
