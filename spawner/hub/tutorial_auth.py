@@ -34,9 +34,9 @@ from firstuseauthenticator import FirstUseAuthenticator
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import Set, Unicode, default
 
-from spawner.core import usernames
+from spawner.core import roles, usernames
 from spawner.hub.lifecycle import StopServersOnDelete
 
 INSTRUCTORS_GROUP = "instructors"
@@ -54,7 +54,7 @@ class ResetPasswordAPIHandler(APIHandler):
     @needs_scope("admin:users")
     async def post(self, user_name):
         name = self.authenticator.normalize_username(user_name)
-        if name in self.authenticator.admin_users:
+        if name in self.authenticator.admin_names:
             raise web.HTTPError(400, f"{name} is an admin account; its password is the admin secret "
                                      "(var/secrets/admin-password), not a tutorial password")
         why = self.authenticator.name_refusal(name)
@@ -78,6 +78,15 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
         config=True,
         help="The secret of the hub's admin accounts (hub.adminUsers): the only way they log in.",
     )
+    admin_names = Set(Unicode(), config=True, help=(
+        "Names that log in with the admin secret and are reserved for it (hub.adminUsers). Default: "
+        "Authenticator.admin_users. On the shared origin those are empty (nobody holds JupyterHub's admin "
+        "role) and these names are the stackhub-admins group's (spawner.core.roles)."))
+
+    @default("admin_names")
+    def _default_admin_names(self):
+        return set(self.admin_users)
+
     username_pattern = Unicode(usernames.DEFAULT_PATTERN, config=True,
                                help="Regular expression every (normalised) username must match.")
 
@@ -102,12 +111,12 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
         return self.username_map.get(name, name)
 
     def name_refusal(self, name: str) -> str | None:
-        return usernames.refusal(name, pattern=self.username_pattern, allowed_reserved=self.admin_users)
+        return usernames.refusal(name, pattern=self.username_pattern, allowed_reserved=self.admin_names)
 
     def validate_username(self, name):
         """Also for users an admin creates through the API: only names in their normal form, so
         the account is the one its owner's login (which normalises) reaches."""
-        return name in self.admin_users or (name == self.normalize_username(name) and self.name_refusal(name) is None)
+        return name in self.admin_names or (name == self.normalize_username(name) and self.name_refusal(name) is None)
 
     def _fail(self, handler, message: str):
         handler.custom_login_error = message
@@ -125,15 +134,17 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
 
     def _is_staff(self, handler, name: str) -> bool:
         user = handler.find_user(name)
-        return bool(user and (user.admin or any(g.name == INSTRUCTORS_GROUP for g in user.groups)))
+        groups = [g.name for g in user.groups] if user else []
+        return bool(user and (roles.is_admin(user.admin, groups) or INSTRUCTORS_GROUP in groups))
 
     async def authenticate(self, handler, data):
         name = self.normalize_username(data.get("username") or "")
         password = data.get("password") or ""
         code = (data.get("otp") or "").strip()
-        if name in self.admin_users:
+        if name in self.admin_names:
             if self.admin_password and secrets.compare_digest(password.encode(), self.admin_password.encode()):
-                return {"name": name, "admin": True}
+                # JupyterHub's admin flag only where admins hold JupyterHub's admin role (subdomain mode)
+                return {"name": name, "admin": name in self.admin_users}
             return self._fail(handler, "Wrong password for this admin account.")
         why = self.name_refusal(name)
         if why:

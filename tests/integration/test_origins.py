@@ -107,3 +107,33 @@ def test_an_attendees_page_opened_by_an_admin_cannot_act_on_the_hub(hub):
     own, cross = result["own_origin"], result["hub_origin"]
     assert all(own.get(k) in (401, 403) for k in ("patch", "token", "other")), result
     assert "error" in cross or all(cross.get(k) in (401, 403) for k in ("patch", "token", "other")), result
+
+
+def test_on_the_shared_origin_an_admin_cannot_open_an_attendees_server(hub):
+    """The fallback (``hub.subdomains: false``): the same page is on the hub's origin, so the admin
+    must not reach it at all. Admins hold stackhub-admin, not JupyterHub's admin role: the hub refuses
+    them the attendee's server (403) and the page never runs; the admins' own pages still work."""
+    mallory = _name("mallory")
+    hub.reconfigure({"hub": {"subdomains": False}})
+    try:
+        hub.session(mallory, password="mallorys-own-pw", room_code=hub.password)
+        hub.spawn(mallory)
+        assert hub.origin(mallory) == hub.url
+        code, out = hub.client.containers.get(container_name(mallory)).exec_run(
+            ["bash", "-c", f"mkdir -p ~/site && cd ~/site && echo '<title>pwn</title>' > evil.html && "
+                           f"(nohup python3 -m http.server {PORT} --bind 127.0.0.1 >/dev/null 2>&1 &) && echo ok"],
+            user="1000")
+        assert code == 0, out
+        with admin_browser(hub, "origins-shared-refused.png") as (page, _errors):
+            r = page.goto(f"{hub.url}user/{mallory}/proxy/{PORT}/evil.html")
+            # JupyterHub's own 403, before any consent page: the admin holds no access:servers
+            assert r.status == 403 and page.title() != "pwn", (r.status, page.url, page.title())
+            assert "oauth2/authorize" in page.url
+            # still an admin where stackhub needs one: the admin page and the sessions page
+            assert page.goto(f"{hub.url}hub/admin").status == 200
+            assert page.goto(f"{hub.url}services/stackhub-sessions/").status == 200
+        model = hub.api("GET", "/users/admin").json()
+        assert model["admin"] is False and "stackhub-admins" in model["groups"], model
+        assert hub.api("GET", f"/users/{mallory}").json()["admin"] is False
+    finally:
+        hub.reconfigure()
