@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from spawner.cli.client import client  # noqa: E402
 from spawner.cli.courses import directory_tar  # noqa: E402
-from spawner.hub.apply import COURSES_SERVICE  # noqa: E402
+from spawner.core.names import COURSES_SERVICE  # noqa: E402
 
 
 def course_with(notebooks: int, where: Path) -> Path:

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from spawner.core.config import CONFIG_ENV
-from spawner.hub.apply import SESSIONS_SERVICE
+from spawner.core.names import SESSIONS_SERVICE
 
 REPO = Path(__file__).resolve().parents[2]
 

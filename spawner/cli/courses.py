@@ -27,7 +27,7 @@ from urllib.parse import quote, urlencode
 
 from spawner.cli.client import REPO, ApiError, client, guard, table
 from spawner.courses.publish import SKIP_DIRS, CourseError, validate_name
-from spawner.hub.apply import COURSES_SERVICE
+from spawner.core.names import COURSES_SERVICE
 
 
 LOOKS_LIKE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+$")

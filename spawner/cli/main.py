@@ -16,7 +16,7 @@ import sys
 
 from spawner.cli.client import config_file, host_paths
 from spawner.core.config import ConfigError, json_schema, load_config
-from spawner.hub.apply import SESSIONS_SERVICE
+from spawner.core.names import SESSIONS_SERVICE
 
 
 

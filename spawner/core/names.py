@@ -161,6 +161,18 @@ DASK_GATEWAY_SERVICE = "dask-gateway"  # the JupyterHub service: /services/dask-
 DASK_GATEWAY_WEB_PORT = 80  # Traefik's Service: HTTP (the gateway's API, dashboards)
 DASK_GATEWAY_TCP_PORT = 8786  # and TCP (TLS to the schedulers, routed by SNI)
 
+
+# the hub's ports, its services, groups and paths: every part that needs one imports it from here
+HUB_PORT = 8081  # the hub's API and pages (the proxy's default target)
+PROXY_API_PORT = 8001  # configurable-http-proxy's API, on hub.apiNetwork only
+ADMIN_SERVICE = "stackhub-admin"  # the service whose token `make token` prints
+SESSIONS_PORT = 8090
+DISKWATCH_SERVICE = "stackhub-diskwatch"
+ORPHANS_SERVICE = "stackhub-orphans"
+INSTRUCTORS_GROUP = "instructors"  # may publish courses (the course service's role)
+HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
+DASK_GATEWAY_TOKEN = "dask-gateway-token"  # the gateway's service token (a secret file; helm/stackhub's Secret)
+
 LABEL_DEPLOYMENT = "stackhub.deployment"
 LABEL_USER = "stackhub.user"
 LABEL_SERVER = "stackhub.server"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from spawner.core import names
 from spawner.core.config import StackhubConfig
-from spawner.hub.apply import HUB_PORT
+from spawner.core.names import HUB_PORT
 
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"

@@ -26,7 +26,7 @@ from spawner.deploy import isolation
 from spawner.deploy.demo_data import ensure_demo_data
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
-from spawner.hub.apply import HUB_COURSES, HUB_PORT, PROXY_API_PORT
+from spawner.core.names import HUB_COURSES, HUB_PORT, PROXY_API_PORT
 from spawner.deploy.tls import TLSFiles, check_own_certificate, ensure_local_tls, write_private
 
 HUB_SECRETS = "/srv/stackhub/secrets"
@@ -474,7 +474,7 @@ class Deployment:
                          f"{self.cfg.hub.network}; stop it (`make down`, then `make up`)")
 
     def _services_with_pages(self) -> set[str]:
-        from spawner.hub.apply import COURSES_SERVICE, SESSIONS_SERVICE
+        from spawner.core.names import COURSES_SERVICE, SESSIONS_SERVICE
 
         return {SESSIONS_SERVICE} | ({COURSES_SERVICE} if self.cfg.courses.enabled else set())
 

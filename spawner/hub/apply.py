@@ -13,11 +13,13 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
 from spawner.core import names, roles
-from spawner.core.names import COURSES_SERVICE, SESSIONS_SERVICE, Deployment  # noqa: F401 (re-exported)
+from spawner.core.names import (ADMIN_SERVICE, COURSES_SERVICE, DASK_GATEWAY_TOKEN, DISKWATCH_SERVICE, HUB_PORT,
+                                 INSTRUCTORS_GROUP, ORPHANS_SERVICE, PROXY_API_PORT, SESSIONS_PORT, SESSIONS_SERVICE,
+                                 Deployment)
+from spawner.state.paths import HubPaths
 from spawner.core.specs import dask_gateway_enabled
 
 # the spawner of each backend (import paths: the hub image loads only the one it runs)
@@ -27,43 +29,10 @@ SPAWNER_CLASSES = {
     "swarm": "spawner.backends.swarm.spawner.LSSTSwarmSpawner",
 }
 DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubDatabase), from a Secret
-HUB_PORT = 8081
-PROXY_API_PORT = 8001
-ADMIN_SERVICE = "stackhub-admin"
-INSTRUCTORS_GROUP = "instructors"
-HUB_COURSES = "/srv/stackhub/courses"  # the courses volume in the hub container (read-write)
-SESSIONS_PORT = 8090
-DISKWATCH_SERVICE = "stackhub-diskwatch"
-ORPHANS_SERVICE = "stackhub-orphans"
-DASK_GATEWAY_TOKEN = "dask-gateway-token"  # the gateway's service token (helm/stackhub's Secret)
-PREWARM_CONCURRENCY = 3
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
     "(at least {n} characters). Next time: your name and your password."
 )
-
-
-@dataclass(frozen=True)
-class HubPaths:
-    """Where the hub finds its state and secrets (inside the hub container by default)."""
-
-    state: Path = Path("/srv/stackhub/state")
-    secrets: Path = Path("/srv/stackhub/secrets")
-
-    @classmethod
-    def from_env(cls) -> "HubPaths":
-        return cls(
-            state=Path(os.environ.get("STACKHUB_HUB_STATE", cls.state)),
-            secrets=Path(os.environ.get("STACKHUB_SECRETS", cls.secrets)),
-        )
-
-    def secret(self, name: str) -> str:
-        """Read a secret file; a missing one is a start-up error that names it."""
-        path = self.secrets / name
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            raise SystemExit(f"stackhub: secret file {path} is missing (run `make up`, which creates it)") from None
 
 
 @dataclass(frozen=True)

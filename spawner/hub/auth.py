@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 
 from spawner.core.config import OAuthAuth, StackhubConfig
 from spawner.core import roles
+from spawner.core.names import INSTRUCTORS_GROUP
 
-INSTRUCTORS_GROUP = "instructors"
 
 AUTHENTICATORS = {
     "github": "spawner.hub.lifecycle.StackhubGitHubOAuthenticator",

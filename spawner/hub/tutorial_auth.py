@@ -37,9 +37,9 @@ from tornado import web
 from traitlets import Set, Unicode, default
 
 from spawner.core import roles, usernames
+from spawner.core.names import INSTRUCTORS_GROUP
 from spawner.hub.lifecycle import StopServersOnDelete
 
-INSTRUCTORS_GROUP = "instructors"
 # bcrypt releases the GIL: as many threads as cores keep them busy, and no more queue up
 _BCRYPT = ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="stackhub-bcrypt")
 

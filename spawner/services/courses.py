@@ -572,7 +572,8 @@ def make_app(ctx: Context) -> web.Application:
 def main() -> int:
     """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags.
     Sources are fetched in throwaway containers of the hub's own image."""
-    from spawner.hub.apply import HUB_COURSES, HubPaths
+    from spawner.core.names import HUB_COURSES
+    from spawner.state.paths import HubPaths
 
     cfg = config_from_env()
     logging.basicConfig(level=logging.INFO, format=f"[%(levelname)1.1s %(asctime)s {SERVICE_NAME}] %(message)s")

@@ -159,7 +159,7 @@ class Watcher:
 def main():
     """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags."""
     from spawner.backends import engine_for
-    from spawner.hub.apply import HubPaths
+    from spawner.state.paths import HubPaths
     from spawner.services.hubapi import HubAPI
 
     cfg = config_from_env()

@@ -59,6 +59,7 @@ from spawner.hub.policy_store import PolicyStore, PolicyUnavailable, now_utc
 log = logging.getLogger("stackhub.sessions")
 MAX_CONCURRENCY = 16
 ADMIN_SCOPES = {"admin:users", "admin:servers"}
+PREWARM_CONCURRENCY = 3  # servers a pre-warm starts at a time unless the request says
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Context:
     @classmethod
     def from_config(cls, cfg: StackhubConfig, *, state: Path, concurrency: int) -> "Context":
         hub = HubAPI(api_url=os.environ["JUPYTERHUB_API_URL"], token=os.environ["JUPYTERHUB_API_TOKEN"])
-        from spawner.hub.apply import HUB_COURSES
+        from spawner.core.names import HUB_COURSES
 
         return cls(cfg=cfg, store=PolicyStore(state), catalog=engine_for(cfg).catalog_source(), hub=hub,
                    jobs=Jobs(hub, timeout=cfg.hub.start_timeout), concurrency=concurrency,
@@ -344,7 +345,8 @@ def make_app(ctx: Context) -> web.Application:
 
 def main() -> int:
     """Started by the hub (spawner.hub.apply): the config comes as the hub's own, nothing as flags."""
-    from spawner.hub.apply import PREWARM_CONCURRENCY, SESSIONS_PORT, HubPaths
+    from spawner.core.names import SESSIONS_PORT
+    from spawner.state.paths import HubPaths
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s stackhub-sessions] %(message)s")
     ctx = Context.from_config(config_from_env(), state=HubPaths.from_env().state, concurrency=PREWARM_CONCURRENCY)

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from spawner.deploy import isolation
-from spawner.hub.apply import HUB_PORT, PROXY_API_PORT, SESSIONS_PORT
+from spawner.core.names import HUB_PORT, PROXY_API_PORT, SESSIONS_PORT
 from .hubfixture import OWN, container_name
 
 HUB_NAME, PROXY_NAME, PROXY_API_HOST = OWN.hub, OWN.proxy, OWN.proxy_api

@@ -99,9 +99,6 @@ def test_an_attendees_page_opened_by_an_admin_cannot_act_on_the_hub(hub):
     new = [t for t in hub.api("GET", "/users/admin/tokens").json()["api_tokens"]
            if t["id"] not in {b["id"] for b in tokens_before["api_tokens"]}]
     assert all(t.get("oauth_client") and t.get("note") != "x" for t in new), (new, result)
-    assert all(set(t["scopes"]) <= {f"access:servers!server={mallory}/", f"read:users:name!user=admin",
-                                    "read:users:groups!user=admin"} or "server" in str(t["oauth_client"]).lower()
-               for t in new), new
     # and why: on its own origin the page holds no hub session (what it reads is the login page's
     # anonymous token), so every call is refused; the hub's origin does not let it read or write at all
     own, cross = result["own_origin"], result["hub_origin"]

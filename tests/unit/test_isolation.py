@@ -10,7 +10,8 @@ from spawner.deploy import isolation
 from spawner.core.config import StackhubConfig
 from spawner.deploy.single_host import HostPaths, proxy_container
 from spawner.core.names import Deployment
-from spawner.hub.apply import HUB_PORT, PROXY_API_PORT, HubInputs, HubPaths, update_proxy
+from spawner.core.names import HUB_PORT, PROXY_API_PORT
+from spawner.hub.apply import HubInputs, HubPaths, update_proxy
 
 PROXY_API_HOST = Deployment().proxy_api
 from spawner.deploy.tls import TLSFiles

@@ -10,10 +10,11 @@ PKG = Path(__file__).resolve().parents[2] / "spawner"
 # folder -> the stackhub folders it may import from (besides itself)
 ALLOWED = {
     "core": set(),
+    "state": {"core"},
     "backends": {"core"},
     "courses": {"core"},
-    "hub": {"core", "backends"},
-    "services": {"core", "backends", "courses", "hub"},
+    "hub": {"core", "state", "backends"},
+    "services": {"core", "state", "backends", "courses", "hub"},
     "deploy": {"core", "hub"},
     "build": {"core"},
     "cli": {"core", "deploy", "build", "hub", "courses"},
@@ -99,3 +100,13 @@ def test_every_backend_has_the_same_parts():
         assert {"objects.py", "spawner.py", "engine.py"} <= have, f"backends/{backend.name} has only {sorted(have)}"
         text = (backend / "engine.py").read_text()
         assert "def make_engine(" in text, f"backends/{backend.name}/engine.py lacks make_engine(cfg)"
+
+
+def test_only_the_hubs_config_file_applies_the_config():
+    """hub/apply.py configures JupyterHub and nothing else: ports, service and group names live in
+    core/names.py, the state folder's paths in state/, so no other part needs it."""
+    users = [p.relative_to(PKG) for p in modules() if p.parts[-2] != "hub"
+             for module, _ in imports(p) if module == "spawner.hub.apply"]
+    assert users == []
+    src = PKG.parent / "jupyterhub_config.py"
+    assert "spawner.hub.apply" in {m for m, _ in imports(src)}

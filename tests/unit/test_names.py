@@ -32,7 +32,7 @@ def test_named_servers_share_the_users_home_volume():
 
 def test_user_servers_live_in_a_namespace_the_deployment_never_uses():
     from spawner.core.names import Deployment
-    from spawner.hub.apply import COURSES_SERVICE, SESSIONS_SERVICE
+    from spawner.core.names import COURSES_SERVICE, SESSIONS_SERVICE
 
     own = Deployment()
     infra = {own.hub, own.proxy, own.proxy_api, COURSES_SERVICE, SESSIONS_SERVICE}
