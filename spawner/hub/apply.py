@@ -39,9 +39,10 @@ DISKWATCH_SERVICE = "stackhub-diskwatch"
 ORPHANS_SERVICE = "stackhub-orphans"
 DASK_GATEWAY_TOKEN = "dask-gateway-token"  # the gateway's service token (helm/stackhub's Secret)
 PREWARM_CONCURRENCY = 3
+TUTORIAL_TEMPLATES = str(Path(__file__).resolve().parents[1] / "templates" / "hub")
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
-    "(at least {n} characters). Next time: your name and your password."
+    "(at least {n} characters), twice. Next time: your name and your password."
 )
 
 
@@ -119,6 +120,7 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
+    c.JupyterHub.active_server_limit = hub.active_server_limit
     # servers outlive the hub: a restarted hub finds them again through their saved state
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.tornado_settings = {
@@ -175,11 +177,27 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         t.min_password_length = auth.min_password_length
         t.username_pattern = auth.username_pattern
         t.allow_all = True
+        update_accounts(t, cfg)
+        c.JupyterHub.template_paths = [TUTORIAL_TEMPLATES]  # the claim form asks the password twice
         c.JupyterHub.template_vars = {"announcement_login": LOGIN_ANNOUNCEMENT.format(n=auth.min_password_length)}
     else:
         from spawner.hub.auth import update_oauth
 
         update_oauth(c, cfg, inputs.oauth)
+
+
+def update_accounts(t, cfg: StackhubConfig):
+    """The tutorial login's account rules: staff names, throttling, retired names, the proxy."""
+    auth, throttle = cfg.auth, cfg.auth.login_throttle
+    t.staff_names = set(auth.staff_names)
+    t.login_window = throttle.window
+    t.failures_per_name = throttle.failures_per_name
+    t.failures_per_address = throttle.failures_per_address
+    t.claims_per_address_per_hour = throttle.claims_per_address_per_hour
+    # a deleted user's name is never claimed again while a kept home would go with it
+    t.retire_deleted_names = not cfg.volumes.delete_home_with_user
+    own = Deployment(cfg.hub.prefix)
+    t.trusted_proxies = [own.proxy, own.proxy_api]  # X-Forwarded-For is taken from these alone
 
 
 def managed_service(cfg: StackhubConfig, paths: HubPaths, name: str, module: str, port: int | None = None) -> dict:

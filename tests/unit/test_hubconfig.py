@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from traitlets.config import Config
 
@@ -183,3 +184,34 @@ def test_gateway_settings_are_checked():
         gateway_config(maxMemory="lots")
     with pytest.raises(ValidationError, match="workerMemory 8G is above maxWorkerMemory 4G"):
         gateway_config(workerMemory="8G")
+
+
+def test_account_rules_reach_the_tutorial_login(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    t = c.TutorialAuthenticator
+    assert c.JupyterHub.active_server_limit == 200
+    assert (t.failures_per_name, t.failures_per_address, t.login_window, t.claims_per_address_per_hour) == \
+        (10, 30, 300, 120)
+    assert t.trusted_proxies == ["stackhub-proxy", "stackhub-proxy-api"]
+    assert t.retire_deleted_names is True and t.staff_names == set()
+    [templates] = c.JupyterHub.template_paths
+    assert (Path(templates) / "login.html").is_file() and (Path(templates) / "change_password.html").is_file()
+    cfg = StackhubConfig.model_validate({
+        "hub": {"activeServerLimit": 40, "prefix": "site"}, "volumes": {"deleteHomeWithUser": True},
+        "auth": {"type": "shared-password", "staffNames": ["Grace", "grace", "teach"],
+                 "loginThrottle": {"failuresPerName": 0, "claimsPerAddressPerHour": 300}}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    t = c.TutorialAuthenticator
+    assert c.JupyterHub.active_server_limit == 40
+    assert t.staff_names == {"grace", "teach"} and t.retire_deleted_names is False
+    assert t.failures_per_name == 0 and t.claims_per_address_per_hour == 300
+    assert t.trusted_proxies == ["site-proxy", "site-proxy-api"]
+
+
+def test_limits_are_checked_in_the_config():
+    import pytest
+
+    for bad in ({"hub": {"requestBodyLimit": "lots"}}, {"hub": {"namedServers": {"totalMemory": "8 GB"}}},
+                {"hub": {"activeServerLimit": -1}}, {"auth": {"type": "shared-password", "loginThrottle": {"window": 1}}}):
+        with pytest.raises(ValueError):
+            StackhubConfig.model_validate(bad)

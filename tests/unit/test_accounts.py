@@ -1,0 +1,46 @@
+"""Ending a user's sessions (spawner.hub.accounts) on JupyterHub's real database model (SQLite in memory),
+and the hub-process limits (spawner.hub.limits)."""
+
+import pytest
+from jupyterhub import orm
+from tornado.httpserver import HTTPServer
+from tornado.web import Application
+
+from spawner.hub.accounts import end_sessions
+from spawner.hub.limits import limit_request_bodies
+
+
+@pytest.fixture
+def db():
+    session = orm.new_session_factory("sqlite:///:memory:")()
+    yield session
+    session.close()
+
+
+def test_end_sessions_rotates_the_cookie_and_deletes_tokens_but_those_kept(db):
+    ada, bob = orm.User(name="ada"), orm.User(name="bob")
+    db.add_all([ada, bob, orm.OAuthClient(identifier="jupyterhub")])
+    db.commit()
+    cookie = ada.cookie_id
+    tokens = {key: orm.APIToken.new(user=ada, session_id=session, note=key)
+              for key, session in (("here", "this-browser"), ("there", "other-browser"), ("api", None),
+                                   ("server", None))}
+    bobs = orm.APIToken.new(user=bob, note="bob's")
+    server = orm.APIToken.find(db, tokens["server"]).id
+    assert end_sessions(db, ada, keep_session="this-browser", keep_tokens=frozenset({server})) == 2
+    assert ada.cookie_id != cookie
+    left = {t.note for t in ada.api_tokens}
+    assert left == {"here", "server"}
+    assert orm.APIToken.find(db, bobs) is not None  # another user's tokens are not touched
+    assert end_sessions(db, ada) == 2 and ada.api_tokens == []
+
+
+def test_request_bodies_are_limited_for_servers_made_after():
+    try:
+        assert limit_request_bodies("1M") == 2**20
+        server = HTTPServer(Application())
+        assert server.conn_params.max_body_size == 2**20
+        assert server.max_buffer_size == 2**20 + 64 * 1024
+    finally:
+        HTTPServer.configure(None)
+    assert HTTPServer(Application()).conn_params.max_body_size is None
