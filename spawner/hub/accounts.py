@@ -107,7 +107,7 @@ class ResetPasswordAPIHandler(APIHandler):
         user = self.find_user(name)
         refuse_if_busy(user)
         password = secrets.token_urlsafe(9)
-        await auth.store_password(name, password)
+        await auth.store_password(name, password, by_admin=True)
         ended = await end_everything(self, user)
         self.log.info("tutorial login: %s reset the password of %s (servers stopped: %s; tokens ended: %d)",
                       self.current_user.name, name, ", ".join(ended["stopped"]) or "none", ended["tokens"])

@@ -36,6 +36,7 @@ import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from firstuseauthenticator import FirstUseAuthenticator
 from jupyterhub.handlers import BaseHandler
@@ -208,8 +209,8 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
             else:
                 db[name.encode("utf8")] = value
 
-    async def store_password(self, name: str, password: str):
-        self._put(name, await _in_bcrypt_threads(passwords.hash_password, password))
+    async def store_password(self, name: str, password: str, *, by_admin: bool = False):
+        self._put(name, await _in_bcrypt_threads(partial(passwords.hash_password, by_admin=by_admin), password))
 
     def forget_password(self, name: str):
         """The name keeps no tutorial password (a take-over; an admin then resets it)."""
@@ -223,10 +224,9 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
         return True
 
     def is_claimed(self, name: str, user=None) -> bool:
-        """Whether ``name`` is an attendee's: it has a tutorial password and is not staff yet."""
+        """Whether ``name`` is an attendee's: its holder chose its password, and it is not staff yet."""
         name = self.normalize_username(name)
-        stored = self._stored(name)
-        if stored is None or stored == passwords.RETIRED or name in self.admin_users:
+        if name in self.admin_users or not passwords.owner_chosen(self._stored(name)):
             return False
         return not (user is not None and (user.admin or any(g.name == INSTRUCTORS_GROUP for g in user.groups)))
 
@@ -335,7 +335,7 @@ class TutorialAuthenticator(StopServersOnDelete, FirstUseAuthenticator):
     def add_user(self, user):
         """At start and on creation: a configured admin name an attendee had claimed keeps no
         attendee password, session or token (the admin secret is its only key)."""
-        if user.name in self.admin_users and self._stored(user.name) not in (None, passwords.RETIRED):
+        if user.name in self.admin_users and passwords.owner_chosen(self._stored(user.name)):
             from sqlalchemy import inspect
             from sqlalchemy.exc import NoInspectionAvailable
 

@@ -320,6 +320,11 @@ async def test_claimed_names_are_known_as_such(auth):
     assert not auth.is_claimed("bob")
     auth.forget_password("ada")
     assert not auth.is_claimed("ada")
+    # a password an admin set is not an attendee's hold on the name, until its owner changes it
+    await auth.store_password("ada", "admin-given-pw", by_admin=True)
+    assert not auth.is_claimed("ada") and (await login(auth, "ada", "admin-given-pw"))[0] == "ada"
+    assert await auth.change_password(Handler(), "ada", "admin-given-pw", "ada-own-pw2", "ada-own-pw2") is None
+    assert auth.is_claimed("ada")
 
 
 async def test_a_configured_admin_name_keeps_no_attendee_password(auth):
