@@ -35,7 +35,7 @@ def server_token_ids(db, user) -> set[int]:
     """Ids of the tokens the user's running servers authenticate with."""
     ids = set()
     for spawner in user.spawners.values():
-        token = spawner.api_token and orm.APIToken.find(db, spawner.api_token)
+        token = orm.APIToken.find(db, spawner.api_token) if spawner.api_token else None
         if token is not None:
             ids.add(token.id)
     return ids

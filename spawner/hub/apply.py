@@ -192,12 +192,20 @@ def update_accounts(t, cfg: StackhubConfig):
     t.staff_names = set(auth.staff_names)
     t.login_window = throttle.window
     t.failures_per_name = throttle.failures_per_name
-    t.failures_per_address = throttle.failures_per_address
-    t.claims_per_address_per_hour = throttle.claims_per_address_per_hour
     # a deleted user's name is never claimed again while a kept home would go with it
     t.retire_deleted_names = not cfg.volumes.delete_home_with_user
+    if cfg.spawner.backend.type == "kubernetes":
+        # behind a Service and an Ingress the hub cannot tell one client from another (every request
+        # comes from the proxy pod, forwarded for the ingress controller): limits per address would
+        # hold the whole room. Per-name limits stay; per-address ones belong to the site's ingress.
+        t.failures_per_address = t.claims_per_address_per_hour = 0
+        return
+    t.failures_per_address = throttle.failures_per_address
+    t.claims_per_address_per_hour = throttle.claims_per_address_per_hour
     own = Deployment(cfg.hub.prefix)
-    t.trusted_proxies = [own.proxy, own.proxy_api]  # X-Forwarded-For is taken from these alone
+    # X-Forwarded-For is taken from these alone (their names resolve to the container or, on Swarm's
+    # dnsrr endpoints, the task's own address)
+    t.trusted_proxies = [own.proxy, own.proxy_api]
 
 
 def managed_service(cfg: StackhubConfig, paths: HubPaths, name: str, module: str, port: int | None = None) -> dict:

@@ -44,3 +44,16 @@ def test_request_bodies_are_limited_for_servers_made_after():
     finally:
         HTTPServer.configure(None)
     assert HTTPServer(Application()).conn_params.max_body_size is None
+
+
+def test_server_tokens_are_found_only_for_servers_that_have_one(db):
+    from types import SimpleNamespace
+
+    from spawner.hub.accounts import server_token_ids
+
+    ada = orm.User(name="ada")
+    db.add_all([ada, orm.OAuthClient(identifier="jupyterhub")])
+    db.commit()
+    token = orm.APIToken.new(user=ada, note="Server at /user/ada/")
+    user = SimpleNamespace(spawners={"": SimpleNamespace(api_token=token), "x": SimpleNamespace(api_token="")})
+    assert server_token_ids(db, user) == {orm.APIToken.find(db, token).id}

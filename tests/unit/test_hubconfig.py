@@ -215,3 +215,10 @@ def test_limits_are_checked_in_the_config():
                 {"hub": {"activeServerLimit": -1}}, {"auth": {"type": "shared-password", "loginThrottle": {"window": 1}}}):
         with pytest.raises(ValueError):
             StackhubConfig.model_validate(bad)
+
+
+def test_on_kubernetes_limits_per_address_are_left_to_the_ingress(tmp_path):
+    cfg = StackhubConfig.model_validate({"spawner": {"backend": {"type": "kubernetes"}}})
+    t = apply_config(Config(), cfg, paths(tmp_path)).TutorialAuthenticator
+    assert t.failures_per_address == 0 and t.claims_per_address_per_hour == 0
+    assert t.failures_per_name == 10 and "trusted_proxies" not in t
