@@ -90,3 +90,16 @@ def test_a_users_servers_together_stay_within_the_total_size():
     with pytest.raises(OptionsError, match=r"10G of memory \(hub.namedServers.totalMemory is 8G\)"):
         check_user_total(medium, [small, medium], total_cpu=None, total_memory="8G")
     check_user_total(large, [large, large], total_cpu=None, total_memory=None)
+
+
+def test_the_spawner_counts_the_users_other_running_servers_sizes():
+    from types import SimpleNamespace
+
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+
+    sp = LSSTDockerSpawner()
+    other = {"a": SimpleNamespace(active=True, user_options={"size": "medium"}),
+             "b": SimpleNamespace(active=True, user_options={}),  # the default size
+             "c": SimpleNamespace(active=False, user_options={"size": "large"})}
+    sp.user = SimpleNamespace(name="ann", spawners={"": sp, **other})
+    assert [s.name for s in sp.other_servers_sizes()] == ["medium", "small"]
