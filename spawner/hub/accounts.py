@@ -5,10 +5,11 @@
   own password, and the tokens of servers that keep running).
 - ``stop_servers``: every server of the user is taken off the proxy and stopped; a server still
   starting or stopping refuses the whole change with HTTP 400 before anything changed.
-- An admin's reset (``ResetPasswordAPIHandler``) and a take-over (``TakeOverAPIHandler``) stop the
-  servers and end every session and token. JupyterHub's own ways of promoting a user (adding to
-  ``instructors``, PATCH ``admin: true``) are refused for a name an attendee claimed: the admin
-  confirms with the take-over (``stackhub users take-over NAME``), which ends the attendee's hold.
+- An admin's reset (``ResetPasswordAPIHandler``), a take-over (``TakeOverAPIHandler``) and a
+  promotion through JupyterHub's own API or admin page (joining ``instructors``, PATCH
+  ``admin: true``) stop the servers and end every session and token. A promotion is refused (409)
+  for a name an attendee claimed: the admin confirms with the take-over (``stackhub users
+  take-over NAME``), which also removes the attendee's password.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.groups import GroupUsersAPIHandler
 from jupyterhub.apihandlers.users import UserAPIHandler
+from jupyterhub.roles import assign_default_roles
 from jupyterhub.scopes import needs_scope
 from jupyterhub.utils import new_token
 from tornado import web
@@ -141,6 +143,7 @@ class TakeOverAPIHandler(APIHandler):
             self.db.add(group)
         if admin:
             user.admin = True
+            assign_default_roles(self.db, entity=user)  # what JupyterHub's own PATCH does: the admin role
         self.db.commit()
         self.log.warning("stackhub: %s took over the name %s (instructor=%s, admin=%s; servers stopped: %s)",
                          self.current_user.name, name, instructor, admin, ", ".join(ended["stopped"]) or "none")
@@ -162,26 +165,46 @@ class ReleaseNameAPIHandler(APIHandler):
         self.write(json.dumps({"name": name, "released": released}))
 
 
+def is_staff(user) -> bool:
+    return bool(user.admin or any(g.name == INSTRUCTORS_GROUP for g in user.groups))
+
+
+async def promote(handler, users, do) -> None:
+    """Promote ``users`` (not staff yet) with ``do()`` (JupyterHub's own handler); then every
+    session and token of theirs ends and their servers stop, so that nothing opened before the
+    promotion carries it. A name an attendee claimed is refused (409) before anything changed."""
+    for user in users:
+        if handler.authenticator.is_claimed(user.name, user):
+            raise web.HTTPError(409, TAKE_OVER_HINT.format(name=user.name))
+        refuse_if_busy(user)
+    result = do()
+    if result is not None:
+        await result
+    for user in users:
+        ended = await end_everything(handler, user)
+        handler.log.info("stackhub: %s promoted %s; servers stopped: %s; tokens ended: %d", handler.current_user.name,
+                         user.name, ", ".join(ended["stopped"]) or "none", ended["tokens"])
+
+
 class GuardedGroupUsersAPIHandler(GroupUsersAPIHandler):
-    """JupyterHub's POST /groups/NAME/users, refusing to put a claimed name into ``instructors``."""
+    """JupyterHub's POST /groups/NAME/users; joining ``instructors`` is a promotion (``promote``)."""
 
     @needs_scope("groups")
-    def post(self, group_name):
+    async def post(self, group_name):
+        users = []
         if group_name == INSTRUCTORS_GROUP:
-            data = self.get_json_body() or {}
-            for name in data.get("users") or []:
-                if isinstance(name, str) and self.authenticator.is_claimed(name, self.find_user(name)):
-                    raise web.HTTPError(409, TAKE_OVER_HINT.format(name=name))
-        return super().post(group_name)
+            names = (self.get_json_body() or {}).get("users") or []
+            found = (self.find_user(n) for n in names if isinstance(n, str))
+            users = [u for u in found if u is not None and not is_staff(u)]
+        await promote(self, users, lambda: super(GuardedGroupUsersAPIHandler, self).post(group_name))
 
 
 class GuardedUserAPIHandler(UserAPIHandler):
-    """JupyterHub's PATCH /users/NAME, refusing ``admin: true`` for a claimed name."""
+    """JupyterHub's PATCH /users/NAME; ``admin: true`` is a promotion (``promote``)."""
 
     @needs_scope("admin:users")
     async def patch(self, user_name):
         data = self.get_json_body() or {}
         user = self.find_user(user_name)
-        if data.get("admin") and user is not None and self.authenticator.is_claimed(user_name, user):
-            raise web.HTTPError(409, TAKE_OVER_HINT.format(name=user_name))
-        return await super().patch(user_name)
+        users = [user] if data.get("admin") and user is not None and not user.admin else []
+        await promote(self, users, lambda: super(GuardedUserAPIHandler, self).patch(user_name))

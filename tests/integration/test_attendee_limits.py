@@ -6,10 +6,12 @@ Each attempt must be refused with HTTP 429 (Retry-After) and leave no account, s
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
 
+from .hubfixture import OWN
 from .test_attendee_threats import me, model, new_name, post_login, try_login
 
 
@@ -44,6 +46,16 @@ def test_claims_per_address_are_capped(tight):
     assert_429(r)
     assert model(hub, third) is None and me(hub, s) is None
     assert try_login(hub, first, "own-password-1")[0]  # logging in is not claiming
+
+
+def test_the_hub_counts_the_client_the_proxy_saw_never_the_proxy_itself(tight):
+    """Else every attendee would share the proxy's address and one limit."""
+    hub = tight
+    networks = hub.client.api.inspect_container(OWN.proxy)["NetworkSettings"]["Networks"].values()
+    proxy_ips = {n["IPAddress"] for n in networks}
+    logs = hub.client.containers.get(OWN.hub).logs(tail=3000).decode()
+    seen = set(re.findall(r"claimed from (\S+)", logs))
+    assert seen and not seen & proxy_ips, (seen, proxy_ips)
 
 
 def test_failed_logins_are_throttled_per_name_and_per_address_with_429(tight):
