@@ -40,7 +40,7 @@ def browser(hub):
 def post_login(hub, username, password, room_code="", again=None, headers=None):
     """POST the login form as a browser would (a claim types the password twice); (session, response)."""
     s = browser(hub)
-    s.get(f"{hub.url}hub/login")
+    s.get(f"{hub.url}hub/login", headers=headers or {})
     data = {"username": username, "password": password, "otp": room_code,
             "password2": password if again is None else again, "_xsrf": s.cookies.get("_xsrf")}
     return s, s.post(f"{hub.url}hub/login", data=data, allow_redirects=True, headers=headers or {})

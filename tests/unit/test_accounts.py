@@ -57,3 +57,45 @@ def test_server_tokens_are_found_only_for_servers_that_have_one(db):
     token = orm.APIToken.new(user=ada, note="Server at /user/ada/")
     user = SimpleNamespace(spawners={"": SimpleNamespace(api_token=token), "x": SimpleNamespace(api_token="")})
     assert server_token_ids(db, user) == {orm.APIToken.find(db, token).id}
+
+
+class FakeAuth:
+    def __init__(self, claimed=()):
+        self.claimed = set(claimed)
+
+    def is_claimed(self, name, user=None):
+        return name in self.claimed
+
+
+def stand_in(name, pending=None):
+    from types import SimpleNamespace
+
+    spawner = SimpleNamespace(pending=pending, active=False)
+    return SimpleNamespace(name=name, spawners={"": spawner}, admin=False, groups=[])
+
+
+async def test_a_promotion_is_refused_for_a_claimed_or_busy_name_before_anything_changes(monkeypatch):
+    from types import SimpleNamespace
+
+    from tornado.web import HTTPError
+
+    from spawner.hub import accounts
+
+    ended = []
+
+    async def end_everything(handler, user):
+        ended.append(user.name)
+        return {"stopped": [], "tokens": 0}
+
+    monkeypatch.setattr(accounts, "end_everything", end_everything)
+    log = SimpleNamespace(info=lambda *a: None)
+    handler = SimpleNamespace(authenticator=FakeAuth({"ada"}), log=log, current_user=SimpleNamespace(name="admin"))
+    done = []
+    for users, status in (([stand_in("bob"), stand_in("ada")], 409), ([stand_in("cat", pending="spawn")], 400)):
+        with pytest.raises(HTTPError) as e:
+            await accounts.promote(handler, users, lambda: done.append(1))
+        assert e.value.status_code == status
+    assert done == [] and ended == []  # JupyterHub's handler never ran, no session ended
+
+    await accounts.promote(handler, [stand_in("bob")], lambda: done.append(1))
+    assert done == [1] and ended == ["bob"]
