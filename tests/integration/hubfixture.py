@@ -105,7 +105,7 @@ class Hub:
         s.get(f"{self.url}hub/login")
         xsrf = s.cookies.get("_xsrf")
         r = s.post(f"{self.url}hub/login", data={"username": username, "password": password, "otp": room_code,
-                                                  "_xsrf": xsrf}, allow_redirects=True)
+                                                  "password2": password, "_xsrf": xsrf}, allow_redirects=True)
         assert r.status_code == 200, r.status_code
         assert "/hub/login" not in r.url, f"login as {username} refused: {r.url}"
         return s
