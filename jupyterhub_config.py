@@ -10,6 +10,7 @@ import sys
 from spawner.core.config import ConfigError, load_config
 from spawner.backends.docker.host import fit_to_engine
 from spawner.hub.apply import apply_config
+from spawner.hub.limits import limit_request_bodies
 
 try:
     # a size larger than the host (cores, memory from the Docker engine) stops the hub here
@@ -18,4 +19,5 @@ except ConfigError as e:
     print(f"stackhub: {e}", file=sys.stderr)
     sys.exit(1)
 
+limit_request_bodies(stackhub.hub.request_body_limit)  # before JupyterHub makes its HTTPServer
 apply_config(get_config(), stackhub)  # noqa: F821 (get_config is given by JupyterHub)

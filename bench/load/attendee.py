@@ -161,8 +161,9 @@ class Attendee:
 
     def login(self):
         r = _check(self.s.get(self._url("hub/login"), timeout=self._left()), "login page")
-        data = {"username": self.user, "password": self.password, "_xsrf": self._xsrf("/hub") or "",
-                **self.ep.login_extra}
+        # password2: the claim form asks the password twice (ignored once the name is claimed)
+        data = {"username": self.user, "password": self.password, "password2": self.password,
+                "_xsrf": self._xsrf("/hub") or "", **self.ep.login_extra}
         r = self.s.post(self._url("hub/login"), data=data, allow_redirects=False, timeout=self._left())
         if r.status_code != 302 or "/hub/login" in r.headers.get("Location", ""):
             _check(r, "login", ok=())

@@ -72,6 +72,8 @@ class Target:
                 time.sleep(0.5)
             self.api("DELETE", f"/users/{q}")
         self._remove_homes(users)
+        for u in users:  # the homes are gone: the next round may claim the names again
+            self.api("POST", f"/stackhub/users/{quote(u, safe='')}/release")
 
     def _remove_homes(self, users):
         raise NotImplementedError
@@ -140,6 +142,8 @@ class StackhubTarget(Prewarm, Target):
                     "network": f"{PREFIX}-users", "apiNetwork": f"{PREFIX}-internal",
                     "stateVolume": f"{PREFIX}-hub-state", "image": self.hub_image, "adminUsers": ["admin"],
                     "subdomains": self.subdomains},
+            # every simulated attendee comes from this one address, as a room behind one NAT does
+            "auth": {"type": "shared-password", "loginThrottle": {"claimsPerAddressPerHour": 1000}},
             "volumes": {"data": [{"source": f"{PREFIX}-data", "target": "/data"}],
                         "homeVolume": f"{PREFIX}-home-{{user}}"},
             "courses": {"volume": f"{PREFIX}-courses"},

@@ -33,8 +33,8 @@ from spawner.core.catalog import Catalog, TagEntry
 from spawner.core.config import StackhubConfig
 from spawner.core.disk import VolumeUsage
 from spawner.core.orphans import ServerObject
-from spawner.core.options import (OptionsError, Restriction, build_menu, options_from_form, render_form,
-                                  validate_options)
+from spawner.core.options import (OptionsError, Restriction, build_menu, check_user_total, options_from_form,
+                                  render_form, validate_options)
 from spawner.core.policy import PolicyUnavailable
 from spawner.core.specs import ServerSpec, build_server_spec
 
@@ -203,6 +203,17 @@ class StackhubSpawnerMixin(Configurable):
             400, f"the image of image_tag {entry.name!r} is gone; allowed: {', '.join(fresh.names())}"
         ) from None
 
+    def other_servers_sizes(self) -> list:
+        """Sizes of this user's other servers that run or are starting (per-user total, server side)."""
+        by_name = {s.name: s for s in self.cfg.sizes}
+        sizes = []
+        for name, spawner in self.user.spawners.items():
+            if spawner is self or name == (self.name or "") or not spawner.active:
+                continue
+            chosen = (spawner.user_options or {}).get("size", self.cfg.stack.default_size)
+            sizes.append(by_name.get(chosen) or by_name[self.cfg.stack.default_size])
+        return sizes
+
     async def apply_stack_options(self, options):
         """Validate user_options and set image, mounts and limits; HTTP 400 names what is allowed."""
         self._progress_events = [{"progress": 5, "message": "Checking the requested stack tag and size"}]
@@ -212,6 +223,9 @@ class StackhubSpawnerMixin(Configurable):
                 options, catalog, self.cfg.sizes, default_size=self.cfg.stack.default_size,
                 restriction=await self.restriction(),
             )
+            check_user_total(choice.size, self.other_servers_sizes(),
+                             total_cpu=self.cfg.hub.named_servers.total_cpu,
+                             total_memory=self.cfg.hub.named_servers.total_memory)
         except OptionsError as e:
             raise web.HTTPError(400, str(e)) from None
         if choice.entry.present:

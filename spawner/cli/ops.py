@@ -90,11 +90,36 @@ def cmd_restore(args) -> int:
 
 
 def cmd_reset_password(args) -> int:
-    """A new generated tutorial password for USER, printed once."""
+    """A new generated tutorial password for USER, printed once; every session of USER ends."""
     out = client(service=None)("POST", f"stackhub/users/{quote(args.user, safe='')}/password")
     print(f"user: {out['name']}")
     print(f"password: {out['password']}")
+    print(f"ended: {out.get('tokens', 0)} tokens and every login; servers stopped: "
+          f"{', '.join(out.get('stopped') or []) or 'none'}")
     return 0
+
+
+def cmd_take_over(args) -> int:
+    """A name an attendee claimed becomes staff: the attendee's sessions, servers and password end."""
+    body = {"instructor": not args.admin or args.instructor, "admin": args.admin}
+    out = client(service=None)("POST", f"stackhub/users/{quote(args.user, safe='')}/take-over", body)
+    roles = " and ".join(r for r in ("instructor", "admin") if out.get(r))
+    print(f"took over {out['name']} as {roles}; servers stopped: {', '.join(out.get('stopped') or []) or 'none'}; "
+          f"{out.get('tokens', 0)} tokens ended")
+    print(f"give it a password: stackhub users reset-password {out['name']}")
+    return 0
+
+
+def release_name(api, user: str) -> None:
+    """A deleted user's name may be claimed again once their home is gone (tutorial login only)."""
+    try:
+        out = api("POST", f"stackhub/users/{quote(user, safe='')}/release")
+    except ApiError as e:  # an OAuth hub has no tutorial names to release
+        if ": 404 " in str(e):
+            return
+        raise
+    if out.get("released"):
+        print(f"the name {user} may be claimed again")
 
 
 def _user(api, name: str) -> dict | None:
@@ -155,6 +180,7 @@ def cmd_delete(args) -> int:
         return 0
     arch.client.volumes.get(volume).remove()
     print(f"deleted home volume {volume} ({size})")
+    release_name(api, args.user)
     return 0
 
 
@@ -200,6 +226,8 @@ def cmd_prune(args) -> int:
             arch.client.volumes.get(volume).remove()
             deleted += 1
             print(f"deleted {volume}")
+            if users.get(user) is None:
+                release_name(api, user)
         except APIError as e:  # a container started meanwhile holds it
             print(f"kept {volume}: {e.explanation}")
     print(f"deleted {deleted} of {len(stale)} stale homes")
@@ -227,6 +255,12 @@ def register(sub):
                                                  "also how instructors get theirs")
     rp.add_argument("user", metavar="USER")
     rp.set_defaults(func=guard(cmd_reset_password))
+    to = usub.add_parser("take-over", help="make a name an attendee claimed an instructor (or --admin): the "
+                                           "attendee's sessions, servers and password end")
+    to.add_argument("user", metavar="USER")
+    to.add_argument("--admin", action="store_true", help="make it a hub admin")
+    to.add_argument("--instructor", action="store_true", help="also an instructor (the default without --admin)")
+    to.set_defaults(func=guard(cmd_take_over))
     de = usub.add_parser("delete", help="delete USER (their servers stop); the home is kept unless --purge")
     de.add_argument("user", metavar="USER")
     de.add_argument("--purge", action="store_true", help="also delete the home volume (also of an already deleted user)")

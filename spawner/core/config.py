@@ -52,6 +52,13 @@ class Model(BaseModel):
 class NamedServers(Model):
     enabled: bool = Field(True, description="Allow users to run several named servers; all share one home.")
     limit: int = Field(3, ge=0, description="Most named servers per user (0 = no limit).")
+    total_cpu: float | None = Field(4, gt=0, description="Most CPU cores (the sum of the sizes) one user's running servers may have together; a spawn over it is refused with HTTP 400 naming the limit. None: no limit.")
+    total_memory: str | None = Field("8G", description="Most memory (the sum of the sizes, e.g. 8G) one user's running servers may have together; a spawn over it is refused with HTTP 400 naming the limit. None: no limit.")
+
+    @field_validator("total_memory")
+    @classmethod
+    def _total_memory(cls, v):
+        return v if v is None else memory_size(v, "hub.namedServers.totalMemory")
 
 
 class HubSettings(Model):
@@ -68,10 +75,17 @@ class HubSettings(Model):
     state_volume: str = Field("stackhub-hub-state", description="Docker volume holding the hub's database and state, or an absolute host directory (bind-mounted): put it on a filesystem users' homes cannot fill (docs/disk.md).")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"], description="Users who are JupyterHub admins.")
     concurrent_spawn_limit: int = Field(100, ge=0, description="Most spawns in flight at once (a tutorial burst must fit).")
+    active_server_limit: int = Field(200, ge=0, description="Most servers running or starting at once on the whole hub (JupyterHub's active_server_limit); a spawn past it is refused with 'Too many users'. Size it to the room and the machine (0 = no limit).")
+    request_body_limit: str = Field("1M", description="Largest request body the hub reads (login form, API calls), e.g. 1M; a larger one is refused before it is read. Course uploads go to the course service, not the hub.")
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
     route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
     orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
+
+    @field_validator("request_body_limit")
+    @classmethod
+    def _body_limit(cls, v):
+        return memory_size(v, "hub.requestBodyLimit")
 
     @model_validator(mode="after")
     def _subdomains_need_a_name(self):
@@ -104,6 +118,15 @@ class TLSSettings(Model):
         return self
 
 
+class LoginThrottleSettings(Model):
+    """Only failed logins count, so attendees who type their own password are never slowed."""
+
+    window: int = Field(300, ge=10, description="Seconds over which failed logins are counted.")
+    failures_per_name: int = Field(10, ge=0, description="Failed logins for one name within the window; further tries of that name wait (HTTP 429, Retry-After). 0: no limit.")
+    failures_per_address: int = Field(30, ge=0, description="Failed logins from one client address within the window; further tries from it wait. A room behind one NAT shares an address. 0: no limit.")
+    claims_per_address_per_hour: int = Field(120, ge=0, description="New names one client address may claim per hour. A room behind one NAT shares one address: set at least the room's size. 0: no limit.")
+
+
 class SharedPasswordAuth(Model):
     """The tutorial login: the room code admits new people, each name then opens only with its owner's password.
 
@@ -116,6 +139,13 @@ class SharedPasswordAuth(Model):
     password_file: Path | None = Field(None, description="File holding the room code (the shared tutorial secret that lets new attendees claim a name). None: generated on first start.")
     min_password_length: int = Field(8, ge=6, le=128, description="Shortest password an attendee may choose for their name.")
     username_pattern: str = Field(usernames.DEFAULT_PATTERN, description="Regular expression every (normalised, lower-case) username must match.")
+    staff_names: list[str] = Field(default_factory=list, description="Names kept for instructors and admins: never claimed with the room code; an admin gives each its password (`stackhub users reset-password NAME`).")
+    login_throttle: LoginThrottleSettings = Field(default_factory=lambda: LoginThrottleSettings(), description="Limits on failed logins and new claims (HTTP 429 with Retry-After).")
+
+    @field_validator("staff_names")
+    @classmethod
+    def _staff_names(cls, v):
+        return sorted({usernames.normalize(n) for n in v})
 
 
 class CILogonIdP(Model):

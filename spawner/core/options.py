@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import jinja2
 
 from spawner.core.catalog import Catalog, TagEntry
-from spawner.core.config import Size
+from spawner.core.config import Size, memory_bytes
 from spawner.core.tags import RECOMMENDED, TagClass
 
 OTHER = "__other__"
@@ -116,6 +116,31 @@ def validate_options(
     if size_name not in by_name:
         raise OptionsError(f"unknown size {size_name!r}; allowed: {', '.join(by_name)}")
     return Choice(entry, by_name[size_name])
+
+
+def check_user_total(size: Size, running: list[Size], *, total_cpu: float | None,
+                     total_memory: str | None) -> None:
+    """Refuse a server whose size, with the sizes of the user's other running servers, passes
+    hub.namedServers.totalCpu / totalMemory; the message names the limit and what runs."""
+    cpu = size.cpu + sum(s.cpu for s in running)
+    memory = memory_bytes(size.memory) + sum(memory_bytes(s.memory) for s in running)
+    over = []
+    if total_cpu is not None and cpu > total_cpu + 1e-9:
+        over.append(f"{cpu:g} cores (hub.namedServers.totalCpu is {total_cpu:g})")
+    if total_memory is not None and memory > memory_bytes(total_memory):
+        over.append(f"{size.memory if not running else _human(memory)} of memory "
+                    f"(hub.namedServers.totalMemory is {total_memory})")
+    if over:
+        others = ", ".join(s.name for s in running) or "none"
+        raise OptionsError(f"size {size.name!r} would give your servers {' and '.join(over)}; your other "
+                           f"running servers' sizes: {others}. Stop one, or pick a smaller size.")
+
+
+def _human(nbytes: int) -> str:
+    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if nbytes >= factor:
+            return f"{nbytes / factor:g}{unit}"
+    return str(nbytes)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from spawner.core.config import CONFIG_JSON_ENV, StackhubConfig, services_json
 from spawner.core import names, roles
@@ -29,9 +30,10 @@ SPAWNER_CLASSES = {
     "swarm": "spawner.backends.swarm.spawner.LSSTSwarmSpawner",
 }
 DB_URL_ENV = "STACKHUB_DB_URL"  # an external database (the Helm chart's hubDatabase), from a Secret
+TUTORIAL_TEMPLATES = str(Path(__file__).resolve().parents[1] / "templates" / "hub")
 LOGIN_ANNOUNCEMENT = (
     "First time here? Type a name, the room code you were given, and a password of your own "
-    "(at least {n} characters). Next time: your name and your password."
+    "(at least {n} characters), twice. Next time: your name and your password."
 )
 
 
@@ -86,6 +88,7 @@ def update_hub(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
     c.JupyterHub.allow_named_servers = hub.named_servers.enabled
     c.JupyterHub.named_server_limit_per_user = hub.named_servers.limit
     c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
+    c.JupyterHub.active_server_limit = hub.active_server_limit
     # servers outlive the hub: a restarted hub finds them again through their saved state
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.tornado_settings = {
@@ -158,11 +161,35 @@ def update_auth(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInputs):
         t.min_password_length = auth.min_password_length
         t.username_pattern = auth.username_pattern
         t.allow_all = True
+        update_accounts(t, cfg)
+        c.JupyterHub.template_paths = [TUTORIAL_TEMPLATES]  # the claim form asks the password twice
         c.JupyterHub.template_vars = {"announcement_login": LOGIN_ANNOUNCEMENT.format(n=auth.min_password_length)}
     else:
         from spawner.hub.auth import update_oauth
 
         update_oauth(c, cfg, inputs.oauth)
+
+
+def update_accounts(t, cfg: StackhubConfig):
+    """The tutorial login's account rules: staff names, throttling, retired names, the proxy."""
+    auth, throttle = cfg.auth, cfg.auth.login_throttle
+    t.staff_names = set(auth.staff_names)
+    t.login_window = throttle.window
+    t.failures_per_name = throttle.failures_per_name
+    # a deleted user's name is never claimed again while a kept home would go with it
+    t.retire_deleted_names = not cfg.volumes.delete_home_with_user
+    if cfg.spawner.backend.type == "kubernetes":
+        # behind a Service and an Ingress the hub cannot tell one client from another (every request
+        # comes from the proxy pod, forwarded for the ingress controller): limits per address would
+        # hold the whole room. Per-name limits stay; per-address ones belong to the site's ingress.
+        t.failures_per_address = t.claims_per_address_per_hour = 0
+        return
+    t.failures_per_address = throttle.failures_per_address
+    t.claims_per_address_per_hour = throttle.claims_per_address_per_hour
+    own = Deployment(cfg.hub.prefix)
+    # X-Forwarded-For is taken from these alone (their names resolve to the container or, on Swarm's
+    # dnsrr endpoints, the task's own address)
+    t.trusted_proxies = [own.proxy, own.proxy_api]
 
 
 def managed_service(cfg: StackhubConfig, paths: HubPaths, name: str, module: str, port: int | None = None) -> dict:
@@ -297,6 +324,7 @@ def update_helper_roles(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInpu
     c.Authenticator.admin_users = set()
     if cfg.auth.type == "shared-password":
         c.TutorialAuthenticator.admin_names = admins  # still the names that log in with the admin secret
+        c.TutorialAuthenticator.admins_group = roles.ADMINS_GROUP  # where a take-over puts a new admin
     else:
         from spawner.hub.auth import SECTIONS
 

@@ -51,6 +51,9 @@ class Hub:
     def create_user(self, name):
         r = self.api("POST", f"/users/{requests.utils.quote(name, safe='')}")
         assert r.status_code in (201, 409), r.text
+        if r.status_code == 201 and name != "admin":
+            # its password now, before any server: an admin's reset later would stop its servers
+            self.user_password(name)
         return name
 
     def spawn(self, name, options=None, server="", timeout=180):
@@ -108,7 +111,7 @@ class Hub:
         s.get(f"{self.url}hub/login")
         xsrf = s.cookies.get("_xsrf")
         r = s.post(f"{self.url}hub/login", data={"username": username, "password": password, "otp": room_code,
-                                                  "_xsrf": xsrf}, allow_redirects=True)
+                                                  "password2": password, "_xsrf": xsrf}, allow_redirects=True)
         assert r.status_code == 200, r.status_code
         assert "/hub/login" not in r.url, f"login as {username} refused: {r.url}"
         return s
@@ -145,6 +148,9 @@ TEST_CONFIG = {
                 "homeVolume": f"{TEST_PREFIX}-home-{{user}}"},
     "stack": {"catalogTtl": 2},
     "courses": {"volume": "stackhub-test-courses"},
+    # every request of the tests comes from one address (the engine's bridge), like a room behind one
+    # NAT: the address limits fit a whole session; test_attendee_threats tries them with tight ones
+    "auth": {"type": "shared-password", "loginThrottle": {"failuresPerAddress": 1000, "claimsPerAddressPerHour": 1000}},
 }
 
 
@@ -234,10 +240,13 @@ def remove_user_objects(client, prefix_users):
 
 def with_test_defaults(extra: dict | None = None) -> dict:
     """TEST_CONFIG with ``extra`` merged one level deep: a section given in ``extra`` keeps the test
-    deployment's own keys (prefix, ports, networks, volumes) unless it names them."""
+    deployment's own keys (prefix, ports, networks, volumes) unless it names them, or names another
+    ``type`` (an OAuth ``auth`` replaces the tutorial login's)."""
     config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TEST_CONFIG.items()}
     for key, value in (extra or {}).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+        same_kind = isinstance(value, dict) and isinstance(config.get(key), dict) and \
+            value.get("type", config[key].get("type")) == config[key].get("type")  # e.g. auth: oidc replaces
+        config[key] = {**config[key], **value} if same_kind else value
     return config
 
 

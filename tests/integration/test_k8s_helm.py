@@ -205,7 +205,7 @@ def test_login_with_the_room_code_claims_a_name(cluster):
     plain_http(s)
     r = s.post(f"{cluster['url']}/hub/login", timeout=30, allow_redirects=False,
                data={"username": USER, "password": "a-password-of-my-own", "otp": cluster["room_code"],
-                     "_xsrf": s.cookies.get("_xsrf")})
+                     "password2": "a-password-of-my-own", "_xsrf": s.cookies.get("_xsrf")})
     assert r.status_code == 302 and "/hub/login" not in r.headers["location"], (r.status_code, r.headers)
     plain_http(s)
     me = s.get(f"{cluster['url']}/hub/api/user", timeout=30, headers={"X-XSRFToken": s.cookies.get("_xsrf")})

@@ -55,3 +55,30 @@ def test_up_refuses_a_backend_it_does_not_run(capsys):
     with pytest.raises(SystemExit):
         main(["up", "--backend", "kubernetes"])
     assert "invalid choice: 'kubernetes'" in capsys.readouterr().err
+
+
+def test_users_take_over_and_release_call_the_hubs_account_api(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from spawner.cli import ops
+    from spawner.cli.client import ApiError
+
+    calls = []
+
+    def api(method, path, body=None):
+        calls.append((method, path, body))
+        if path.endswith("/release") and "ghost" in path:
+            raise ApiError("POST stackhub/users/ghost/release: 404 Not Found")
+        if path.endswith("/release"):
+            return {"name": "ada", "released": True}
+        return {"name": "ada", "instructor": body["instructor"], "admin": body["admin"], "stopped": ["(default)"], "tokens": 3}
+
+    monkeypatch.setattr(ops, "client", lambda service=None: api)
+    assert ops.cmd_take_over(SimpleNamespace(user="ada", admin=False, instructor=False)) == 0
+    assert calls[-1] == ("POST", "stackhub/users/ada/take-over", {"instructor": True, "admin": False})
+    assert "took over ada as instructor" in capsys.readouterr().out
+    ops.cmd_take_over(SimpleNamespace(user="ada", admin=True, instructor=False))
+    assert calls[-1][2] == {"instructor": False, "admin": True}
+    ops.release_name(api, "ada")
+    assert "may be claimed again" in capsys.readouterr().out
+    ops.release_name(api, "ghost")  # an OAuth hub has no such API: nothing to release

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from traitlets.config import Config
 
@@ -276,3 +277,41 @@ def test_on_the_shared_origin_oauth_admins_come_from_provider_groups():
     mapper = GroupMapper(type="oidc", claim="groups", allowed=frozenset(), admin=frozenset({"staff"}),
                          instructor=frozenset(), admins_group="stackhub-admins")
     assert mapper({"oauth_user": {"groups": ["staff"]}}) == ["stackhub-admins", "staff"]
+
+
+def test_account_rules_reach_the_tutorial_login(tmp_path):
+    c = apply_config(Config(), StackhubConfig(), paths(tmp_path))
+    t = c.TutorialAuthenticator
+    assert c.JupyterHub.active_server_limit == 200
+    assert (t.failures_per_name, t.failures_per_address, t.login_window, t.claims_per_address_per_hour) == \
+        (10, 30, 300, 120)
+    assert t.trusted_proxies == ["stackhub-proxy", "stackhub-proxy-api"]
+    assert t.retire_deleted_names is True and t.staff_names == set()
+    [templates] = c.JupyterHub.template_paths
+    assert (Path(templates) / "login.html").is_file() and (Path(templates) / "change_password.html").is_file()
+    cfg = StackhubConfig.model_validate({
+        "hub": {"activeServerLimit": 40, "prefix": "site"}, "volumes": {"deleteHomeWithUser": True},
+        "auth": {"type": "shared-password", "staffNames": ["Grace", "grace", "teach"],
+                 "loginThrottle": {"failuresPerName": 0, "claimsPerAddressPerHour": 300}}})
+    c = apply_config(Config(), cfg, paths(tmp_path))
+    t = c.TutorialAuthenticator
+    assert c.JupyterHub.active_server_limit == 40
+    assert t.staff_names == {"grace", "teach"} and t.retire_deleted_names is False
+    assert t.failures_per_name == 0 and t.claims_per_address_per_hour == 300
+    assert t.trusted_proxies == ["site-proxy", "site-proxy-api"]
+
+
+def test_limits_are_checked_in_the_config():
+    import pytest
+
+    for bad in ({"hub": {"requestBodyLimit": "lots"}}, {"hub": {"namedServers": {"totalMemory": "8 GB"}}},
+                {"hub": {"activeServerLimit": -1}}, {"auth": {"type": "shared-password", "loginThrottle": {"window": 1}}}):
+        with pytest.raises(ValueError):
+            StackhubConfig.model_validate(bad)
+
+
+def test_on_kubernetes_limits_per_address_are_left_to_the_ingress(tmp_path):
+    cfg = StackhubConfig.model_validate({"spawner": {"backend": {"type": "kubernetes"}}})
+    t = apply_config(Config(), cfg, paths(tmp_path)).TutorialAuthenticator
+    assert t.failures_per_address == 0 and t.claims_per_address_per_hour == 0
+    assert t.failures_per_name == 10 and "trusted_proxies" not in t

@@ -76,3 +76,30 @@ def test_form_is_escaped_and_marks_remote_tags(catalog):
 def test_locked_form_shows_only_the_session_tag(catalog):
     html = render_form(build_menu(catalog, Restriction(only="w_2026_41", reason="session 'DM'")), CFG.sizes, "small")
     assert 'name="image_tag" value="w_2026_41"' in html and "v30_0_0" not in html
+
+
+def test_a_users_servers_together_stay_within_the_total_size():
+    from spawner.core.options import check_user_total
+
+    small, medium, large = StackhubConfig().sizes
+    limits = {"total_cpu": 4, "total_memory": "8G"}
+    check_user_total(large, [], **limits)
+    check_user_total(small, [small, medium], **limits)
+    with pytest.raises(OptionsError, match=r"8 cores \(hub.namedServers.totalCpu is 4\).*sizes: large"):
+        check_user_total(large, [large], **limits)
+    with pytest.raises(OptionsError, match=r"10G of memory \(hub.namedServers.totalMemory is 8G\)"):
+        check_user_total(medium, [small, medium], total_cpu=None, total_memory="8G")
+    check_user_total(large, [large, large], total_cpu=None, total_memory=None)
+
+
+def test_the_spawner_counts_the_users_other_running_servers_sizes():
+    from types import SimpleNamespace
+
+    from spawner.backends.docker.spawner import LSSTDockerSpawner
+
+    sp = LSSTDockerSpawner()
+    other = {"a": SimpleNamespace(active=True, user_options={"size": "medium"}),
+             "b": SimpleNamespace(active=True, user_options={}),  # the default size
+             "c": SimpleNamespace(active=False, user_options={"size": "large"})}
+    sp.user = SimpleNamespace(name="ann", spawners={"": sp, **other})
+    assert [s.name for s in sp.other_servers_sizes()] == ["medium", "small"]

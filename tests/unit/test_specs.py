@@ -57,14 +57,15 @@ def test_hub_and_proxy_containers_golden(golden, tmp_path):
 def test_apply_config_on_a_plain_config_golden(golden, tmp_path):
     from traitlets.config import Config
 
-    from spawner.hub.apply import HubPaths, apply_config
+    from spawner.hub.apply import TUTORIAL_TEMPLATES, HubPaths, apply_config
 
     for name in ("proxy-token", "admin-token", "shared-password", "admin-password"):
         (tmp_path / name).write_text(f"{name}-value\n")
     c = apply_config(Config(), StackhubConfig(), HubPaths(state=tmp_path, secrets=tmp_path))
     import sys
 
-    golden("apply_config_defaults", json_safe(c, {str(tmp_path): "<state>", sys.executable: "<python>"}))
+    golden("apply_config_defaults", json_safe(c, {str(tmp_path): "<state>", sys.executable: "<python>",
+                                                  TUTORIAL_TEMPLATES: "<templates>"}))
 
 
 def json_safe(value, replace: dict):
