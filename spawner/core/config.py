@@ -69,7 +69,14 @@ class HubSettings(Model):
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
     route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
+    mem_limit: str = Field("2G", description="Memory limit of the hub container, which also runs the hub's services (courses, sessions, disk watch, orphans, culler). It holds the hub's database cache and every user's session: raise it for thousands of users.")
+    proxy_mem_limit: str = Field("1G", description="Memory limit of the proxy container (configurable-http-proxy; about a megabyte per open connection).")
     orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
+
+    @field_validator("mem_limit", "proxy_mem_limit")
+    @classmethod
+    def _mem_limits(cls, v, info):
+        return memory_size(v, f"hub.{to_camel(info.field_name)}")
 
     @model_validator(mode="after")
     def _two_networks(self):
@@ -222,6 +229,29 @@ class Volumes(Model):
     @property
     def home_budget_bytes(self) -> int | None:
         return memory_bytes(self.home_budget) if self.home_budget else None
+
+
+class Logs(Model):
+    """How much of its own output each container and service stackhub starts keeps on the engine's
+    disk: user servers, course-check and fetch containers, the backup helpers, the hub and the proxy
+    (docs/disk.md, "Logs"). A server's stdout is the user's to write: unbounded, it fills the disk
+    that holds the hub's database."""
+
+    driver: Literal["json-file", "local", "engine"] = Field("json-file", description="Docker log driver of every container and Swarm service stackhub starts. json-file (Docker's default format, `docker logs` and the log file the engine keeps, rotated at maxSize) or local (Docker's compact format, also rotated). engine: set nothing and use the engine daemon's own default (log-driver and log-opts in /etc/docker/daemon.json), which the site must then bound itself.")
+    max_size: str = Field("10M", description="Size at which a container's log file is rotated, e.g. 10M (Docker's max-size).")
+    max_files: int = Field(3, ge=1, le=100, description="Log files kept per container, the current one included (Docker's max-file): a container keeps at most maxSize times this.")
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size(cls, v):
+        if memory_bytes(memory_size(v, "logs.maxSize")) < 2**16:
+            raise ValueError("logs.maxSize must be at least 64K")
+        return v
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The driver's options (Docker's log-opts), as strings."""
+        return {"max-size": self.max_size, "max-file": str(self.max_files)}
 
 
 class Culler(Model):
@@ -505,6 +535,7 @@ class StackhubConfig(Model):
         ]
     )
     volumes: Volumes = Volumes()
+    logs: Logs = Logs()
     culler: Culler = Culler()
     courses: Courses = Courses()
     spawner: SpawnerSettings = SpawnerSettings()

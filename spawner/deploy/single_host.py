@@ -26,6 +26,7 @@ from spawner.deploy import isolation
 from spawner.deploy.demo_data import ensure_demo_data
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
+from spawner.core.specs import container_log_config, log_limit
 from spawner.hub.apply import HUB_COURSES, HUB_PORT, PROXY_API_PORT
 from spawner.deploy.tls import TLSFiles, write_private, ensure_local_tls
 
@@ -89,6 +90,8 @@ def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dic
         ],
         restart_policy={"Name": "unless-stopped"},
         cpu_shares=INFRA_CPU_SHARES,
+        mem_limit=hub.proxy_mem_limit,
+        **container_log_config(log_limit(cfg)),
         detach=True,
     )
 
@@ -140,6 +143,8 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
         working_dir=HUB_STATE,
         restart_policy={"Name": "unless-stopped"},
         cpu_shares=INFRA_CPU_SHARES,
+        mem_limit=hub.mem_limit,
+        **container_log_config(log_limit(cfg)),
         detach=True,
     )
 

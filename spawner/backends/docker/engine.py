@@ -18,6 +18,7 @@ from spawner.core import names
 from spawner.core.config import StackhubConfig
 from spawner.core.disk import VolumeUsage
 from spawner.core.orphans import ServerObject
+from spawner.core.specs import container_log_config, log_limit
 
 
 @contextlib.contextmanager
@@ -140,7 +141,9 @@ class DockerEngine:
 
     @contextlib.contextmanager
     def throwaway(self, **create):
-        """A started container from ``containers.create(**create)``, removed with its volumes after."""
+        """A started container from ``containers.create(**create)``, removed with its volumes after.
+        Its log is bounded as every container's (logs), unless ``create`` says otherwise."""
+        create = {**container_log_config(log_limit(self.cfg)), **create}
         try:
             c = self.client.containers.create(**create)
         except docker_errors.DockerException as e:
