@@ -57,6 +57,7 @@ from spawner.services.course_checks import CheckJob, CheckJobs
 log = logging.getLogger("stackhub.courses")
 SERVICE_NAME = "stackhub-courses"
 UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "directory"}
+SYNC_MAX_BYTES = 4 * 2**20  # the sync's JSON report, read from the user's container
 STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
 
 
@@ -93,7 +94,8 @@ class Servers:
         self.sync_seconds = sync_seconds
 
     def _status(self, server: RunningServer) -> dict:
-        out = self.engine.exec(server, status_command(self.exec_timeout), user=str(self.uid))
+        out = self.engine.exec(server, status_command(self.exec_timeout), user=str(self.uid),
+                               timeout=self.exec_timeout, max_bytes=STATUS_MAX_BYTES + 1)
         courses, problems = parse_status(out.stdout, f"{server.user}: status.json")
         for p in problems:
             log.warning("%s", p)
@@ -102,10 +104,10 @@ class Servers:
     def _sync(self, server: RunningServer, courses: list[str]) -> dict:
         cmd = ["timeout", "-s", "KILL", str(self.sync_seconds + 15), self.tool, "--json",
                f"--budget={self.sync_seconds}", *courses]
-        out = self.engine.exec(server, cmd, user=str(self.uid))
+        out = self.engine.exec(server, cmd, user=str(self.uid), timeout=self.sync_seconds + 15, max_bytes=SYNC_MAX_BYTES)
         code, stdout, stderr = out.code, out.stdout, out.stderr
         try:
-            data = json.loads((stdout or b"{}")[: 4 * 2**20].decode())
+            data = json.loads((stdout or b"{}").decode())
         except ValueError:
             data = {}
         if not isinstance(data, dict):
@@ -229,7 +231,7 @@ class ContainerFetcher:
                 cmd = ["python", "-m", "spawner.courses.publish", "fetch", f"{FETCH_IN}/request.json", FETCH_WORK]
                 if upload is not None:
                     cmd.append(f"{FETCH_IN}/upload")
-                out = c.exec(cmd, user=FETCH_USER, workdir="/srv/stackhub")
+                out = c.exec(cmd, user=FETCH_USER, workdir="/srv/stackhub", timeout=lifetime, max_bytes=2**20)
                 try:
                     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
                 except (ValueError, IndexError):
