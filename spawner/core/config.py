@@ -292,7 +292,7 @@ class Courses(Model):
     @classmethod
     def _shipped(cls, v):
         for name in v:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name) or ".." in name:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or ".." in name:
                 raise ValueError(f"{name!r} is not a course name (letters, digits, '.', '_', '-')")
         return v
 
@@ -305,7 +305,7 @@ class Courses(Model):
     @classmethod
     def _hosts(cls, v):
         for entry in v:
-            if not re.match(r"^[A-Za-z0-9.:/_-]+$", entry):
+            if not re.fullmatch(r"[A-Za-z0-9.:/_-]+", entry):
                 raise ValueError(f"{entry!r} is neither a host name nor a network (CIDR)")
         return v
 
