@@ -212,7 +212,6 @@ class Archiver:
                         out.append(json.loads(text))
                     except ValueError:
                         continue
-                    self._progress(out[-1])
             status = container.wait()
             if status.get("StatusCode"):
                 said = next((e["error"] for e in reversed(out) if isinstance(e, dict) and e.get("error")), None)
@@ -221,13 +220,6 @@ class Archiver:
         finally:
             container.remove(v=True, force=True)
         return out
-
-    def _progress(self, event: dict):
-        if event.get("done") == "dump":
-            skipped = f", {event['skipped_count']} special or unreadable files skipped" if event.get("skipped_count") else ""
-            self.log(f"  {event['src']}: {event['files']} files, {human(event['bytes'])}{skipped}")
-        elif event.get("done") == "load":
-            self.log(f"  {event['dst']}: {event['files']} entries")
 
     def sizes(self, sources: list[str]) -> dict[str, int]:
         """Bytes in each volume, each measured by its own helper (read-only, that volume alone)."""
@@ -367,6 +359,8 @@ class Archiver:
             mounts = {item.source: {"bind": "/v", "mode": "rw" if item.role == "hub-state" else "ro"},
                       str(work): {"bind": "/out", "mode": "rw"}}
             done = self.worker(args, mounts, user=user)[-1]
+            skipped = f", {done['skipped_count']} special or unreadable files skipped" if done.get("skipped_count") else ""
+            self.log(f"  {item.source}: {done['files']} files, {human(done['bytes'])}{skipped}")
             path = dest / item.file
             os.replace(work / name, path)
         finally:
@@ -454,8 +448,10 @@ class Archiver:
         for item, target in plan:  # each volume by its own helper: that volume and its archive alone
             archive = src / item.file
             try:
-                self.worker(["load", "/in.tar", "/v"], {str(archive): {"bind": "/in.tar", "mode": "ro"},
-                                                        target: {"bind": "/v", "mode": "rw"}})
+                done = self.worker(["load", "/in.tar", "/v"], {str(archive): {"bind": "/in.tar", "mode": "ro"},
+                                                               target: {"bind": "/v", "mode": "rw"}})[-1]
+                self.log(f"  {target}: {done['files']} entries" + (f", {len(done['skipped'])} special files not "
+                                                                   "restored" if done.get("skipped") else ""))
             except Exception as e:  # noqa: BLE001 (reported; the other volumes are restored)
                 self.log(f"  FAILED {item.file} -> {target}: {e}")
                 failed.append(f"{item.file}: {e}")

@@ -157,28 +157,37 @@ def _safe(member, dest):
     return checked.replace(mode=member.mode & 0o1777, deep=False)
 
 
-def check_members(archive: str, dest: str):
-    """Every member through ``_safe`` (the archive read whole, nothing written); the members and the
-    special ones skipped. Raises tarfile.TarError (or OSError) on the first one refused."""
-    members, skipped = [], []
-    with tarfile.open(archive, "r:") as tar:
+def check_members(archive: str):
+    """Every member through ``_safe`` as if into an empty folder (what ``load`` extracts into), the
+    archive read whole and nothing written; the members and the special ones skipped. A member whose
+    path goes through a link an earlier member makes is refused too (the extraction would refuse it
+    only when it got there). Raises tarfile.TarError on the first one refused."""
+    members, skipped, links = [], [], set()
+    with tempfile.TemporaryDirectory() as empty, tarfile.open(archive, "r:") as tar:
         for member in tar:
+            name = os.path.normpath(member.name.lstrip("/"))
+            parts = name.split("/")
+            through = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in links), None)
             try:
-                if _safe(member, dest) is None:
+                if through is not None:
+                    raise tarfile.FilterError(f"it goes through the link {through!r}")
+                if _safe(member, empty) is None:
                     skipped.append(member.name)
             except tarfile.FilterError as e:
                 raise tarfile.TarError(f"{os.path.basename(archive)}: {member.name!r} refused: {e}") from None
+            if member.issym() or member.islnk():
+                links.add(name)
             members.append(member)
     return members, skipped
 
 
 def check(archive: str):
-    members, skipped = check_members(archive, "/restore-check")
+    members, skipped = check_members(archive)
     _say(done="check", archive=archive, files=len(members), skipped=skipped[:SKIPPED_LISTED])
 
 
 def load(archive: str, dst: str):
-    members, skipped = check_members(archive, dst)  # all of it first: nothing is emptied for a bad one
+    members, skipped = check_members(archive)  # all of it first: nothing is emptied for a bad one
     for name in os.listdir(dst):
         path = os.path.join(dst, name)
         if os.path.isdir(path) and not os.path.islink(path):

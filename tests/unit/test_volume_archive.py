@@ -135,3 +135,21 @@ def test_an_unreadable_folder_is_listed_and_an_unreadable_volume_fails(tmp_path)
     assert d.skipped == [{"path": "private", "kind": "unreadable: Permission denied"}]
     with pytest.raises(PermissionError):  # an empty archive must not pass for the volume's backup
         d.unlisted(PermissionError(13, "Permission denied", str(tmp_path / "v")))
+
+
+def test_a_home_with_links_out_restores_over_itself_and_a_path_through_a_link_is_refused(home, tmp_path, capsys):
+    archive = tmp_path / "home.tar"
+    va.dump(str(home), str(archive))
+    dst = tmp_path / "restored"
+    dst.mkdir()
+    (dst / "escape").symlink_to("/etc")  # what the home holds now: the checks must not follow it
+    va.load(str(archive), str(dst))
+    assert os.readlink(dst / "escape") == "/etc" and (dst / "work" / "kept.txt").read_text() == "my results"
+    link = tarfile.TarInfo("d")
+    link.type, link.linkname = tarfile.SYMTYPE, "/tmp"
+    bad = tmp_path / "through.tar"
+    bad.write_bytes(tar_of([(link, None), member("d/planted.txt", b"x")]))
+    (dst / "kept").write_text("still here")
+    with pytest.raises(tarfile.TarError, match="goes through the link 'd'"):
+        va.load(str(bad), str(dst))
+    assert (dst / "kept").read_text() == "still here"
