@@ -112,6 +112,8 @@ class Watcher:
         measured in time keeps its last size, and the others are still watched."""
         try:
             return measure_homes(await self._io(self.engine.volume_usage, timeout=DF_TIMEOUT), self.template)
+        except NotImplementedError:
+            raise  # an engine that measures no volumes measures no home either (Kubernetes)
         except Exception as e:  # noqa: BLE001 (a timeout or an engine error: measure home by home)
             log.warning("the engine did not measure the homes in %.0f s (%s); measuring each running user's "
                         "home on its own", DF_TIMEOUT, str(e) or type(e).__name__)

@@ -213,6 +213,9 @@ class KubeEngine:
     def volume_usage(self):
         raise NotImplementedError("home sizes are not measured on Kubernetes (volumes.homeBudget: null)")
 
+    def home_size(self, volume: str, *, timeout: float):
+        raise NotImplementedError("home sizes are not measured on Kubernetes (volumes.homeBudget: null)")
+
     def own_image(self, fallback: str) -> str:
         return fallback
 
