@@ -42,8 +42,9 @@ def bounded_exec(api, container: str, argv, *, user: str, environment: dict | No
     ``max_bytes`` of each stream and waiting at most ``timeout`` seconds.
 
     The command runs under ``timeout -s KILL`` in the container; here the stream is closed when the
-    time is up (which ends the blocked read) or the output passes the cap (the command then gets
-    SIGPIPE), so a container that prints without end or never answers costs its caller nothing more.
+    time is up (which ends the blocked read) or the output passes the cap (the engine keeps the
+    command's pipe open: it blocks, then its timeout kills it), so a container that prints without
+    end or never answers costs its caller nothing more.
     """
     with engine_errors():
         exec_id = api.exec_create(container, in_time(list(argv), timeout), user=user, environment=environment,
