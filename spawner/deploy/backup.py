@@ -401,11 +401,9 @@ class Archiver:
                 self.log(f"skipping {item.file}: the current config has no {item.role} volume {item.source}")
                 continue
             plan.append((item, target))
-        self._check_archives(src, [item for item, _ in plan])
+        sizes = self._check_archives(src, plan)
         running = self.running()
-        existing = [t for _, t in plan if self.exists(t)]
-        sizes = self.sizes(existing)
-        full = [t for t in existing if sizes[t] > 0]
+        full = [t for t, size in sizes.items() if size]
         changed = [f["file"] for f in manifest["files"] if self._host_target(f["file"]).exists()
                    and sha256(self._host_target(f["file"])) != f["sha256"]]
         if dry_run:
@@ -470,17 +468,27 @@ class Archiver:
                  f"{self.cfg.hub.prefix}; start it with `make up`")
         return manifest
 
-    def _check_archives(self, src: Path, items: list[VolumeItem]):
+    def _check_archives(self, src: Path, plan: list[tuple[VolumeItem, str]]) -> dict[str, int]:
         """Every member of every archive through the extraction's rules (``volume_archive check``),
-        before anything is stopped or emptied: one that would be refused stops the whole restore."""
-        problems = []
-        for item in items:
+        before anything is stopped or emptied: one that would be refused stops the whole restore.
+        Each archive's helper also measures the volume it would replace (read-only): target -> bytes
+        of the targets that exist."""
+        problems, sizes = [], {}
+        for item, target in plan:
+            mounts = {str(src / item.file): {"bind": "/in.tar", "mode": "ro"}}
+            exists = self.exists(target)
+            if exists:
+                mounts[target] = {"bind": "/v", "mode": "ro"}
             try:
-                self.worker(["check", "/in.tar"], {str(src / item.file): {"bind": "/in.tar", "mode": "ro"}})
+                done = self.worker(["check", "/in.tar"] + (["/v"] if exists else []), mounts)[-1]
             except BackupError as e:
                 problems.append(f"{item.file}: {e}")
+                continue
+            if exists:
+                sizes[target] = done["bytes"]
         if problems:
             raise BackupError("restore refused, nothing was changed: " + "; ".join(problems))
+        return sizes
 
     def _host_target(self, rel: str) -> Path:
         kind, name = rel.split("/", 1)

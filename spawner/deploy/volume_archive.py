@@ -10,7 +10,8 @@ access to Docker's volume directories and the engine may be remote from the file
                              FIFOs, sockets and devices are not archived: they are listed as skipped.
                              A file swapped for a link while it is read is not followed (O_NOFOLLOW,
                              and its inode must be the one listed).
-    check IN.tar             every member of IN.tar through the restore's checks; none is written
+    check IN.tar [DIR]       every member of IN.tar through the restore's checks (none is written),
+                             and the bytes used under DIR (the volume it would replace), if given
     load  IN.tar DST         check IN.tar whole, then (only if all of it passes) empty DST and
                              extract (refusing absolute paths, ``..``, writes out of DST; special
                              files skipped; owners and modes kept, as homes need)
@@ -181,9 +182,10 @@ def check_members(archive: str):
     return members, skipped
 
 
-def check(archive: str):
+def check(archive: str, dst=None):
     members, skipped = check_members(archive)
-    _say(done="check", archive=archive, files=len(members), skipped=skipped[:SKIPPED_LISTED])
+    _say(done="check", archive=archive, files=len(members), skipped=skipped[:SKIPPED_LISTED],
+         bytes=used(dst) if dst else None)
 
 
 def load(archive: str, dst: str):
@@ -199,18 +201,19 @@ def load(archive: str, dst: str):
     _say(done="load", dst=dst, files=len(members) - len(skipped), skipped=skipped[:SKIPPED_LISTED])
 
 
+def used(d: str) -> int:
+    total = 0
+    for root, _, names in os.walk(d):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 def du(*dirs: str):
-    out = {}
-    for d in dirs:
-        total = 0
-        for root, _, names in os.walk(d):
-            for name in names:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass
-        out[d] = total
-    _say(done="du", bytes=out)
+    _say(done="du", bytes={d: used(d) for d in dirs})
 
 
 def revision(db: str):
