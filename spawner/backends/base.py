@@ -20,6 +20,7 @@ dict, which traitlets copies like any other value), parsed once per spawner.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -282,16 +283,52 @@ class RunningServer:
 
 @dataclass(frozen=True)
 class ExecResult:
-    code: int | None
+    code: int | None  # None: the command was cut off (time or output) before it ended
     stdout: bytes
     stderr: bytes
+    truncated: bool = False  # more output came than the caller's max_bytes; the rest was not read
+    timed_out: bool = False  # the command did not end within the caller's timeout
+
+
+# Every exec into a user's container is bounded: what a user's container prints or how long it
+# takes is the user's to choose, and the service that asked must go on with the other users.
+EXEC_TIMEOUT = 60.0
+EXEC_MAX_BYTES = 4 * 2**20
+
+
+def in_time(argv: list[str], timeout: float) -> list[str]:
+    """``argv`` killed in the container after ``timeout`` seconds (coreutils ``timeout``, in every
+    stackhub image), so a command the caller stopped waiting for does not go on running there."""
+    return ["timeout", "-s", "KILL", str(max(1, math.ceil(timeout))), *argv]
+
+
+class ExecOutput:
+    """An exec's stdout and stderr as they come, each kept up to ``max_bytes``."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.out, self.err = bytearray(), bytearray()
+        self.truncated = False
+
+    def add(self, stdout: bytes | None, stderr: bytes | None) -> bool:
+        """Keep what fits; False once either stream has more than ``max_bytes`` (stop reading)."""
+        for buf, data in ((self.out, stdout), (self.err, stderr)):
+            if data:
+                room = self.max_bytes - len(buf)
+                buf += data[:max(room, 0)]
+                self.truncated = self.truncated or len(data) > room
+        return not self.truncated
+
+    def result(self, code: int | None, *, timed_out: bool = False) -> ExecResult:
+        return ExecResult(code, bytes(self.out), bytes(self.err), truncated=self.truncated, timed_out=timed_out)
 
 
 class Throwaway(Protocol):
     """A short-lived container of one image (the course fetch): files in, one command, a tree out."""
 
     def put(self, path: str, tar_bytes: bytes) -> None: ...
-    def exec(self, argv: list[str], *, user: str, workdir: str | None = None) -> ExecResult: ...
+    def exec(self, argv: list[str], *, user: str, workdir: str | None = None, timeout: float = EXEC_TIMEOUT,
+             max_bytes: int = EXEC_MAX_BYTES) -> ExecResult: ...
     def get_archive(self, path: str): ...  # an iterator of tar chunks
 
 
@@ -303,9 +340,10 @@ class Engine(Protocol):
     def server(self, user: str, server: str) -> RunningServer | None: ...
     def server_objects(self) -> list[ServerObject]: ...  # every user container, running or not
     def remove_server(self, obj: ServerObject) -> None: ...
-    def exec(self, handle: RunningServer, argv: list[str], *, user: str,
-             environment: dict | None = None) -> ExecResult: ...
+    def exec(self, handle: RunningServer, argv: list[str], *, user: str, environment: dict | None = None,
+             timeout: float = EXEC_TIMEOUT, max_bytes: int = EXEC_MAX_BYTES) -> ExecResult: ...
     def volume_usage(self) -> list[VolumeUsage]: ...
+    def home_size(self, volume: str, *, timeout: float) -> int | None: ...  # one volume; None: not in time
     def own_image(self, fallback: str) -> str: ...
     def throwaway(self, **container):  # a context manager yielding a Throwaway
         ...

@@ -177,6 +177,11 @@ def check(args, api) -> int:
     return 0 if all(t["state"] == "passed" for t in job["tags"]) else 1
 
 
+def owners_text(owners: dict) -> str:
+    shared = owners.get("shared") or []
+    return (owners.get("owner") or "admins only") + (f" ({', '.join(shared)})" if shared else "")
+
+
 def cmd_course(args) -> int:
     if args.course_command == "publish":
         c = publish(args)
@@ -188,8 +193,13 @@ def cmd_course(args) -> int:
     if args.course_command == "list":
         data = api("GET", "courses")
         rows = [[c["course"], c["version"], str(c["files"]), c["published"], c["publisher"],
+                 owners_text(c.get("owners") or {}),
                  "; ".join(f"{v}: {n}" for v, n in c["users"].items()) or "-"] for c in data["courses"]]
-        table(rows, ["COURSE", "VERSION", "FILES", "PUBLISHED", "BY", "USERS PER VERSION"])
+        table(rows, ["COURSE", "VERSION", "FILES", "PUBLISHED", "BY", "OWNER (SHARED WITH)", "USERS PER VERSION"])
+    elif args.course_command == "share":
+        path = f"courses/{quote(args.name, safe='')}/owners"
+        body = {"shared": args.users} if args.owner is None else {"shared": args.users, "owner": args.owner}
+        print(f"{args.name}: {owners_text(api('PUT', path, body))}")
     elif args.course_command == "remove":
         api("DELETE", f"courses/{quote(args.name, safe='')}")
         print(f"{args.name}: removed (attendees keep their copies)")
@@ -218,6 +228,11 @@ def register(sub):
     csub.add_parser("list", help="courses, their version, and how many users have which version")
     rm = csub.add_parser("remove", help="unpublish NAME (attendees keep their copies)")
     rm.add_argument("name", metavar="NAME")
+    sh = csub.add_parser("share", help="let these instructors change NAME too (the owner or an admin; "
+                                       "replaces the list: none given shares it with nobody)")
+    sh.add_argument("name", metavar="NAME")
+    sh.add_argument("users", nargs="*", metavar="USER")
+    sh.add_argument("--owner", help="give the course to this user (admins only)")
     sy = csub.add_parser("sync", help="sync now in every running server (or --user ...)")
     sy.add_argument("courses", nargs="*", metavar="COURSE", help="only these courses")
     sy.add_argument("--user", action="append", help="only this user's server (repeatable)")

@@ -59,11 +59,18 @@ def cmd_backup(args) -> int:
 
     start = time.monotonic()
     try:
-        _archiver().backup(Path(args.dest), homes=args.homes, data=args.data, dry_run=args.dry_run)
+        manifest = _archiver().backup(Path(args.dest), homes=args.homes, data=args.data, dry_run=args.dry_run)
     except BackupError as e:
         return _fail(e)
     if not args.dry_run:
         print(f"took {time.monotonic() - start:.1f} s")
+    failed = manifest.get("failed") or []
+    if failed:  # the others are in the backup; these are not
+        import sys
+
+        print(f"stackhub: {len(failed)} volumes could not be backed up: "
+              + ", ".join(f"{f['source']} ({f['error'][-200:]})" for f in failed), file=sys.stderr)
+        return 1
     return 0
 
 

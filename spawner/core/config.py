@@ -80,6 +80,8 @@ class HubSettings(Model):
     start_timeout: int = Field(300, ge=10, description="Seconds a server may take to start before the spawn fails.")
     named_servers: NamedServers = NamedServers()
     route_check_seconds: int = Field(10, ge=1, description="Seconds between the hub's checks of the proxy's routing table (JupyterHub's last_activity_interval): a proxy restarted alone has every user's and service's route back within this long, without a hub restart.")
+    mem_limit: str = Field("2G", description="Memory limit of the hub container, which also runs the hub's services (courses, sessions, disk watch, orphans, culler). It holds the hub's database cache and every user's session: raise it for thousands of users.")
+    proxy_mem_limit: str = Field("1G", description="Memory limit of the proxy container (configurable-http-proxy; about a megabyte per open connection).")
     orphan_grace_seconds: int = Field(120, ge=10, description="A user container of this deployment that the hub does not know (left by a hub killed in the middle of a spawn) is removed once it has been unknown this long (the stackhub-orphans service). The home is never touched.")
 
     @field_validator("request_body_limit")
@@ -98,6 +100,11 @@ class HubSettings(Model):
     def user_domain(self) -> str:
         """The domain user servers' hosts are under (``names.server_domain``)."""
         return names.server_domain(self.public_host, self.server_domain)
+
+    @field_validator("mem_limit", "proxy_mem_limit")
+    @classmethod
+    def _mem_limits(cls, v, info):
+        return memory_size(v, f"hub.{to_camel(info.field_name)}")
 
     @model_validator(mode="after")
     def _two_networks(self):
@@ -268,6 +275,29 @@ class Volumes(Model):
         return memory_bytes(self.home_budget) if self.home_budget else None
 
 
+class Logs(Model):
+    """How much of its own output each container and service stackhub starts keeps on the engine's
+    disk: user servers, course-check and fetch containers, the backup helpers, the hub and the proxy
+    (docs/disk.md, "Logs"). A server's stdout is the user's to write: unbounded, it fills the disk
+    that holds the hub's database."""
+
+    driver: Literal["json-file", "local", "engine"] = Field("json-file", description="Docker log driver of every container and Swarm service stackhub starts. json-file (Docker's default format, `docker logs` and the log file the engine keeps, rotated at maxSize) or local (Docker's compact format, also rotated). engine: set nothing and use the engine daemon's own default (log-driver and log-opts in /etc/docker/daemon.json), which the site must then bound itself.")
+    max_size: str = Field("10M", description="Size at which a container's log file is rotated, e.g. 10M (Docker's max-size).")
+    max_files: int = Field(3, ge=1, le=100, description="Log files kept per container, the current one included (Docker's max-file): a container keeps at most maxSize times this.")
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size(cls, v):
+        if memory_bytes(memory_size(v, "logs.maxSize")) < 2**16:
+            raise ValueError("logs.maxSize must be at least 64K")
+        return v
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The driver's options (Docker's log-opts), as strings."""
+        return {"max-size": self.max_size, "max-file": str(self.max_files)}
+
+
 class Culler(Model):
     enabled: bool = Field(True, description="Stop servers idle for longer than timeout (jupyterhub-idle-culler).")
     timeout: int = Field(3600, ge=60, description="Idle seconds before a server is stopped.")
@@ -306,7 +336,7 @@ class Courses(Model):
     @classmethod
     def _shipped(cls, v):
         for name in v:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name) or ".." in name:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or ".." in name:
                 raise ValueError(f"{name!r} is not a course name (letters, digits, '.', '_', '-')")
         return v
 
@@ -319,7 +349,7 @@ class Courses(Model):
     @classmethod
     def _hosts(cls, v):
         for entry in v:
-            if not re.match(r"^[A-Za-z0-9.:/_-]+$", entry):
+            if not re.fullmatch(r"[A-Za-z0-9.:/_-]+", entry):
                 raise ValueError(f"{entry!r} is neither a host name nor a network (CIDR)")
         return v
 
@@ -549,6 +579,7 @@ class StackhubConfig(Model):
         ]
     )
     volumes: Volumes = Volumes()
+    logs: Logs = Logs()
     culler: Culler = Culler()
     courses: Courses = Courses()
     spawner: SpawnerSettings = SpawnerSettings()

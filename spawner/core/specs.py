@@ -46,6 +46,26 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class LogLimit:
+    """The log driver of a container or service and its options (a bound on what it keeps)."""
+
+    driver: str = "json-file"
+    options: dict = field(default_factory=lambda: {"max-size": "10M", "max-file": "3"})
+
+
+def log_limit(config: StackhubConfig) -> LogLimit | None:
+    """The configured bound on every container's log; None: the engine's own default (logs.driver engine)."""
+    logs = config.logs
+    return None if logs.driver == "engine" else LogLimit(logs.driver, logs.options)
+
+
+def container_log_config(log: LogLimit | None) -> dict:
+    """The ``log_config`` keyword of docker-py's ``containers.create``/``run`` for a bounded log
+    (``LogConfig`` as a dict); empty: the engine's default."""
+    return {"log_config": {"type": log.driver, "config": dict(log.options)}} if log is not None else {}
+
+
+@dataclass(frozen=True)
 class Hardening:
     """What a user's container may not do, the same on every backend.
 
@@ -60,13 +80,14 @@ class Hardening:
     nofile: int = 8192
     read_only_root: bool = True
     tmpfs: dict = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=1G,mode=1777"})
+    log: LogLimit | None = field(default_factory=LogLimit)
 
 
 
 def hardening(config: StackhubConfig) -> Hardening:
     sp = config.spawner
     return Hardening(pids_limit=sp.pids_limit, nofile=sp.nofile, read_only_root=sp.read_only_root,
-                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={sp.tmp_size},mode=1777"})
+                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={sp.tmp_size},mode=1777"}, log=log_limit(config))
 
 
 def home_dir(username: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spawner.core.config import StackhubConfig
-from spawner.core.specs import Hardening, MountSpec, course_mounts, data_mounts
+from spawner.core.specs import Hardening, MountSpec, course_mounts, data_mounts, log_limit
 from spawner.courses import check_run
 from spawner.courses.sync import TOOLS_DIR
 
@@ -81,7 +81,8 @@ def check_container(cfg: StackhubConfig, *, image: str, tag: str, course: str, v
                             tmpfs={"/tmp": f"rw,nosuid,nodev,size={sp.tmp_size},mode=1777",
                                    # the empty home, owned by the attendees' uid (Docker ignores mode= here)
                                    "/home": f"rw,nosuid,nodev,exec,size={settings.check_home_size},"
-                                            f"uid={sp.uid},gid={sp.uid}"}),
+                                            f"uid={sp.uid},gid={sp.uid}"},
+                            log=log_limit(cfg)),
     )
 
 

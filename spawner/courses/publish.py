@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from spawner.courses import check_run
+from spawner.courses import owners as course_owners
 from spawner.courses import sync as coursesync
 from spawner.courses.records import COURSE_NAME
 from spawner.courses.sources import GitPolicy, GitTarget, SourceRefused, check_git_url, scrub, strip_credentials
@@ -44,6 +45,7 @@ _REF = re.compile(r"^[A-Za-z0-9._/@{}^~-]{1,200}$")
 SKIP_DIRS = {".git", ".ipynb_checkpoints", "__pycache__"}
 STAGING = ".staging"
 HISTORY = "history.json"
+OWNERS = "owners.json"
 
 
 class CourseError(Exception):
@@ -61,7 +63,7 @@ def validate_name(name: str) -> str:
         raise CourseError(f"course name {name!r} must not contain '/': {NAME_RULE}")
     if ".." in name:
         raise CourseError(f"course name {name!r} must not contain '..': {NAME_RULE}")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise CourseError(f"course name {name!r} is not allowed: {NAME_RULE}")
     return name
 
@@ -69,7 +71,7 @@ def validate_name(name: str) -> str:
 def validate_ref(ref: str | None) -> str:
     if ref is None or ref == "":
         return "HEAD"
-    if ref.startswith("-") or ".." in ref or not _REF.match(ref):
+    if ref.startswith("-") or ".." in ref or not _REF.fullmatch(ref):
         raise CourseError(f"git ref {ref!r} is not a branch, tag or commit name")
     return ref
 
@@ -428,8 +430,26 @@ class CourseStore:
             info = {k: v for k, v in current.items() if k != "files"}
             info["files"] = len(current["files"])
             info["history"] = read_json(self.root / name / HISTORY, [])
+            info["owners"] = self.ownership(name).to_json()
             out.append(info)
         return out
+
+    def ownership(self, name: str) -> course_owners.Ownership | None:
+        """Who owns ``name`` and with whom it is shared; None: no such course (anyone may create it).
+        A damaged record leaves the course to admins (no owner), never to everybody."""
+        course = self.root / validate_name(name)
+        if not (course / CURRENT).exists():
+            return None
+        try:
+            return course_owners.parse(read_json(course / OWNERS),
+                                       fallback_owner=course_owners.first_publisher(read_json(course / HISTORY, [])))
+        except course_owners.OwnersError:
+            return course_owners.Ownership(None)
+
+    def set_ownership(self, name: str, ownership: course_owners.Ownership) -> None:
+        course = self.root / validate_name(name)
+        write_json(course / OWNERS, ownership.to_json())
+        os.chmod(course / OWNERS, 0o644)
 
     # writing
 
@@ -495,6 +515,9 @@ class CourseStore:
         final = versions / version
         if not final.exists():  # same version id means the same files: reuse it
             os.rename(tree, final)
+        if not (course / CURRENT).exists() and not (course / OWNERS).exists():  # a new course: its publisher owns it
+            write_json(course / OWNERS, course_owners.Ownership(current["publisher"]).to_json())
+            os.chmod(course / OWNERS, 0o644)
         write_json(course / CURRENT, current)
         history = read_json(course / HISTORY, []) or []
         entry = {k: current[k] for k in ("version", "publication", "publisher", "published", "restore")}

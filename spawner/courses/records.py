@@ -41,7 +41,7 @@ def check_courses(courses: Any, what: str) -> tuple[dict[str, dict], list[str]]:
         return {}, [f"{what}: not a JSON object ({type(courses).__name__}); ignored"]
     good, problems = {}, []
     for course, info in courses.items():
-        if not (isinstance(course, str) and _COURSE.match(course)):
+        if not (isinstance(course, str) and _COURSE.fullmatch(course)):
             problems.append(f"{what}: course name {str(course)[:80]!r} is not a course name; dropped")
             continue
         try:

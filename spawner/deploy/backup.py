@@ -9,11 +9,17 @@ A backup is a directory (0700) holding:
   volume (``--homes``) and the tutorial data volumes (``--data``);
 - ``secrets/`` and ``tls/``: the run-time secrets and the local CA, each file 0600.
 
-The volumes are read and written by a throwaway container of the hub image running
-``spawner.deploy.volume_archive`` (no network, removed with its volumes): SQLite files go through
-the online backup API, so a backup taken while the hub runs holds a consistent database.
+Each volume is read and written by its own throwaway container of the hub image running
+``spawner.deploy.volume_archive`` (no network, removed with its volumes), with only that volume and
+an output directory of its own mounted; a home's helper runs as the users' uid with no capabilities,
+so nothing planted in a home (a FIFO, a device, a link swapped in mid-read, a file named
+``*.sqlite``) reaches another volume or the backup. Only the hub's own database goes through
+SQLite's online backup API (a backup taken while the hub runs holds it consistent); FIFOs, sockets
+and devices are skipped and listed in the manifest (``skipped``). A volume whose helper fails is
+listed under ``failed`` and the others are still backed up (``stackhub backup`` then exits 1).
 
-A restore follows the *current* config's names (a backup of ``stackhub`` restores into
+A restore checks every archive (checksums, then each member through the extraction's rules) before
+it stops or empties anything. It follows the *current* config's names (a backup of ``stackhub`` restores into
 ``stackhub-test`` if that is what the config says), refuses while this deployment runs or when
 it would overwrite data unless ``--force`` is given, and leaves the deployment stopped:
 ``make up`` starts it.
@@ -26,14 +32,17 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spawner.core import names
 from spawner.core.config import StackhubConfig
 from spawner.core.disk import human
+from spawner.core.specs import container_log_config, log_limit
 
 FORMAT = "stackhub-backup/1"
+HUB_DATABASE = "jupyterhub.sqlite"  # in the hub state volume: the one file copied as a database
 ROLES = ("hub-state", "courses", "home", "data")
 WORKER = Path(__file__).with_name("volume_archive.py")
 LABEL_VOLUME_ROLE = {"hub-state": "hub-state", "courses": "courses", "home": "home", "data": "data"}
@@ -186,12 +195,15 @@ class Archiver:
         except NotFound:
             return False
 
-    def worker(self, args: list[str], mounts: dict[str, dict]) -> list[dict]:
-        """Run ``volume_archive`` in a throwaway hub-image container; its JSON lines, as they come."""
+    def worker(self, args: list[str], mounts: dict[str, dict], *, user: str = "0") -> list[dict]:
+        """Run ``volume_archive`` in a throwaway hub-image container with only ``mounts``; its JSON
+        lines, as they come. ``user`` other than root runs with no capabilities at all."""
+        hardening = {} if user == "0" else {"cap_drop": ["ALL"]}
         container = self.client.containers.run(
             self.cfg.hub.image, entrypoint=["python3", "-c", WORKER.read_text()], command=args,
-            volumes=mounts, user="0", network_disabled=True, detach=True, working_dir="/",
-            labels=self.own.labels("backup"))
+            volumes=mounts, user=user, network_disabled=True, detach=True, working_dir="/",
+            security_opt=["no-new-privileges"], pids_limit=64, labels=self.own.labels("backup"),
+            **container_log_config(log_limit(self.cfg)), **hardening)
         out = []
         try:
             for line in container.logs(stream=True, follow=True, stderr=False):
@@ -200,28 +212,18 @@ class Archiver:
                         out.append(json.loads(text))
                     except ValueError:
                         continue
-                    self._progress(out[-1])
             status = container.wait()
             if status.get("StatusCode"):
-                err = container.logs(stdout=False, stderr=True, tail=20).decode(errors="replace")
-                raise BackupError(f"the archive helper failed ({status.get('StatusCode')}):\n{err}")
+                said = next((e["error"] for e in reversed(out) if isinstance(e, dict) and e.get("error")), None)
+                err = said or container.logs(stdout=False, stderr=True, tail=20).decode(errors="replace")
+                raise BackupError(f"the archive helper failed ({status.get('StatusCode')}): {err}")
         finally:
             container.remove(v=True, force=True)
         return out
 
-    def _progress(self, event: dict):
-        if event.get("done") == "dump":
-            self.log(f"  {event['src']}: {event['files']} files, {human(event['bytes'])}")
-        elif event.get("done") == "load":
-            self.log(f"  {event['dst']}: {event['files']} entries")
-
     def sizes(self, sources: list[str]) -> dict[str, int]:
-        if not sources:
-            return {}
-        mounts = {s: {"bind": f"/v/{i}", "mode": "ro"} for i, s in enumerate(sources)}
-        result = self.worker(["du", *(f"/v/{i}" for i in range(len(sources)))], mounts)
-        by_path = result[-1]["bytes"]
-        return {s: by_path[f"/v/{i}"] for i, s in enumerate(sources)}
+        """Bytes in each volume, each measured by its own helper (read-only, that volume alone)."""
+        return {s: self.worker(["du", "/v"], {s: {"bind": "/v", "mode": "ro"}})[-1]["bytes"]["/v"] for s in sources}
 
     def running(self) -> list[str]:
         """This deployment's running containers (hub, proxy, servers), by name."""
@@ -275,7 +277,8 @@ class Archiver:
         self.log(f"  {'; '.join(reasons)}: first a backup of the hub database")
         restart = stop_hub() if stop_hub and running_image else None
         try:
-            self.backup(dest, courses=False)
+            if self.backup(dest, courses=False)["failed"]:
+                raise BackupError(f"the backup before the upgrade failed (see above; {dest} is incomplete)")
         except Exception:
             if restart:
                 self.log("  the backup failed: the old hub is started again, nothing was replaced")
@@ -311,18 +314,13 @@ class Archiver:
         os.chmod(dest, 0o700)
         (dest / "volumes").mkdir(mode=0o700)
         self.log(f"backing up {len(items)} volumes of {self.cfg.hub.prefix} to {dest}")
-        mounts = {str(dest / "volumes"): {"bind": "/backup", "mode": "rw"}}
-        args = ["dump"]
+        volumes, failed = [], []
         for n, item in enumerate(items):
-            # the state volume is mounted writable: SQLite may need to roll back a hot journal to read
-            mounts[item.source] = {"bind": f"/v/{n}", "mode": "rw" if item.role == "hub-state" else "ro"}
-            args += [f"/v/{n}", f"/backup/{Path(item.file).name}"]
-        self.worker(args, mounts)
-        volumes = []
-        for item in items:
-            path = dest / item.file
-            os.chmod(path, 0o600)
-            volumes.append({**asdict(item), "bytes": path.stat().st_size, "sha256": sha256(path)})
+            try:
+                volumes.append(self._dump(item, dest, n))
+            except Exception as e:  # noqa: BLE001 (one volume's failure never stops the others)
+                self.log(f"  FAILED {item.role} {item.source}: {e}")
+                failed.append({**asdict(item), "error": str(e)[-500:]})
         files = []
         for rel, path in host_files:
             target = dest / rel
@@ -332,14 +330,46 @@ class Archiver:
                 f.write(path.read_bytes())
             files.append({"file": rel, "bytes": target.stat().st_size, "sha256": sha256(target)})
         manifest = {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "prefix": self.cfg.hub.prefix, "hubImage": self.cfg.hub.image, "volumes": volumes, "files": files}
+                    "prefix": self.cfg.hub.prefix, "hubImage": self.cfg.hub.image, "volumes": volumes, "files": files,
+                    "failed": failed}
         fd = os.open(dest / "manifest.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(manifest, f, indent=2)
         total = sum(v["bytes"] for v in volumes) + sum(f["bytes"] for f in files)
         self.log(f"backup of {self.cfg.hub.prefix} in {dest}: {len(volumes)} volumes, {len(files)} secret and "
                  f"TLS files, {human(total)}")
+        for f in failed:
+            self.log(f"NOT backed up: {f['role']} {f['source']}: {f['error']}")
         return manifest
+
+    def _dump(self, item: VolumeItem, dest: Path, n: int) -> dict:
+        """One volume into ``dest/volumes`` by its own helper: a home's as the users' uid, read-only,
+        writing into an empty directory of its own (it sees no other archive); the hub state as root
+        (SQLite may need to roll back a hot journal to read), its database copied as one."""
+        work = dest / f".work-{n}"
+        work.mkdir(mode=0o700)
+        user = str(self.cfg.spawner.uid) if item.role == "home" else "0"
+        try:
+            if os.geteuid() == 0:
+                os.chown(work, int(user), int(user))
+            else:  # dest itself (0700) keeps others out
+                os.chmod(work, 0o777)
+            name = Path(item.file).name
+            args = ["dump", "/v", f"/out/{name}"] + ([HUB_DATABASE] if item.role == "hub-state" else [])
+            mounts = {item.source: {"bind": "/v", "mode": "rw" if item.role == "hub-state" else "ro"},
+                      str(work): {"bind": "/out", "mode": "rw"}}
+            done = self.worker(args, mounts, user=user)[-1]
+            skipped = f", {done['skipped_count']} special or unreadable files skipped" if done.get("skipped_count") else ""
+            self.log(f"  {item.source}: {done['files']} files, {human(done['bytes'])}{skipped}")
+            path = dest / item.file
+            os.replace(work / name, path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if os.geteuid() == 0:
+            os.chown(path, 0, 0)
+        os.chmod(path, 0o600)
+        return {**asdict(item), "bytes": path.stat().st_size, "sha256": sha256(path),
+                "skipped": done.get("skipped", []), "skippedCount": done.get("skipped_count", 0)}
 
     def _host_files(self) -> list[tuple[str, Path]]:
         out = []
@@ -371,10 +401,9 @@ class Archiver:
                 self.log(f"skipping {item.file}: the current config has no {item.role} volume {item.source}")
                 continue
             plan.append((item, target))
+        sizes = self._check_archives(src, plan)
         running = self.running()
-        existing = [t for _, t in plan if self.exists(t)]
-        sizes = self.sizes(existing)
-        full = [t for t in existing if sizes[t] > 0]
+        full = [t for t, size in sizes.items() if size]
         changed = [f["file"] for f in manifest["files"] if self._host_target(f["file"]).exists()
                    and sha256(self._host_target(f["file"])) != f["sha256"]]
         if dry_run:
@@ -413,13 +442,17 @@ class Archiver:
             elif target.startswith("/"):
                 Path(target).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.log(f"restoring {len(plan)} volumes from {src}")
-        mounts = {str(src / "volumes"): {"bind": "/backup", "mode": "ro"}}
-        args = ["load"]
-        for n, (item, target) in enumerate(plan):
-            mounts[target] = {"bind": f"/v/{n}", "mode": "rw"}
-            args += [f"/backup/{Path(item.file).name}", f"/v/{n}"]
-        if plan:
-            self.worker(args, mounts)
+        failed = []
+        for item, target in plan:  # each volume by its own helper: that volume and its archive alone
+            archive = src / item.file
+            try:
+                done = self.worker(["load", "/in.tar", "/v"], {str(archive): {"bind": "/in.tar", "mode": "ro"},
+                                                               target: {"bind": "/v", "mode": "rw"}})[-1]
+                self.log(f"  {target}: {done['files']} entries" + (f", {len(done['skipped'])} special files not "
+                                                                   "restored" if done.get("skipped") else ""))
+            except Exception as e:  # noqa: BLE001 (reported; the other volumes are restored)
+                self.log(f"  FAILED {item.file} -> {target}: {e}")
+                failed.append(f"{item.file}: {e}")
         for f in manifest["files"]:
             target = self._host_target(f["file"])
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -429,9 +462,33 @@ class Archiver:
             with os.fdopen(fd, "wb") as out:
                 out.write((src / f["file"]).read_bytes())
             os.replace(tmp, target)
+        if failed:
+            raise BackupError(f"restored all but {len(failed)} volumes: " + "; ".join(failed))
         self.log(f"restored {len(plan)} volumes and {len(manifest['files'])} secret and TLS files into "
                  f"{self.cfg.hub.prefix}; start it with `make up`")
         return manifest
+
+    def _check_archives(self, src: Path, plan: list[tuple[VolumeItem, str]]) -> dict[str, int]:
+        """Every member of every archive through the extraction's rules (``volume_archive check``),
+        before anything is stopped or emptied: one that would be refused stops the whole restore.
+        Each archive's helper also measures the volume it would replace (read-only): target -> bytes
+        of the targets that exist."""
+        problems, sizes = [], {}
+        for item, target in plan:
+            mounts = {str(src / item.file): {"bind": "/in.tar", "mode": "ro"}}
+            exists = self.exists(target)
+            if exists:
+                mounts[target] = {"bind": "/v", "mode": "ro"}
+            try:
+                done = self.worker(["check", "/in.tar"] + (["/v"] if exists else []), mounts)[-1]
+            except BackupError as e:
+                problems.append(f"{item.file}: {e}")
+                continue
+            if exists:
+                sizes[target] = done["bytes"]
+        if problems:
+            raise BackupError("restore refused, nothing was changed: " + "; ".join(problems))
+        return sizes
 
     def _host_target(self, rel: str) -> Path:
         kind, name = rel.split("/", 1)

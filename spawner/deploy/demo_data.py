@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from spawner.core.config import StackhubConfig
+from spawner.core.specs import container_log_config, log_limit
 
 DEMO_SCRIPT = Path(__file__).with_name("demo_repo.py")
 SCRIPT_IN = "/opt/stackhub-demo"  # where the program is put in the builder container
@@ -75,6 +76,7 @@ def builder_container(cfg: StackhubConfig, image: str, tag: str) -> dict:
         security_opt=["no-new-privileges"],
         pids_limit=512,
         mem_limit="2g",
+        **container_log_config(log_limit(cfg)),
         labels={"stackhub.role": "demo-data", "stackhub.deployment": cfg.hub.prefix},
         mounts=[{"Type": source_kind, "Source": mount.source, "Target": "/data", "ReadOnly": False}],
         detach=True,

@@ -27,6 +27,7 @@ from spawner.deploy.demo_data import ensure_demo_data
 from spawner.core import names
 from spawner.core.config import OAuthAuth, SharedPasswordAuth, StackhubConfig
 from spawner.core.names import HUB_COURSES, HUB_PORT, PROXY_API_PORT
+from spawner.core.specs import container_log_config, log_limit
 from spawner.deploy.tls import TLSFiles, check_own_certificate, ensure_local_tls, write_private
 
 HUB_SECRETS = "/srv/stackhub/secrets"
@@ -91,6 +92,8 @@ def proxy_container(cfg: StackhubConfig, paths: HostPaths, tls: TLSFiles) -> dic
         ],
         restart_policy={"Name": "unless-stopped"},
         cpu_shares=INFRA_CPU_SHARES,
+        mem_limit=hub.proxy_mem_limit,
+        **container_log_config(log_limit(cfg)),
         detach=True,
     )
 
@@ -142,6 +145,8 @@ def hub_container(cfg: StackhubConfig, paths: HostPaths, config_file: Path | Non
         working_dir=HUB_STATE,
         restart_policy={"Name": "unless-stopped"},
         cpu_shares=INFRA_CPU_SHARES,
+        mem_limit=hub.mem_limit,
+        **container_log_config(log_limit(cfg)),
         detach=True,
     )
 

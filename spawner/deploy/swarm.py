@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from spawner.core import names
-from spawner.core.config import StackhubConfig
+from spawner.core.config import StackhubConfig, memory_bytes
 from spawner.deploy.single_host import (Deployment, HostPaths, ensure_secrets, hub_container, proxy_container,
                                         secret_environment, tls_files)
 from spawner.deploy.tls import TLSFiles
@@ -41,6 +41,11 @@ def _service(container: dict, *, node_id: str, networks: list[dict], ports: list
             "RestartPolicy": {"Condition": "on-failure", "Delay": 5 * 10**9, "MaxAttempts": 3},
             "Placement": {"Constraints": [f"node.id=={node_id}"]},
             "Networks": networks}
+    if container.get("mem_limit"):
+        task["Resources"] = {"Limits": {"MemoryBytes": memory_bytes(container["mem_limit"])}}
+    if container.get("log_config"):
+        log = container["log_config"]
+        task["LogDriver"] = {"Name": log["type"], "Options": dict(log["config"])}
     # dnsrr: a name resolves to the task's own address (the proxy binds its API to its alias's)
     endpoint = {"Mode": "dnsrr", "Ports": ports}
     return {"name": container["name"], "labels": dict(container["labels"]), "task_template": task,

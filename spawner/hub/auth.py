@@ -120,13 +120,25 @@ def discover(auth: OAuthAuth, timeout: float = 10, opener=urllib.request.urlopen
         raise OAuthSetupError(f"auth.issuer: {url} did not return a JSON discovery document")
     if doc.get("issuer", "").rstrip("/") != issuer:
         raise OAuthSetupError(f"auth.issuer is {auth.issuer} but {url} names the issuer {doc.get('issuer')!r}")
-    missing = [k for k in ("authorization_endpoint", "token_endpoint") if not doc.get(k)]
+    missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)]
     if missing:
         raise OAuthSetupError(f"auth.issuer: {url} has no {', '.join(missing)}")
     return doc
 
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")  # what oauthenticator can send
+ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+def id_token_algorithms(doc: dict) -> list[str]:
+    """The asymmetric signature algorithms the provider says it signs ID tokens with; RS256 (OIDC
+    Core's default, which every provider must support) when it says none. Never ``none`` or HMAC."""
+    offered = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
+    chosen = [a for a in ID_TOKEN_ALGORITHMS if a in offered]
+    if not chosen:
+        raise OAuthSetupError(f"auth.issuer: the provider signs ID tokens with {', '.join(map(str, offered))}; the hub "
+                              f"verifies only {', '.join(ID_TOKEN_ALGORITHMS)}")
+    return chosen
 USUAL_SCOPES = ("openid", "profile", "email", "groups")
 STANDARD_SCOPES = ("openid", "profile", "email")  # defined by OIDC Core itself
 
@@ -296,6 +308,10 @@ def update_oauth(c, cfg: StackhubConfig, inputs: OAuthInputs):
         else:
             section.userdata_from_id_token = True
         section.username_claim = auth.username_claim
+        # the ID token is verified against these before any of its claims is trusted (spawner.hub.oidc)
+        section.oidc_issuer = doc["issuer"]
+        section.oidc_jwks_uri = doc["jwks_uri"]
+        section.oidc_algorithms = id_token_algorithms(doc)
         section.basic_auth = token_endpoint_auth_method(auth, doc) == "client_secret_basic"
         section.scope = oidc_scopes(doc, auth.scopes or [])
     return c

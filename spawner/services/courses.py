@@ -12,6 +12,10 @@ REST API (JSON; under ``/services/stackhub-courses/api``)::
                                Content-Type application/x-git-bundle (?ref=) or application/x-tar
                                (a directory), with ?restore=1 and ?source=<description>
     DELETE courses/<name>      unpublish (users' copies stay in their homes)
+    GET|PUT courses/<name>/owners  {"owner": NAME, "shared": [NAME, ...]}: who may change or remove it
+
+A course belongs to whoever first published it; they may share it with other instructors. Only the
+owner, those it is shared with, and admins may publish over it or remove it.
     POST   sync                {"users"?: [...], "courses"?: [...]}: sync now in running servers
     GET    users               the version of each course each user was last seen with
     POST   checks              {"course": NAME, "tags"?: [TAG, ...]}: run the course's notebooks headless on
@@ -43,11 +47,12 @@ from tornado import web
 
 from spawner.backends import engine_for
 from spawner.backends.base import EngineError, RunningServer
-from spawner.core import names
+from spawner.core import names, roles
 from spawner.core.catalog import Catalog
 from spawner.core.config import Courses, StackhubConfig, config_from_env
 from spawner.courses.records import STATUS_MAX_BYTES, check_courses, check_seen, parse_status
 from spawner.courses.sources import GitPolicy, scrub
+from spawner.courses import owners as course_owners
 from spawner.courses.publish import CourseError, CourseStore, Limits, Source, extract_tar, validate_name
 from spawner.courses.sync import STATE_DIR, STATUS_FILE, TOOL_NAME, TOOLS_DIR, write_json
 from spawner.courses.checks import CHECKS_FILE, QUEUED, CheckStore, TagRun, matrix
@@ -57,6 +62,7 @@ from spawner.services.course_checks import CheckJob, CheckJobs
 log = logging.getLogger("stackhub.courses")
 SERVICE_NAME = "stackhub-courses"
 UPLOAD_TYPES = {"application/x-git-bundle": "bundle", "application/x-tar": "directory"}
+SYNC_MAX_BYTES = 4 * 2**20  # the sync's JSON report, read from the user's container
 STATUS_TTL = 10.0  # seconds the users' versions read from running servers are reused
 
 
@@ -93,7 +99,8 @@ class Servers:
         self.sync_seconds = sync_seconds
 
     def _status(self, server: RunningServer) -> dict:
-        out = self.engine.exec(server, status_command(self.exec_timeout), user=str(self.uid))
+        out = self.engine.exec(server, status_command(self.exec_timeout), user=str(self.uid),
+                               timeout=self.exec_timeout, max_bytes=STATUS_MAX_BYTES + 1)
         courses, problems = parse_status(out.stdout, f"{server.user}: status.json")
         for p in problems:
             log.warning("%s", p)
@@ -102,10 +109,10 @@ class Servers:
     def _sync(self, server: RunningServer, courses: list[str]) -> dict:
         cmd = ["timeout", "-s", "KILL", str(self.sync_seconds + 15), self.tool, "--json",
                f"--budget={self.sync_seconds}", *courses]
-        out = self.engine.exec(server, cmd, user=str(self.uid))
+        out = self.engine.exec(server, cmd, user=str(self.uid), timeout=self.sync_seconds + 15, max_bytes=SYNC_MAX_BYTES)
         code, stdout, stderr = out.code, out.stdout, out.stderr
         try:
-            data = json.loads((stdout or b"{}")[: 4 * 2**20].decode())
+            data = json.loads((stdout or b"{}").decode())
         except ValueError:
             data = {}
         if not isinstance(data, dict):
@@ -229,7 +236,7 @@ class ContainerFetcher:
                 cmd = ["python", "-m", "spawner.courses.publish", "fetch", f"{FETCH_IN}/request.json", FETCH_WORK]
                 if upload is not None:
                     cmd.append(f"{FETCH_IN}/upload")
-                out = c.exec(cmd, user=FETCH_USER, workdir="/srv/stackhub")
+                out = c.exec(cmd, user=FETCH_USER, workdir="/srv/stackhub", timeout=lifetime, max_bytes=2**20)
                 try:
                     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
                 except (ValueError, IndexError):
@@ -386,6 +393,22 @@ class Base(ServiceHandler):
         return (f"{model.get('kind', 'user')} {model['name']} may not manage courses: "
                 "only members of the hub group 'instructors' and admins may")
 
+    @property
+    def is_admin(self) -> bool:
+        """A hub admin, or a service (the operator's own, e.g. the CLI's admin token)."""
+        m = self.current_user
+        return roles.is_admin(m.get("admin"), m.get("groups")) or m.get("kind") == "service"
+
+    async def require_change(self, name: str) -> course_owners.Ownership | None:
+        """403 unless the caller may change course ``name`` (their own, shared with them, or an
+        admin); its ownership (None: not published yet, anyone here may create it)."""
+        ownership = await self.ctx.blocking(self.ctx.store.ownership, name)
+        if ownership is not None and not ownership.may_change(self.current_user["name"], admin=self.is_admin):
+            log.info("%s may not change course %s (owner %s)", self.who, name, ownership.owner)
+            raise web.HTTPError(403, f"course {name!r} belongs to {ownership.owner or 'the admins'}; only its owner, "
+                                     "the instructors it is shared with and admins may change or remove it")
+        return ownership
+
     async def current_course(self, name) -> dict:
         """The published course ``name``'s current version: 400 for a bad name, 404 if unpublished."""
         try:
@@ -433,6 +456,7 @@ class CourseHandler(Base):
             else:
                 raise CourseError(f"Content-Type {ctype} is not one of application/json, {', '.join(UPLOAD_TYPES)}", 415)
             async with self.ctx.lock(name):
+                await self.require_change(name)
                 current = await self.ctx.blocking(self.ctx.store.publish, name, source, publisher=self.who,
                                                   restore=restore, upload=upload)
         except CourseError as e:
@@ -445,6 +469,7 @@ class CourseHandler(Base):
     async def delete(self, name):
         try:
             async with self.ctx.lock(name):
+                await self.require_change(validate_name(name))
                 removed = await self.ctx.blocking(self.ctx.store.remove, name)
         except CourseError as e:
             raise web.HTTPError(e.status, str(e)) from None
@@ -452,6 +477,33 @@ class CourseHandler(Base):
             raise web.HTTPError(404, f"no published course {name!r}")
         log.info("%s removed course %s", self.who, name)
         self.send({"removed": name})
+
+
+class OwnersHandler(Base):
+    """``PUT courses/<name>/owners`` {"shared": [NAME, ...], "owner"?: NAME}: the owner (or an admin)
+    shares the course with other instructors; only an admin gives it another owner."""
+
+    async def get(self, name):
+        await self.current_course(name)
+        self.send((await self.ctx.blocking(self.ctx.store.ownership, name)).to_json())
+
+    async def put(self, name):
+        await self.current_course(name)
+        try:
+            wanted = course_owners.parse(self.body())
+        except course_owners.OwnersError as e:
+            raise web.HTTPError(400, str(e)) from None
+        async with self.ctx.lock(name):
+            ownership = await self.require_change(name)
+            if ownership.owner != self.current_user["name"] and not self.is_admin:
+                raise web.HTTPError(403, f"only the owner of course {name!r} ({ownership.owner}) and admins may share it")
+            owner = ownership.owner if wanted.owner is None else wanted.owner
+            if owner != ownership.owner and not self.is_admin:
+                raise web.HTTPError(403, "only admins may give a course another owner")
+            new = course_owners.Ownership(owner, tuple(u for u in wanted.shared if u != owner))
+            await self.ctx.blocking(self.ctx.store.set_ownership, name, new)
+        log.info("%s set the owners of course %s: %s", self.who, name, new.to_json())
+        self.send(new.to_json())
 
 
 class SyncHandler(Base):
@@ -566,6 +618,7 @@ def make_app(ctx: Context) -> web.Application:
         ("checks", ChecksHandler),
         (r"checks/([0-9]+)", CheckHandler),
         (r"courses/([^/]*)/checks", CheckResultsHandler),
+        (r"courses/([^/]*)/owners", OwnersHandler),
     ], not_found=Base), ctx=ctx, cookie_secret=os.urandom(32), log_function=log_request)
 
 

@@ -22,6 +22,7 @@ must add for hard guarantees (filesystem quotas, homes on their own filesystem).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from spawner.core import names
 from spawner.core.config import config_from_env
 from spawner.core.disk import WARNING_FILE, Budget, Record, budget_of, decide, human, measure_homes, ready_servers
 from spawner.hub.disk_store import STATE_FILE, load_records, save_records
@@ -38,6 +40,8 @@ log = logging.getLogger("stackhub.diskwatch")
 SERVICE_NAME = "stackhub-diskwatch"
 STATE_RESERVE = 2**30  # below this much free space where the hub's state lives, the log says so each check
 EXEC_TIMEOUT = 30.0
+DF_TIMEOUT = 60.0    # seconds the engine may take to measure every volume at once (docker system df)
+HOME_TIMEOUT = 30.0  # seconds one home may take to measure on its own, when that did not answer
 
 
 # --- the messages users read -------------------------------------------------------------------------
@@ -85,7 +89,8 @@ class Watcher:
             if handle is None:
                 continue
             out = self.engine.exec(handle, ["sh", "-c", script], user=str(self.uid),
-                                   environment={"STACKHUB_NOTICE": text, "STACKHUB_NOTICE_FILE": WARNING_FILE})
+                                   environment={"STACKHUB_NOTICE": text, "STACKHUB_NOTICE_FILE": WARNING_FILE},
+                                   timeout=EXEC_TIMEOUT / 2, max_bytes=2**16)
             if out.code == 0:
                 done = True
             else:
@@ -100,10 +105,39 @@ class Watcher:
             log.warning("disk notice for %s: %s", user, e)
             return False
 
+    async def _sizes(self, running: dict[str, list[str]]) -> dict[str, int]:
+        """username -> bytes of their home. The engine measures every volume at once; when that takes
+        longer than DF_TIMEOUT (one home with millions of files holds up the daemon's walk for all),
+        each running user's home is measured on its own, HOME_TIMEOUT each: a home that cannot be
+        measured in time keeps its last size, and the others are still watched."""
+        try:
+            return measure_homes(await self._io(self.engine.volume_usage, timeout=DF_TIMEOUT), self.template)
+        except NotImplementedError:
+            raise  # an engine that measures no volumes measures no home either (Kubernetes)
+        except Exception as e:  # noqa: BLE001 (a timeout or an engine error: measure home by home)
+            log.warning("the engine did not measure the homes in %.0f s (%s); measuring each running user's "
+                        "home on its own", DF_TIMEOUT, str(e) or type(e).__name__)
+        sizes = {user: rec.size for user, rec in self.records.items()}
+        for user in sorted(running):
+            volume = names.home_volume_name(user, self.template)
+            try:
+                # the helper's own start and removal get a margin past the measurement's time
+                size = await self._io(functools.partial(self.engine.home_size, volume, timeout=HOME_TIMEOUT),
+                                      timeout=HOME_TIMEOUT + 30)
+            except Exception as e:  # noqa: BLE001 (this home only)
+                size, problem = None, e
+            else:
+                problem = "too many files to measure in time"
+            if size is None:
+                log.error("the home of %s could not be measured (%s); its last size counts", user, problem)
+                continue
+            sizes[user] = size
+        return sizes
+
     async def check(self, now: float | None = None):
         now = time.time() if now is None else now
-        sizes = measure_homes(await self._io(self.engine.volume_usage), self.template)
         running = ready_servers(await self.hub.users(state="active"))
+        sizes = await self._sizes(running)
         records, actions = decide(sizes, running, self.records, self.budget, now)
         for a in actions:
             if a.kind == "warn":

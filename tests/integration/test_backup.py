@@ -80,11 +80,32 @@ def publish_course(hub, tmp_path, name):
     assert out.returncode == 0, out.stderr
 
 
+# What a home may hold to break a backup: a FIFO (a reader waits for a writer for ever), a socket, a
+# file named *.sqlite that is no database, a link out of the home, and a folder swapped for a link to
+# / over and over while the backup runs (the race). Each is made by the user in their own server.
+PLANT = ("mkfifo ~/pipe && python3 -c \"import os, socket; socket.socket(socket.AF_UNIX).bind(os.path.expanduser('~/sock'))\" "
+         "&& echo 'not a database' > ~/notes.sqlite && ln -s /etc ~/escape && mkdir -p ~/race && echo r > ~/race/f")
+RACE = ("nohup sh -c 'while :; do mv ~/race ~/race.x && ln -s / ~/race && rm ~/race && mv ~/race.x ~/race; done' "
+        ">/dev/null 2>&1 &")
+
+
+def plant_device(client, volume: str, path: str):
+    """A character device (1,3: /dev/null) in a home. A user's server has no CAP_MKNOD, so a root helper
+    with Docker's default capabilities makes it, as an attacker with a device file would have it."""
+    image = next(iter(client.images.list(name="stackhub/lsst-stack")))
+    client.containers.run(image.id, ["mknod", f"/v/{path}", "c", "1", "3"], entrypoint=[], user="0",
+                          volumes={volume: {"bind": "/v", "mode": "rw"}}, network_disabled=True, remove=True)
+
+
 def test_restore_onto_a_wiped_deployment_brings_everything_back(hub, user, tmp_path, stack_tags):
     client = hub.client
     alice, bob = user("bk"), user("bk")
     hub.spawn(alice)
     assert sh(hub, alice, "mkdir -p ~/work && echo 'my results' > ~/work/kept.txt && chmod 700 ~/work")[0] == 0
+    code, text = sh(hub, alice, PLANT)
+    assert code == 0, text
+    plant_device(client, home_volume_name(alice), f"{alice}/null-device")
+    assert sh(hub, alice, RACE)[0] == 0
     password = hub.user_password(alice)
     group = f"g-{uuid.uuid4().hex[:6]}"
     assert hub.api("POST", f"/groups/{group}", json={"users": [alice, bob]}).status_code == 201
@@ -108,6 +129,11 @@ def test_restore_onto_a_wiped_deployment_brings_everything_back(hub, user, tmp_p
     assert out.returncode == 0, out.stderr
     manifest = json.loads((dest / "manifest.json").read_text())
     assert {v["role"] for v in manifest["volumes"]} == {"hub-state", "courses", "home", "data"}
+    assert manifest["failed"] == []
+    home = next(v for v in manifest["volumes"] if v.get("user") == alice)
+    skipped = {s["path"]: s["kind"] for s in home["skipped"]}
+    assert skipped.get(f"{alice}/pipe") == "fifo" and skipped.get(f"{alice}/sock") == "socket", skipped
+    assert skipped.get(f"{alice}/null-device") == "char-device", skipped
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     for f in [*manifest["files"], *manifest["volumes"]]:
         assert stat.S_IMODE((dest / f["file"]).stat().st_mode) == 0o600, f["file"]
@@ -157,10 +183,61 @@ def test_restore_onto_a_wiped_deployment_brings_everything_back(hub, user, tmp_p
     assert model["servers"][""]["ready"]
     code, text = sh(hub, alice, "cat ~/work/kept.txt && stat -c '%u %a' ~/work && stat -c %u ~")
     assert code == 0 and text.split() == ["my", "results", "1000", "700", "1000"], text
+    # the junk *.sqlite came back as the bytes it was, the link as a link; no special file came back
+    code, text = sh(hub, alice, "cat ~/notes.sqlite && readlink ~/escape && ls -A ~")
+    assert code == 0 and text.splitlines()[:2] == ["not a database", "/etc"], text
+    assert not {"pipe", "sock", "null-device"} & set(text.split()), text
     assert f"stackhub/lsst-stack:{stack_tags[1]}" in client.containers.get(container_name(alice)).image.tags
     service(hub, SESSIONS, "DELETE", f"sessions/{q}")
     hub.stop(alice)
     assert anonymous_mounts(client) == {}
+
+
+def test_a_broken_home_is_reported_and_never_stops_the_others_and_restore_checks_first(hub, user, tmp_path):
+    """A home its helper cannot read (root's, 0700, as a failing disk or a stray chown would leave it)
+    fails alone: the backup holds every other volume and exits 1 naming it. A restore whose archive
+    would write outside its volume is refused before it stops or empties anything."""
+    import io
+    import tarfile
+
+    client = hub.client
+    ok = user("bk")
+    hub.spawn(ok)
+    assert sh(hub, ok, "echo fine > ~/fine.txt")[0] == 0
+    broken = f"{TEST_PREFIX}-home-broken-{uuid.uuid4().hex[:6]}"
+    client.volumes.create(broken, labels={"stackhub.deployment": TEST_PREFIX, "stackhub.role": "home",
+                                          "stackhub.user": f"zz-{broken[-6:]}"})
+    image = next(iter(client.images.list(name="stackhub/lsst-stack")))
+    try:
+        client.containers.run(image.id, ["sh", "-c", "echo x > /v/f && chown 0:0 /v && chmod 700 /v"], entrypoint=[],
+                              user="0", volumes={broken: {"bind": "/v", "mode": "rw"}}, network_disabled=True,
+                              remove=True)
+        dest = tmp_path / "backup"
+        out = cli(hub, "backup", str(dest), "--homes")
+        assert out.returncode == 1 and broken in out.stderr, out.stdout + out.stderr
+        manifest = json.loads((dest / "manifest.json").read_text())
+        assert [f["source"] for f in manifest["failed"]] == [broken]
+        assert {"hub-state", "courses"} <= {v["role"] for v in manifest["volumes"]}
+        entry = next(v for v in manifest["volumes"] if v.get("user") == ok)
+
+        # one member of ok's home archive now points outside it; the manifest is made to agree
+        path = dest / entry["file"]
+        with tarfile.open(path, "a") as tar:
+            info = tarfile.TarInfo("../../escaped.txt")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"bad"))
+        from spawner.deploy.backup import sha256
+
+        entry.update(bytes=path.stat().st_size, sha256=sha256(path))
+        manifest["failed"] = []
+        (dest / "manifest.json").write_text(json.dumps(manifest))
+        out = cli(hub, "restore", str(dest), "--force")
+        assert out.returncode == 2 and "refused" in out.stderr and entry["file"] in out.stderr, out.stderr
+        assert hub.api("GET", f"/users/{ok}").status_code == 200  # the deployment was not stopped
+        assert sh(hub, ok, "cat ~/fine.txt") == (0, "fine\n")  # and the home not emptied
+    finally:
+        client.volumes.get(broken).remove(force=True)
+        hub.stop(ok)
 
 
 def test_deleting_a_user_stops_every_server_and_keeps_the_home_unless_purged(hub, user):

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,37 @@ def test_only_instructors_and_admins_may_publish(hub, user, repo):
     assert s.get(f"{hub.url}services/stackhub-courses/").status_code == 403
     # the admin token may
     assert course_api(hub, "GET", "courses").status_code == 200
+
+
+def test_an_instructor_may_not_replace_or_remove_another_instructors_course(hub, user, repo):
+    """Courses have owners: kim, an instructor too, gets 403 on ivy's course and nothing changes;
+    once ivy shares it with her she may publish it; an admin may remove any."""
+    ivy, kim = user("ivy"), user("kim")
+    make_instructor(hub, ivy)
+    make_instructor(hub, kim)
+    ivy_token, kim_token = token_for(hub, ivy), token_for(hub, kim)
+    course = f"own-{uuid.uuid4().hex[:4]}"
+    out = cli(hub, "publish", course, str(repo), token=ivy_token)
+    assert out.returncode == 0, out.stderr
+    before = course_api(hub, "GET", "courses").json()["courses"]
+    mine = next(c for c in before if c["course"] == course)
+    assert mine["owners"] == {"owner": ivy, "shared": []}
+
+    (repo / "A.ipynb").write_text(nb("kim's replacement"))
+    git(repo, "commit", "-qam", "kim")
+    out = cli(hub, "publish", course, str(repo), token=kim_token)
+    assert out.returncode == 2 and "403" in out.stderr and f"belongs to {ivy}" in out.stderr, out.stderr
+    r = course_api(hub, "DELETE", f"courses/{course}", token=kim_token)
+    assert r.status_code == 403, r.text
+    r = course_api(hub, "PUT", f"courses/{course}/owners", token=kim_token, json={"shared": [kim]})
+    assert r.status_code == 403, r.text
+    after = next(c for c in course_api(hub, "GET", "courses").json()["courses"] if c["course"] == course)
+    assert after["version"] == mine["version"] and after["owners"] == mine["owners"]
+
+    out = cli(hub, "share", course, kim, token=ivy_token)
+    assert out.returncode == 0 and f"{ivy} ({kim})" in out.stdout, out.stdout + out.stderr
+    assert cli(hub, "publish", course, str(repo), token=kim_token).returncode == 0
+    assert course_api(hub, "DELETE", f"courses/{course}").status_code == 200  # the admin token
 
 
 def homes_listing(hub, name):

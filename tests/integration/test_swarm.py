@@ -160,6 +160,9 @@ def test_hub_and_proxy_run_as_swarm_services(shub, docker_client):
     for name in (own.hub, own.proxy):
         (service,) = [s for s in docker_client.services.list(filters={"name": name}) if s.name == name]
         assert service.attrs["Spec"]["Labels"]["stackhub.deployment"] == PREFIX
+        task = service.attrs["Spec"]["TaskTemplate"]
+        assert task["LogDriver"] == {"Name": "json-file", "Options": {"max-size": "10M", "max-file": "3"}}, name
+        assert task["Resources"]["Limits"]["MemoryBytes"] == (2 if name == own.hub else 1) * 2**30, name
     r = requests.get(f"{shub.url}hub/api/", verify=shub.ca, timeout=30)
     assert r.status_code == 200 and "version" in r.json()
     r = requests.get(shub.http_url, allow_redirects=False, timeout=30)  # plain HTTP only redirects
@@ -175,6 +178,8 @@ def test_spawn_with_a_tag_runs_that_image_with_home_and_data_and_answers_through
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"].startswith(f"stackhub/lsst-stack:{tag}")
     assert spec["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"] == 10**9
     c = task_container(shub.client, service.name)
+    # the server's log is bounded on Swarm too: the task's container carries the service's log driver
+    assert c.attrs["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10M", "max-file": "3"}}
     home = home_volume_name(name, f"{PREFIX}-home-{{user}}")
     mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
     assert mounts["/home"]["Name"] == home and mounts["/home"]["RW"] is True

@@ -27,6 +27,7 @@ DISCOVERY = {
     "authorization_endpoint": f"{ISSUER}/auth",
     "token_endpoint": f"{ISSUER}/token",
     "userinfo_endpoint": f"{ISSUER}/userinfo",
+    "jwks_uri": f"{ISSUER}/keys",
     "scopes_supported": ["openid", "profile", "email", "groups"],
 }
 
@@ -375,27 +376,138 @@ class FakeHandler:
     ("n-1", {"nonce": 7}, 403),
 ])
 def test_id_token_must_carry_this_logins_nonce(sent, claims, status):
-    import jwt
     from tornado.web import HTTPError
 
     a = StackhubOIDCAuthenticator(config=apply(OIDC))
     handler = FakeHandler(sent)
-    token_info = {"access_token": "a", "id_token": jwt.encode({"sub": "x", **claims}, "k" * 32, "HS256")}
+    taken = a.take_nonce(handler)
+    assert handler.cookies == {}  # a nonce is good for one callback only
     if status is None:
-        a.check_nonce(handler, token_info)
+        a.check_nonce(taken, claims)
     else:
         with pytest.raises(HTTPError) as e:
-            a.check_nonce(handler, token_info)
+            a.check_nonce(taken, claims)
         assert e.value.status_code == status
-    assert handler.cookies == {}  # a nonce is good for one callback only
+
+
+# --- the ID token is verified before any claim of it is trusted ------------------------------------
+
+
+def rsa_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+PROVIDER_KEY, FORGER_KEY = rsa_key(), rsa_key()
+
+
+def jwks(*keys):
+    import json as json_
+
+    from jwt.algorithms import RSAAlgorithm
+
+    return {"keys": [{**json_.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig", "alg": "RS256"}
+                     for kid, k in keys]}
+
+
+def id_token(key=PROVIDER_KEY, kid="k1", alg="RS256", **changes):
+    import time as time_
+
+    import jwt
+
+    now = int(time_.time())
+    claims = {"iss": ISSUER, "aud": "stackhub", "sub": "ada", "iat": now, "exp": now + 300, "nonce": "n-1", **changes}
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, key, alg, headers={"kid": kid} if kid else None)
+
+
+def verifier(keys=(("k1", PROVIDER_KEY),)):
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
+    a.fetched = []
+
+    async def httpfetch(url, **kw):
+        a.fetched.append(url)
+        return jwks(*keys)
+    a.httpfetch = httpfetch
+    return a
+
+
+def verify(a, token):
+    import asyncio
+
+    return asyncio.run(a.verified_claims({"access_token": "a", "id_token": token}))
+
+
+def test_the_discovered_issuer_keys_and_algorithms_are_what_the_token_is_checked_against():
+    a = StackhubOIDCAuthenticator(config=apply(OIDC))
+    assert (a.oidc_issuer, a.oidc_jwks_uri, a.oidc_algorithms) == (ISSUER, f"{ISSUER}/keys", ["RS256"])
+    doc = {**DISCOVERY, "id_token_signing_alg_values_supported": ["HS256", "ES256", "none", "RS256"]}
+    assert StackhubOIDCAuthenticator(config=apply(OIDC, doc=doc)).oidc_algorithms == ["RS256", "ES256"]
+    with pytest.raises(OAuthSetupError, match="HS256"):
+        apply(OIDC, doc={**DISCOVERY, "id_token_signing_alg_values_supported": ["HS256"]})
+
+
+def test_a_token_signed_by_the_providers_key_passes_with_its_claims():
+    a = verifier()
+    assert verify(a, id_token())["nonce"] == "n-1"
+    assert a.fetched == [f"{ISSUER}/keys"]
+    verify(a, id_token(nonce="n-2"))
+    assert len(a.fetched) == 1  # the keys are kept between logins
+
+
+@pytest.mark.parametrize("forged", [
+    pytest.param(lambda: id_token(key=FORGER_KEY), id="signed-by-another-key-same-kid"),
+    pytest.param(lambda: id_token(key=FORGER_KEY, kid="k9"), id="a-key-the-provider-does-not-publish"),
+    pytest.param(lambda: id_token(aud="another-client"), id="for-another-client"),
+    pytest.param(lambda: id_token(aud=["stackhub", "other"], azp="other"), id="several-audiences-azp-not-us"),
+    pytest.param(lambda: id_token(iss="https://evil.example.org"), id="another-issuer"),
+    pytest.param(lambda: id_token(exp=1_000_000_000, iat=999_999_000), id="expired"),
+    pytest.param(lambda: id_token(exp=None), id="no-expiry"),
+    pytest.param(lambda: id_token(iat=None), id="no-issued-at"),
+    pytest.param(lambda: id_token(key="", alg="none"), id="alg-none"),
+    pytest.param(lambda: id_token(key="the-client-secret-or-anything-else", alg="HS256"), id="hmac"),
+    pytest.param(lambda: id_token()[:-8] + "AAAAAAAA", id="tampered-signature"),
+    pytest.param(lambda: "not.a.jwt", id="garbage"),
+])
+def test_a_forged_or_foreign_id_token_is_refused_before_its_nonce_is_read(forged, caplog):
+    from tornado.web import HTTPError
+
+    a = verifier()
+    with pytest.raises(HTTPError) as e:
+        verify(a, forged())
+    assert e.value.status_code == 403
+    assert "could not be verified" in e.value.log_message
+
+
+def test_a_rotated_key_is_fetched_once_but_an_unknown_one_does_not_make_the_hub_fetch_at_will():
+    a = verifier(keys=(("k1", PROVIDER_KEY),))
+    verify(a, id_token())
+    new = rsa_key()
+
+    async def rotated(url, **kw):
+        a.fetched.append(url)
+        return jwks(("k1", PROVIDER_KEY), ("k2", new))
+    a.httpfetch = rotated
+    a._jwks_fetched -= 3600  # the last fetch was long ago
+    assert verify(a, id_token(key=new, kid="k2"))["sub"] == "ada"
+    assert len(a.fetched) == 2
+    from tornado.web import HTTPError
+
+    for _ in range(3):  # unknown keys right after a fetch: refused from what is known
+        with pytest.raises(HTTPError):
+            verify(a, id_token(key=FORGER_KEY, kid="k7"))
+    assert len(a.fetched) == 2
 
 
 def test_token_response_without_id_token_is_a_502_naming_the_provider():
+    import asyncio
+
     from tornado.web import HTTPError
 
     a = StackhubOIDCAuthenticator(config=apply(OIDC))
     with pytest.raises(HTTPError) as e:
-        a.check_nonce(FakeHandler("n"), {"access_token": "a"})
+        asyncio.run(a.verified_claims({"access_token": "a"}))
     assert e.value.status_code == 502
     assert "idp.example.org" in e.value.log_message % e.value.args
 

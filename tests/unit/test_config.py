@@ -184,3 +184,21 @@ def test_backend_is_a_typed_variant_with_its_own_keys(tmp_path):
     f.write_text("spawner: {backend: {type: docker, namespace: x}}\n")  # a Kubernetes key on Docker
     with pytest.raises(ConfigError, match="spawner.backend.docker.namespace"):
         load_config(f)
+
+
+def test_logs_are_bounded_by_default_and_engine_leaves_them_to_the_daemon(tmp_path):
+    from spawner.core.specs import container_log_config, log_limit
+
+    cfg = StackhubConfig()
+    assert container_log_config(log_limit(cfg)) == {
+        "log_config": {"type": "json-file", "config": {"max-size": "10M", "max-file": "3"}}}
+    f = tmp_path / "stackhub.yaml"
+    f.write_text("logs: {driver: local, maxSize: 5M, maxFiles: 2}\n")
+    assert log_limit(load_config(f)).options == {"max-size": "5M", "max-file": "2"}
+    f.write_text("logs: {driver: engine}\n")
+    assert container_log_config(log_limit(load_config(f))) == {}
+    for bad, needle in (("{maxSize: 1K}", "at least 64K"), ("{maxSize: lots}", "512M"), ("{maxFiles: 0}", "maxFiles"),
+                        ("{driver: syslog}", "driver")):
+        f.write_text(f"logs: {bad}\n")
+        with pytest.raises(ConfigError, match=needle):
+            load_config(f)

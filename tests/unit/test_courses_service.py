@@ -47,6 +47,8 @@ TOKENS = {
     "admin-token": {"kind": "service", "name": "stackhub-admin", "scopes": ["access:services"]},
     "ivy-instructor": {"kind": "user", "name": "ivy", "scopes": ["access:services!service=stackhub-courses"]},
     "pat-plain": {"kind": "user", "name": "pat", "scopes": ["read:users:name!user=pat"]},
+    "kim-instructor": {"kind": "user", "name": "kim", "scopes": ["access:services!service=stackhub-courses"]},
+    "ada-admin": {"kind": "user", "name": "ada", "admin": True, "scopes": ["access:services"]},
 }
 
 
@@ -265,3 +267,57 @@ def test_fetch_containers_run_the_hubs_own_image_by_id_not_a_tag_a_rebuild_may_m
     assert own_image(outside, "hub:x") == "sha256:hub:x"
     nothing = SimpleNamespace(containers=SimpleNamespace(get=missing), images=SimpleNamespace(get=missing))
     assert own_image(nothing, "hub:x") == "hub:x"
+
+
+async def test_an_instructor_changes_only_their_own_courses_or_those_shared_with_them(service):
+    call, ctx = service
+    upload = {"data": tar({"A.ipynb": b"A1"}), "ctype": "application/x-tar"}
+    assert (await call("PUT", "courses/intro", **upload))[0] == 201  # ivy's
+    assert (await call("GET", "courses/intro/owners"))[1] == {"owner": "ivy", "shared": []}
+    listed = (await call("GET", "courses"))[1]["courses"]
+    assert listed[0]["owners"] == {"owner": "ivy", "shared": []}
+
+    # kim may neither replace nor remove ivy's course, nor share it with herself; nothing changes
+    version = ctx.store.current("intro")["version"]
+    code, body = await call("PUT", "courses/intro", token="kim-instructor", data=tar({"A.ipynb": b"evil"}),
+                            ctype="application/x-tar")
+    assert code == 403 and "belongs to ivy" in body["message"]
+    assert (await call("DELETE", "courses/intro", token="kim-instructor"))[0] == 403
+    assert (await call("PUT", "courses/intro/owners", {"shared": ["kim"]}, token="kim-instructor"))[0] == 403
+    assert ctx.store.current("intro")["version"] == version
+
+    # shared with her by ivy, she may publish it, but not share it on or take it over
+    assert (await call("PUT", "courses/intro/owners", {"shared": ["kim"]}))[1] == {"owner": "ivy", "shared": ["kim"]}
+    assert (await call("PUT", "courses/intro", token="kim-instructor", data=tar({"A.ipynb": b"A2"}),
+                       ctype="application/x-tar"))[0] == 201
+    assert (await call("PUT", "courses/intro/owners", {"shared": ["kim", "pat"]}, token="kim-instructor"))[0] == 403
+    assert (await call("PUT", "courses/intro/owners", {"owner": "ivy", "shared": ["ivy"]}))[1] == {
+        "owner": "ivy", "shared": []}  # the owner is not listed again among those it is shared with
+    code, body = await call("PUT", "courses/intro/owners", {"owner": "kim", "shared": []})
+    assert code == 403 and "only admins" in body["message"]
+    code, body = await call("PUT", "courses/intro/owners", {"shared": ["kim\n"]})
+    assert code == 400 and "not a user name" in body["message"]
+
+    # an admin changes any course: gives it to kim, then removes it
+    assert (await call("PUT", "courses/intro/owners", {"owner": "kim"}, token="ada-admin"))[1]["owner"] == "kim"
+    assert (await call("PUT", "courses/intro", **upload))[0] == 403  # ivy's no more
+    assert (await call("DELETE", "courses/intro", token="ada-admin"))[0] == 200
+    assert ctx.store.current("intro") is None
+
+
+async def test_a_course_from_before_owners_belongs_to_its_first_publisher(service):
+    call, ctx = service
+    assert (await call("PUT", "courses/old", data=tar({"A.ipynb": b"A1"}), ctype="application/x-tar"))[0] == 201
+    (ctx.store.root / "old" / "owners.json").unlink()
+    assert (await call("GET", "courses/old/owners"))[1] == {"owner": "ivy", "shared": []}
+    assert (await call("DELETE", "courses/old", token="kim-instructor"))[0] == 403
+    (ctx.store.root / "old" / "owners.json").write_text('{"owner": 5}')  # damaged: left to admins
+    assert (await call("DELETE", "courses/old"))[0] == 403
+    assert (await call("DELETE", "courses/old", token="admin-token"))[0] == 200
+
+
+@pytest.mark.parametrize("name", ["intro%0A", "intro%0a"])
+async def test_names_are_checked_whole_not_up_to_a_newline(service, name):
+    call, _ = service
+    code, body = await call("PUT", f"courses/{name}", data=tar({"A.ipynb": b"A1"}), ctype="application/x-tar")
+    assert code == 400 and "not allowed" in body["message"], body

@@ -198,18 +198,22 @@ def test_budget_config_defaults_and_checks():
 class FakeContainer:
     def __init__(self, user, ok=True):
         self.name, self.status, self.ok = f"stackhub-user-{user}", "running", ok
+        self.id = self.name
         self.labels = {"stackhub.role": "server", "stackhub.user": user, "stackhub.server": ""}
         self.execs = []
 
-    def exec_run(self, cmd, user, environment, demux):
+    def run(self, cmd, user, environment):
         self.execs.append((cmd, user, environment))
-        return (0, (b"", None)) if self.ok else (1, (None, b"No space left on device"))
+        return (0, [(b"", None)]) if self.ok else (1, [(None, b"No space left on device")])
 
 
 class FakeClient:
     def __init__(self, sizes, containers):
+        from tests.support.fake_exec import FakeExecAPI
+
         self.sizes, self.containers = sizes, self
         self.by_name = {c.name: c for c in containers}
+        self.api = FakeExecAPI(lambda cid, argv, user, env: self.by_name[cid].run(argv, user, env))
 
     def df(self):
         return {"Volumes": [{"Name": f"stackhub-home-{u}", "Labels": {"stackhub.role": "home", "stackhub.user": u},
@@ -321,3 +325,41 @@ def test_the_spawner_puts_the_notice_above_its_form_and_never_fails_on_it(tmp_pa
             raise OSError("boom")
     sp.disk_notices_class = Broken
     assert sp.disk_notice() == ""
+
+
+def test_a_home_with_millions_of_files_does_not_blind_the_watch_for_the_others(tmp_path, monkeypatch, caplog):
+    """The engine's all-at-once measurement times out (one home holds up its walk): each running
+    user's home is then measured on its own; the one that cannot be keeps its last size, an error
+    measuring one does not stop the next, and the user over the budget is still stopped."""
+    import asyncio
+    import time as time_
+
+    from spawner.services import diskwatch
+
+    monkeypatch.setattr(diskwatch, "DF_TIMEOUT", 0.2)
+    w = watcher(tmp_path, {}, [FakeContainer("ann"), FakeContainer("bob"), FakeContainer("cy")],
+                ["ann", "bob", "cy", "dee"])
+
+    def slow_df():
+        time_.sleep(1)
+        return []
+
+    measured = []
+
+    def home_size(volume, *, timeout):
+        measured.append((volume, timeout))
+        if volume.endswith("-ann"):
+            return None  # du did not finish in time
+        if volume.endswith("-bob"):
+            raise RuntimeError("helper could not start")
+        return {"stackhub-home-cy": 120 * MB, "stackhub-home-dee": 10 * MB}[volume]
+
+    w.engine.volume_usage, w.engine.home_size = slow_df, home_size
+    w.records = {"ann": Record("warn", 95 * MB, T0 - 60, warned=True)}
+    with caplog.at_level(logging.INFO, "stackhub.diskwatch"):
+        asyncio.run(w.check(now=T0))
+    assert [v for v, _ in measured] == [f"stackhub-home-{u}" for u in ("ann", "bob", "cy", "dee")]
+    assert all(t == diskwatch.HOME_TIMEOUT for _, t in measured)
+    assert w.hub.stopped == [("cy", "")]
+    assert w.records["ann"].size == 95 * MB and "bob" not in w.records
+    assert "the home of ann could not be measured" in caplog.text and "helper could not start" in caplog.text

@@ -121,14 +121,14 @@ class FakeClient:
                     "Status": {"State": "running", "ContainerStatus": {"ContainerID": container}}}
         return [task("s1", "N1", "c1"), task("s2", "N2", "c2"), task("zz", "N1", "c9")]
 
-    def get(self, container):
-        client = self
+    def exec_create(self, *a, **kw):
+        from tests.support.fake_exec import FakeExecAPI
 
-        class Container:
-            def exec_run(self, argv, user, environment, demux):
-                client.execs.append((container, argv, user))
-                return 0, (b"out", None)
-        return Container()
+        if not hasattr(self, "_exec"):
+            self._exec = FakeExecAPI(lambda container, argv, user, env: (0, [(b"out", None)]))
+            self._exec.execs = self.execs
+        self.exec_start, self.exec_inspect = self._exec.exec_start, self._exec.exec_inspect
+        return self._exec.exec_create(*a, **kw)
 
 
 def test_engine_finds_running_servers_by_labels_and_execs_on_its_own_node_only():

@@ -7,7 +7,7 @@ change in what a user's container is made of shows in review.
 
 from __future__ import annotations
 
-from spawner.core.specs import Hardening, MountSpec, ServerSpec
+from spawner.core.specs import Hardening, MountSpec, ServerSpec, container_log_config
 
 
 def mount(m: MountSpec) -> dict:
@@ -29,6 +29,7 @@ def host_config(h: Hardening) -> dict:
         "ulimits": [{"name": "nofile", "soft": h.nofile, "hard": h.nofile}],
         "read_only": h.read_only_root,
         "tmpfs": dict(h.tmpfs),
+        **container_log_config(h.log),
     }
 
 

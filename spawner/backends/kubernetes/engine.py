@@ -27,7 +27,8 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
-from spawner.backends.base import EngineError, ExecResult, RunningServer, UnavailableRunner
+from spawner.backends.base import (EXEC_MAX_BYTES, EXEC_TIMEOUT, EngineError, ExecOutput, ExecResult, RunningServer,
+                                   UnavailableRunner, in_time)
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.kubernetes import objects
 from spawner.core import names
@@ -95,19 +96,21 @@ class KubeEngine:
 
     # -- one event loop and client per call (callers are worker threads) ------------------------
 
-    def _call(self, fn, *, ws: bool = False):
+    def _call(self, fn, *, ws: bool = False, timeout: float | None = None):
+        timeout = self.timeout if timeout is None else timeout
+
         async def run():
             conf = await api_configuration()
             api_client = WsApiClient(configuration=conf) if ws else client.ApiClient(configuration=conf)
             async with api_client:
-                return await asyncio.wait_for(fn(client.CoreV1Api(api_client), api_client), self.timeout)
+                return await asyncio.wait_for(fn(client.CoreV1Api(api_client), api_client), timeout)
 
         try:
             return asyncio.run(run())
         except ApiException as e:
             raise EngineError(f"Kubernetes API: {e.status} {e.reason}") from None
         except asyncio.TimeoutError:
-            raise EngineError(f"Kubernetes API: no answer within {self.timeout:g} s") from None
+            raise EngineError(f"Kubernetes API: no answer within {timeout:g} s") from None
 
     # -- the catalog ------------------------------------------------------------------------------
 
@@ -176,34 +179,41 @@ class KubeEngine:
             return None
         return self._handle(pod)
 
-    def exec(self, handle: RunningServer, argv, *, user: str, environment: dict | None = None) -> ExecResult:
+    def exec(self, handle: RunningServer, argv, *, user: str, environment: dict | None = None,
+             timeout: float = EXEC_TIMEOUT, max_bytes: int = EXEC_MAX_BYTES) -> ExecResult:
+        """``argv`` in the server's pod, killed there after ``timeout`` s, at most ``max_bytes`` read a stream."""
         uid = str(self.cfg.spawner.uid)
         if str(user) != uid:
             raise EngineError(f"exec on Kubernetes runs as the server's uid {uid}, not {user!r}")
-        command = exec_argv(argv, environment)
+        command = exec_argv(in_time(list(argv), timeout), environment)
 
         async def run(v1, api):
             ctx = await v1.connect_get_namespaced_pod_exec(
                 handle.name, self.namespace, container="notebook", command=command,
                 stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
-            out, err, code = bytearray(), bytearray(), None
-            async with ctx as ws:
-                async for msg in ws:
-                    data = msg.data if isinstance(msg.data, bytes) else str(msg.data).encode()
-                    if not data:
-                        continue
-                    channel, payload = data[0], data[1:]
-                    if channel == STDOUT_CHANNEL:
-                        out += payload
-                    elif channel == STDERR_CHANNEL:
-                        err += payload
-                    elif channel == ERROR_CHANNEL and payload:
-                        code = WsApiClient.parse_error_data(payload)
-            return ExecResult(code, bytes(out), bytes(err))
+            output, code = ExecOutput(max_bytes), None
+            try:
+                async with asyncio.timeout(timeout), ctx as ws:
+                    async for msg in ws:
+                        data = msg.data if isinstance(msg.data, bytes) else str(msg.data).encode()
+                        if not data:
+                            continue
+                        channel, payload = data[0], data[1:]
+                        if channel == ERROR_CHANNEL and payload:
+                            code = WsApiClient.parse_error_data(payload)
+                        elif channel in (STDOUT_CHANNEL, STDERR_CHANNEL) and not output.add(
+                                *((payload, None) if channel == STDOUT_CHANNEL else (None, payload))):
+                            break
+            except TimeoutError:
+                return output.result(None, timed_out=True)
+            return output.result(code)
 
-        return self._call(run, ws=True)
+        return self._call(run, ws=True, timeout=max(self.timeout, timeout + 10))
 
     def volume_usage(self):
+        raise NotImplementedError("home sizes are not measured on Kubernetes (volumes.homeBudget: null)")
+
+    def home_size(self, volume: str, *, timeout: float):
         raise NotImplementedError("home sizes are not measured on Kubernetes (volumes.homeBudget: null)")
 
     def own_image(self, fallback: str) -> str:

@@ -11,8 +11,8 @@ and ``exec`` says so (that user's courses still sync when the server starts; doc
 
 from __future__ import annotations
 
-from spawner.backends.base import EngineError, ExecResult, RunningServer
-from spawner.backends.docker.engine import DockerEngine, engine_errors
+from spawner.backends.base import EXEC_MAX_BYTES, EXEC_TIMEOUT, EngineError, ExecResult, RunningServer
+from spawner.backends.docker.engine import DockerEngine, bounded_exec, engine_errors
 from spawner.core import names
 from spawner.core.config import StackhubConfig
 
@@ -59,17 +59,15 @@ class SwarmEngine(DockerEngine):
     def server(self, user: str, server: str = "") -> RunningServer | None:
         return next((h for h in self._running(user) if h.user == user and h.server == (server or "")), None)
 
-    def exec(self, handle: RunningServer, argv, *, user: str, environment: dict | None = None) -> ExecResult:
+    def exec(self, handle: RunningServer, argv, *, user: str, environment: dict | None = None,
+             timeout: float = EXEC_TIMEOUT, max_bytes: int = EXEC_MAX_BYTES) -> ExecResult:
         """Run ``argv`` as ``user`` in the server's task container, if it is on this manager's node."""
         container, node = handle.ref
         if node and node != self.this_node():
             raise EngineError(f"{handle.name} runs on node {node[:12]}, not on the hub's; "
                               "the hub can only run commands in servers on its own node")
-        with engine_errors():
-            code, out = self.client.containers.get(container).exec_run(argv, user=user, environment=environment,
-                                                                        demux=True)
-        stdout, stderr = out or (None, None)
-        return ExecResult(code, stdout or b"", stderr or b"")
+        return bounded_exec(self.client.api, container, argv, user=user, environment=environment, timeout=timeout,
+                            max_bytes=max_bytes)
 
 
 def make_engine(cfg: StackhubConfig, **kw) -> SwarmEngine:

@@ -17,7 +17,7 @@ import re
 
 from spawner.core import names
 from spawner.core.config import SwarmBackend, VolumeDriver, memory_bytes
-from spawner.core.specs import HOME_MOUNT, Hardening, MountSpec, ServerSpec
+from spawner.core.specs import HOME_MOUNT, Hardening, LogLimit, MountSpec, ServerSpec
 
 NANO = 10**9
 
@@ -85,6 +85,11 @@ def resources(spec: ServerSpec, backend: SwarmBackend) -> dict:
     return {"Limits": limits, "Reservations": reservations}
 
 
+def log_driver(log: LogLimit | None) -> dict:
+    """The task template's ``LogDriver`` (a bounded log), or nothing: the engine's default."""
+    return {"LogDriver": {"Name": log.driver, "Options": dict(log.options)}} if log is not None else {}
+
+
 def constraints(spec: ServerSpec, backend: SwarmBackend) -> list[str]:
     return list(backend.constraints) + list(backend.size_constraints.get(spec.labels.get("stackhub.size", ""), []))
 
@@ -114,6 +119,7 @@ def service(spec: ServerSpec, backend: SwarmBackend, *, prefix: str, env: dict, 
         "RestartPolicy": {"Condition": "none"},
         "Placement": {"Constraints": constraints(spec, backend)},
         "Networks": [{"Target": spec.network}],
+        **log_driver(h.log),
     }
     # dnsrr: the service's name resolves to its one task's address. A virtual IP would add nothing
     # for one replica and needs the kernel's IPVS, which not every host has (this CI machine lacks it)
