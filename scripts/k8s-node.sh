@@ -675,7 +675,7 @@ start_apiserver() {
     --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,PodSecurity \
     --profiling=false --v=1
   wait_for "kube-apiserver readyz" 120 curl_api /readyz
 }

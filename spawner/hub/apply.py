@@ -254,6 +254,8 @@ def dask_gateway_service(cfg: StackhubConfig, inputs: HubInputs):
     ``access:services!service=dask-gateway``: every user holds it (the ``user`` role), and so does
     the token of their servers (``server_token_scopes``: the default ``server`` role's and this)."""
     traefik = Deployment(cfg.hub.prefix).dask_gateway_traefik
+    if cfg.spawner.backend.namespace:  # Traefik runs in the users' namespace (the chart's)
+        traefik = f"{traefik}.{cfg.spawner.backend.namespace}.svc"
     service = {
         "name": names.DASK_GATEWAY_SERVICE,
         "api_token": inputs.secret(DASK_GATEWAY_TOKEN),

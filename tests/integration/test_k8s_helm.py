@@ -9,6 +9,12 @@ proxy, the home kept across a tag change, /data read-only, the NetworkPolicies i
 `helm upgrade` with a changed value (the hub restarts, the server and its home stay), and
 `helm uninstall` (the homes stay). The tests of this module run in order and share one release.
 
+Least privilege, tried for real: users' pods run in their own namespace (<release namespace>-users)
+where the API server's Pod Security admission refuses a privileged or hostPath pod; the hub's
+ServiceAccount creates and execs pods there only; no ServiceAccount of dask-gateway (Traefik, the
+gateway, its controller) reads the hub's Secret (`kubectl auth can-i`, and the requests themselves,
+impersonating each ServiceAccount).
+
 The node's CNI (bridge) does not enforce NetworkPolicies: the policies are checked as objects
 here and as rendered manifests in tests/unit/test_helm.py (docs/kubernetes.md says so).
 """
@@ -32,6 +38,7 @@ from .k8snode import ROOT, SCRIPT, run
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 NS = "stackhub-khtest"
+UNS = f"{NS}-users"  # the users' namespace (the chart's default name)
 RELEASE = "khtest"
 PREFIX = "khtest"  # tests/unit/helm/node.yaml
 VALUES = ROOT / "tests" / "unit" / "helm" / "node.yaml"
@@ -46,6 +53,24 @@ def kubectl(env, *args, check=True, timeout=300, input=None):
 
 def kjson(env, *args):
     return json.loads(kubectl(env, *args, "-o", "json").stdout)
+
+
+def ukubectl(env, *args, check=True, timeout=300, input=None):
+    """kubectl in the users' namespace (servers, dask clusters)."""
+    return run("kubectl", "-n", UNS, *args, env=env, check=check, timeout=timeout, input=input)
+
+
+def ukjson(env, *args):
+    return json.loads(ukubectl(env, *args, "-o", "json").stdout)
+
+
+def remove_release_leftovers(env):
+    """The namespaces and the chart's kept volumes (helm.sh/resource-policy: keep) of an earlier run."""
+    for ns in (NS, UNS):
+        run("kubectl", "delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s", env=env,
+            check=False, timeout=240)
+    run("kubectl", "delete", "pv", "-l", f"stackhub.deployment={PREFIX}", "--ignore-not-found", "--wait=true",
+        env=env, check=False)
 
 
 def helm(env, *args, timeout=600):
@@ -69,7 +94,7 @@ def cluster(docker_client, k8s_node):
     t = time.monotonic()
     run(SCRIPT, "load", hub_image, gateway_image, *[f"stackhub/lsst-stack:{tag}" for tag in TAGS], timeout=1200)
     print(f"images loaded in {time.monotonic() - t:.0f} s")
-    run("kubectl", "delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=180s", env=env, timeout=240)
+    remove_release_leftovers(env)
     run("kubectl", "create", "namespace", NS, env=env)
     catalog = run(ROOT / ".venv" / "bin" / "python", "-m", "spawner.cli.main", "images", "catalog", "--prefix", PREFIX)
     kubectl(env, "apply", "-f", "-", input=catalog.stdout)
@@ -87,10 +112,12 @@ def cluster(docker_client, k8s_node):
         wait_for_hub(c)
         yield c
     finally:
-        out = kubectl(env, "get", "pods,pvc,events", "--sort-by=.metadata.creationTimestamp", check=False)
-        print(out.stdout[-6000:])
+        for ns in (NS, UNS):
+            out = run("kubectl", "-n", ns, "get", "pods,pvc,events", "--sort-by=.metadata.creationTimestamp",
+                      env=env, check=False)
+            print(out.stdout[-4000:])
         run("helm", "-n", NS, "uninstall", RELEASE, "--wait", env=env, check=False)
-        run("kubectl", "delete", "namespace", NS, "--wait=true", "--timeout=180s", env=env, check=False, timeout=240)
+        remove_release_leftovers(env)
 
 
 def seed_data(env):
@@ -103,9 +130,9 @@ def seed_data(env):
                                     "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "stackhub-data"}}]}}
-    kubectl(env, "apply", "-f", "-", input=json.dumps(pod))
-    kubectl(env, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/seed-data", "--timeout=120s")
-    kubectl(env, "delete", "pod", "seed-data", "--wait=false")
+    ukubectl(env, "apply", "-f", "-", input=json.dumps(pod))
+    ukubectl(env, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/seed-data", "--timeout=120s")
+    ukubectl(env, "delete", "pod", "seed-data", "--wait=false")
 
 
 def wait_for_hub(c, timeout=120):
@@ -149,11 +176,11 @@ def wait_stopped(c, user, timeout=120):
 
 
 def pod_of(c, user=USER):
-    return kjson(c["env"], "get", "pod", OWN.server(user).lower())
+    return ukjson(c["env"], "get", "pod", OWN.server(user).lower())
 
 
 def in_pod(c, script, user=USER, check=True):
-    return kubectl(c["env"], "exec", OWN.server(user).lower(), "-c", "notebook", "--", "sh", "-c", script, check=check)
+    return ukubectl(c["env"], "exec", OWN.server(user).lower(), "-c", "notebook", "--", "sh", "-c", script, check=check)
 
 
 def run_in_kernel(c, user, code, timeout=120):
@@ -226,7 +253,7 @@ def test_login_with_the_room_code_claims_a_name(cluster):
 def test_an_unknown_tag_is_refused_before_any_pod_exists(cluster):
     r = api(cluster, "POST", f"/users/{USER}/server", json={"image_tag": "w_1999_01"})
     assert r.status_code == 400 and "allowed" in r.json()["message"]
-    assert kubectl(cluster["env"], "get", "pod", OWN.server(USER).lower(), check=False).returncode != 0
+    assert ukubectl(cluster["env"], "get", "pod", OWN.server(USER).lower(), check=False).returncode != 0
 
 
 def test_spawn_with_a_tag_and_a_kernel_imports_the_butler_through_the_proxy(cluster):
@@ -260,7 +287,7 @@ def test_the_home_survives_a_tag_change(cluster):
     home_claim = pod_of(cluster)["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert api(cluster, "DELETE", f"/users/{USER}/server").status_code in (202, 204)
     wait_stopped(cluster, USER)
-    assert kjson(cluster["env"], "get", "pvc", home_claim)["status"]["phase"] == "Bound"
+    assert ukjson(cluster["env"], "get", "pvc", home_claim)["status"]["phase"] == "Bound"
     r = api(cluster, "POST", f"/users/{USER}/server", json={"image_tag": TAGS[1]})
     assert r.status_code in (201, 202), r.text
     wait_ready(cluster, USER)
@@ -277,7 +304,7 @@ def test_the_services_engine_finds_the_server_and_execs_as_its_user(cluster, mon
     monkeypatch.setenv("KUBECONFIG", cluster["env"]["KUBECONFIG"])
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     engine = KubeEngine(StackhubConfig.model_validate({"hub": {"prefix": PREFIX}, "spawner": {"backend": {"type": "kubernetes"}}}),
-                        namespace=NS)
+                        namespace=UNS, catalog_namespace=NS)
     found = engine.running_servers()
     assert list(found) == [USER] and found[USER].name == OWN.server(USER).lower()
     assert engine.server(USER, "").name == found[USER].name and engine.server("nobody", "") is None
@@ -302,9 +329,107 @@ def test_network_policies_are_in_the_cluster(cluster):
     """Accepted by the API server; the node's bridge CNI does not enforce them (see the module
     docstring: the rendered rules are tested in tests/unit/test_helm.py)."""
     found = {p["metadata"]["name"] for p in kjson(cluster["env"], "get", "networkpolicies")["items"]}
+    users = {p["metadata"]["name"] for p in ukjson(cluster["env"], "get", "networkpolicies")["items"]}
     gateway = OWN.dask_gateway
-    assert found == {f"{PREFIX}-users", f"{PREFIX}-hub", f"{PREFIX}-proxy", gateway, f"{gateway}-users",
-                     f"{OWN.dask_gateway_traefik}", f"{gateway}-to-hub", f"{gateway}-clusters"}
+    assert found == {f"{PREFIX}-hub", f"{PREFIX}-proxy", gateway, f"{gateway}-to-hub"}
+    assert users == {f"{PREFIX}-users", f"{gateway}-users", f"{OWN.dask_gateway_traefik}", f"{gateway}-clusters"}
+
+
+# --- least privilege: the users' namespace, Pod Security, RBAC ------------------------------------
+
+def sa(namespace, name):
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def can_i(env, who, verb, resource, namespace, name=None):
+    """`kubectl auth can-i` as ServiceAccount ``who``: True, False (an unexpected answer fails)."""
+    args = ["kubectl", "auth", "can-i", verb, resource if name is None else f"{resource}/{name}", "-n", namespace,
+            "--as", who]
+    out = run(*args, env=env, check=False).stdout.strip()
+    assert out in ("yes", "no"), (args, out)
+    return out == "yes"
+
+
+def a_pod(name, **container_extra):
+    security = {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    security.update(container_extra.pop("securityContext", {}))
+    volumes = container_extra.pop("volumes", [])
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"automountServiceAccountToken": False, "volumes": volumes,
+                 "containers": [{"name": "c", "image": f"stackhub/lsst-stack:{TAGS[0]}", "imagePullPolicy": "Never",
+                                 "command": ["sleep", "60"], "securityContext": security, **container_extra}]}})
+
+
+def create_pod(env, namespace, pod, as_=None):
+    """kubectl create --dry-run=server (every admission step runs; nothing stays)."""
+    args = ["kubectl", "-n", namespace, "create", "--dry-run=server", "-f", "-"] + (["--as", as_] if as_ else [])
+    return run(*args, env=env, input=pod, check=False)
+
+
+def test_the_users_namespace_refuses_privileged_and_host_path_pods(cluster):
+    """Pod Security admission (baseline enforced, restricted warned) on the users' namespace: the
+    API server itself refuses the pods, even the cluster admin's."""
+    env = cluster["env"]
+    labels = json.loads(run("kubectl", "get", "namespace", UNS, "-o", "json", env=env).stdout)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    ok = create_pod(env, UNS, a_pod("plain"))
+    assert ok.returncode == 0, ok.stderr
+    privileged = create_pod(env, UNS, a_pod("privileged", securityContext={
+        "privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False, "runAsUser": 0}))
+    assert privileged.returncode != 0 and "violates PodSecurity" in privileged.stderr, privileged.stderr
+    host = create_pod(env, UNS, a_pod("host", volumes=[{"name": "root", "hostPath": {"path": "/"}}],
+                                       volumeMounts=[{"name": "root", "mountPath": "/host"}]))
+    assert host.returncode != 0 and "hostPath" in host.stderr, host.stderr
+    # the users' pods themselves run there, and pass
+    assert pod_of(cluster)["metadata"]["namespace"] == UNS
+
+
+def test_the_hubs_service_account_creates_and_execs_pods_only_in_the_users_namespace(cluster):
+    env, hub = cluster["env"], sa(NS, OWN.service_account)
+    for verb, resource in [("create", "pods"), ("create", "pods/exec"), ("delete", "pods"),
+                           ("create", "persistentvolumeclaims")]:
+        assert can_i(env, hub, verb, resource, UNS), (verb, resource)
+        assert not can_i(env, hub, verb, resource, NS), (verb, resource)
+        assert not can_i(env, hub, verb, resource, "default"), (verb, resource)
+    assert not can_i(env, hub, "delete", "persistentvolumeclaims", UNS)  # homes outlive servers
+    for namespace in (NS, UNS):
+        assert not can_i(env, hub, "get", "secrets", namespace)
+        assert not can_i(env, hub, "list", "secrets", namespace)
+    assert can_i(env, hub, "get", "configmaps", NS, OWN.catalog_configmap)
+    assert not can_i(env, hub, "get", "configmaps", NS, OWN.hub_config)
+    # and tried: a pod in the hub's namespace is forbidden, in the users' it passes admission
+    p = create_pod(env, NS, a_pod("as-hub"), as_=hub)
+    assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
+    p = create_pod(env, UNS, a_pod("as-hub"), as_=hub)
+    assert p.returncode == 0, p.stderr
+    p = create_pod(env, UNS, a_pod("as-hub-privileged", securityContext={"privileged": True,
+                                                                          "allowPrivilegeEscalation": True}), as_=hub)
+    assert p.returncode != 0 and "violates PodSecurity" in p.stderr, p.stderr
+    p = run("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "--as", hub, env=env, check=False)
+    assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
+
+
+def test_no_dask_gateway_service_account_reads_the_hubs_secret(cluster):
+    """Traefik's provider lists Secrets, the gateway reads its clusters' TLS Secrets: in the users'
+    namespace only. The hub's Secret (room code, admin password, tokens) is in the hub's."""
+    env = cluster["env"]
+    accounts = [sa(NS, OWN.dask_gateway), sa(NS, OWN.dask_gateway_controller), sa(UNS, OWN.dask_gateway_traefik)]
+    for who in accounts:
+        for verb in ("get", "list", "watch"):
+            assert not can_i(env, who, verb, "secrets", NS), (who, verb)
+        p = run("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "--as", who, env=env, check=False)
+        assert p.returncode != 0 and "forbidden" in p.stderr.lower(), (who, p.stderr)
+        p = run("kubectl", "-n", NS, "get", "secrets", "--as", who, env=env, check=False)
+        assert p.returncode != 0 and "forbidden" in p.stderr.lower(), (who, p.stderr)
+        assert not can_i(env, who, "create", "pods", NS) and not can_i(env, who, "create", "pods/exec", NS)
+    # what each needs, where its clusters are
+    assert can_i(env, sa(UNS, OWN.dask_gateway_traefik), "list", "secrets", UNS)
+    assert can_i(env, sa(NS, OWN.dask_gateway), "get", "secrets", UNS)
+    assert can_i(env, sa(NS, OWN.dask_gateway_controller), "create", "pods", UNS)
+    assert not can_i(env, sa(NS, OWN.dask_gateway_controller), "create", "pods/exec", UNS)
 
 
 # --- dask-gateway (node.yaml: spawner.backend.daskGateway.enabled) ---------------------------------
@@ -368,7 +493,7 @@ def gateway_python(c, script, *args, token=None, timeout=420):
     """Run a python script in the user's server as its user, with the server's environment (the
     DASK_GATEWAY__* settings) and, if given, another JupyterHub token."""
     env = f"JUPYTERHUB_API_TOKEN={token} " if token else ""
-    return kubectl(c["env"], "exec", "-i", OWN.server(USER).lower(), "-c", "notebook", "--", "sh", "-c",
+    return ukubectl(c["env"], "exec", "-i", OWN.server(USER).lower(), "-c", "notebook", "--", "sh", "-c",
                    f'{env}exec python - {" ".join(args)}', input=script, timeout=timeout, check=False)
 
 
@@ -379,8 +504,9 @@ def last_json(p):
 
 def test_dask_gateway_runs_as_a_hub_service(cluster):
     env = cluster["env"]
-    for name in (OWN.dask_gateway, OWN.dask_gateway_controller, OWN.dask_gateway_traefik):
+    for name in (OWN.dask_gateway, OWN.dask_gateway_controller):
         kubectl(env, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    ukubectl(env, "rollout", "status", f"deployment/{OWN.dask_gateway_traefik}", "--timeout=180s", timeout=200)
     assert "dask-gateway" in api(cluster, "GET", "/services").json()
     # the gateway's API through the hub's proxy (/services/dask-gateway/ -> Traefik -> the gateway)
     r = requests.get(f"{cluster['url']}/services/dask-gateway/api/health", timeout=30)
@@ -399,7 +525,7 @@ def test_a_user_runs_a_gateway_cluster_of_their_stack_image(cluster):
     assert out["data"] == "tutorial data", out  # the servers' data mount, on the workers too
     assert out["options"]["image"] == image, out
     cluster["dask_cluster"] = name = out["name"]
-    pods = kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]
+    pods = ukjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]
     roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
     assert roles == ["dask-scheduler", "dask-worker", "dask-worker"], roles
     for p in pods:
@@ -431,7 +557,7 @@ def test_the_user_stops_the_cluster_and_its_pods_go(cluster):
     assert p.returncode == 0 and "stopped []" in p.stdout, (p.stdout, p.stderr[-2000:])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if not kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]:
+        if not ukjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]:
             return
         time.sleep(2)
     pytest.fail(f"the pods of {name} are still there 120 s after stop_cluster")
@@ -469,4 +595,6 @@ def test_helm_uninstall_keeps_the_homes(cluster):
     helm(env, "uninstall", RELEASE, "--wait")
     assert kubectl(env, "get", "deployment", OWN.hub, check=False).returncode != 0
     claims = {p["metadata"]["name"] for p in kjson(env, "get", "pvc")["items"]}
-    assert {home, f"{PREFIX}-hub-state", "stackhub-data"} <= claims
+    assert {f"{PREFIX}-hub-state", "stackhub-courses"} <= claims
+    claims = {p["metadata"]["name"] for p in ukjson(env, "get", "pvc")["items"]}
+    assert {home, "stackhub-data", "stackhub-courses"} <= claims

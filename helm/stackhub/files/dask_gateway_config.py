@@ -13,7 +13,10 @@ import re
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.kubernetes import KubeBackend
+from dask_gateway_server.backends.kubernetes.controller import KubeController
 from dask_gateway_server.options import Float, Options, String
+from kubernetes_asyncio import client as kube_client
+from kubernetes_asyncio.client.rest import ApiException
 
 S = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "settings.json")))
 G = S["gateway"]
@@ -38,6 +41,48 @@ class StackhubKubeBackend(KubeBackend):
             raise PublicException(f"{user.name} already runs {len(active)} clusters (at most {G['maxClusters']}): "
                                   "shut one down first (cluster.shutdown())")
         return await super().start_cluster(user, cluster_options)
+
+
+def cluster_network_policy(controller, cluster):
+    """A NetworkPolicy of one cluster: its scheduler and workers are reached by each other only
+    (the chart's static policy adds Traefik and the gateway). Owned by the DaskCluster, so it goes
+    with it."""
+    name = cluster["metadata"]["name"]
+    own = {"gateway.dask.org/instance": controller.gateway_instance, "gateway.dask.org/cluster": name}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": f"dask-{name}",
+            "labels": {**controller.get_labels(name), "stackhub.deployment": S["prefix"], "stackhub.role": "dask"},
+            "ownerReferences": [{"apiVersion": cluster["apiVersion"], "kind": cluster["kind"],
+                                 "name": name, "uid": cluster["metadata"]["uid"]}],
+        },
+        "spec": {"podSelector": {"matchLabels": own}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": own}}]}]},
+    }
+
+
+# (the file may be loaded twice in one process: wrap the original only)
+_create_secret = KubeController.__dict__.get("_original_create_secret", KubeController.create_secret_if_not_exists)
+KubeController._original_create_secret = _create_secret
+
+
+async def create_secret_and_network_policy(self, cluster):
+    """The controller's first step for a new cluster (its TLS Secret), and then its NetworkPolicy."""
+    secret = await _create_secret(self, cluster)
+    policy = cluster_network_policy(self, cluster)
+    try:
+        await kube_client.NetworkingV1Api(api_client=self.api_client).create_namespaced_network_policy(
+            cluster["metadata"]["namespace"], policy)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return secret
+
+
+if S.get("networkPolicy"):
+    KubeController.create_secret_if_not_exists = create_secret_and_network_policy
 
 
 # --- the API server ---------------------------------------------------------------------------
