@@ -22,6 +22,13 @@ renders the chart and checks that they agree).
       stackhub.role: {{ .role }}
 {{- end -}}
 
+{{/* hub.subdomains: each user server at https://<user>.<publicHost> (JupyterHub's subdomain_host):
+the Ingress routes the wildcard host too and the proxy routes by host. Templates see values.yaml
+only (no schema defaults): an absent key is the shared-origin mode */}}
+{{- define "stackhub.subdomains" -}}
+{{- if hasKey .Values.hub "subdomains" }}{{ .Values.hub.subdomains }}{{ else }}false{{ end -}}
+{{- end -}}
+
 {{- define "stackhub.labels" -}}
 stackhub.deployment: {{ include "stackhub.prefix" .root }}
 stackhub.role: {{ .role }}
