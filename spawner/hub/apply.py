@@ -261,6 +261,10 @@ def dask_gateway_service(cfg: StackhubConfig, inputs: HubInputs):
         "api_token": inputs.secret(DASK_GATEWAY_TOKEN),
         "url": f"http://{traefik}:{names.DASK_GATEWAY_WEB_PORT}",
         "display": False,
+        # the clusters' dashboards log in through the hub (OAuth, the gateway's forward-auth): the
+        # user's name only, no consent page
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
     }
     access = f"access:services!service={names.DASK_GATEWAY_SERVICE}"
     role = {"name": "user", "scopes": ["self", access]}

@@ -15,8 +15,9 @@ ServiceAccount creates and execs pods there only; no ServiceAccount of dask-gate
 gateway, its controller) reads the hub's Secret (`kubectl auth can-i`, and the requests themselves,
 impersonating each ServiceAccount).
 
-The node's CNI (bridge) does not enforce NetworkPolicies: the policies are checked as objects
-here and as rendered manifests in tests/unit/test_helm.py (docs/kubernetes.md says so).
+NetworkPolicies: the node enforces them with kube-network-policies (scripts/k8s-node.sh; not
+with STACKHUB_K8S_NETPOL=0, then the enforcement tests skip); the rendered rules are also tested
+in tests/unit/test_helm.py.
 """
 
 import base64
@@ -148,6 +149,34 @@ def wait_for_hub(c, timeout=120):
         time.sleep(1)
     logs = run("kubectl", "-n", NS, "logs", f"deployment/{OWN.hub}", "--tail=60", env=c["env"], check=False)
     pytest.fail(f"the hub does not answer through the proxy ({status}):\n{logs.stdout}{logs.stderr}")
+
+
+def login(c, user, password, room_code=False):
+    """A browser session logged in to the hub (a new name claimed with the room code)."""
+    s = requests.Session()
+    s.get(f"{c['url']}/hub/login", timeout=30)
+    plain_http(s)
+    data = {"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")}
+    if room_code:
+        data["otp"] = c["room_code"]
+    r = s.post(f"{c['url']}/hub/login", timeout=30, allow_redirects=False, data=data)
+    assert r.status_code == 302 and "/hub/login" not in r.headers["location"], (r.status_code, r.text[-500:])
+    plain_http(s)
+    return s
+
+
+def browse(c, s, path, hops=8):
+    """GET, following redirects by hand: the hub's and the gateway's cookies are Secure, and the
+    test talks plain HTTP to the NodePort (plain_http after each answer)."""
+    url = f"{c['url']}{path}"
+    for _ in range(hops):
+        r = s.get(url, allow_redirects=False, timeout=30)
+        plain_http(s)
+        if r.status_code not in (301, 302, 303, 307):
+            return r
+        location = r.headers["location"]
+        url = location if location.startswith("http") else f"{c['url']}{location}"
+    pytest.fail(f"more than {hops} redirects from {path}")
 
 
 def api(c, method, path, **kw):
@@ -377,12 +406,24 @@ def test_the_users_namespace_refuses_privileged_and_host_path_pods(cluster):
     assert labels["pod-security.kubernetes.io/warn"] == "restricted"
     ok = create_pod(env, UNS, a_pod("plain"))
     assert ok.returncode == 0, ok.stderr
+    # privileged: refused (this node's apiserver allows no privileged pod at all, as
+    # --allow-privileged defaults to false; Pod Security refuses it where a cluster allows them)
     privileged = create_pod(env, UNS, a_pod("privileged", securityContext={
         "privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False, "runAsUser": 0}))
-    assert privileged.returncode != 0 and "violates PodSecurity" in privileged.stderr, privileged.stderr
-    host = create_pod(env, UNS, a_pod("host", volumes=[{"name": "root", "hostPath": {"path": "/"}}],
-                                       volumeMounts=[{"name": "root", "mountPath": "/host"}]))
-    assert host.returncode != 0 and "hostPath" in host.stderr, host.stderr
+    assert privileged.returncode != 0 and ("violates PodSecurity" in privileged.stderr
+                                           or "disallowed by cluster policy" in privileged.stderr), privileged.stderr
+    host_path = {"volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                 "volumeMounts": [{"name": "root", "mountPath": "/host"}]}
+    escalating = [a_pod("host", **host_path),
+                  a_pod("sysadmin", securityContext={"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}})]
+    for pod in escalating:
+        p = create_pod(env, UNS, pod)
+        assert p.returncode != 0 and "violates PodSecurity" in p.stderr, p.stderr
+    assert "hostPath" in create_pod(env, UNS, escalating[0]).stderr
+    # the same pods pass in a namespace without the labels: the refusal is the users' namespace's
+    for pod in escalating:
+        p = create_pod(env, NS, pod)
+        assert p.returncode == 0, p.stderr
     # the users' pods themselves run there, and pass
     assert pod_of(cluster)["metadata"]["namespace"] == UNS
 
@@ -405,8 +446,8 @@ def test_the_hubs_service_account_creates_and_execs_pods_only_in_the_users_names
     assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
     p = create_pod(env, UNS, a_pod("as-hub"), as_=hub)
     assert p.returncode == 0, p.stderr
-    p = create_pod(env, UNS, a_pod("as-hub-privileged", securityContext={"privileged": True,
-                                                                          "allowPrivilegeEscalation": True}), as_=hub)
+    p = create_pod(env, UNS, a_pod("as-hub-host", volumes=[{"name": "root", "hostPath": {"path": "/"}}],
+                                   volumeMounts=[{"name": "root", "mountPath": "/host"}]), as_=hub)
     assert p.returncode != 0 and "violates PodSecurity" in p.stderr, p.stderr
     p = run("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "--as", hub, env=env, check=False)
     assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
@@ -532,8 +573,14 @@ def test_a_user_runs_a_gateway_cluster_of_their_stack_image(cluster):
         (ct,) = p["spec"]["containers"]
         assert ct["image"] == image and ct["securityContext"]["runAsUser"] == 1000, ct
         assert p["metadata"]["labels"]["stackhub.role"] == "dask" and p["spec"]["automountServiceAccountToken"] is False
-    r = requests.get(f"{cluster['url']}/services/dask-gateway/clusters/{name}/status", timeout=30)
-    assert r.status_code == 200 and "Dask" in r.text, r.status_code
+    # the dashboard through the hub, for its owner only: a browser without a session goes to the
+    # hub's OAuth, the owner's logged-in browser comes back to the dashboard
+    dashboard = f"/services/dask-gateway/clusters/{name}/status"
+    r = requests.get(f"{cluster['url']}{dashboard}", allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and r.headers["location"].startswith("/hub/api/oauth2/authorize?"), (
+        r.status_code, r.headers)
+    r = browse(cluster, login(cluster, USER, "a-password-of-my-own"), dashboard)
+    assert r.status_code == 200 and "Dask" in r.text, (r.status_code, r.text[:500])
 
 
 def test_another_user_neither_sees_nor_connects_to_the_cluster(cluster):
@@ -545,10 +592,79 @@ def test_another_user_neither_sees_nor_connects_to_the_cluster(cluster):
     assert r.status_code == 201, r.text
     out = last_json(gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120))
     assert out["seen"] == [] and out["connected"] is not True, out
+    # nor opens its dashboard, logged in to the hub as themselves
+    r = browse(cluster, login(cluster, "kbrowser", "a-browser-password", room_code=True),
+               f"/services/dask-gateway/clusters/{name}/status")
+    assert r.status_code == 403, (r.status_code, r.text[:300])
     # a token of the same user without access to the service is refused outright
     r = api(cluster, "POST", f"/users/{other}/tokens", json={"scopes": ["read:users:name!user"], "expires_in": 900})
     p = gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120)
     assert p.returncode != 0 and ("401" in p.stderr or "Unauthorized" in p.stderr), p.stderr[-2000:]
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
+    print("open")
+except OSError as e:
+    print("closed", type(e).__name__)
+"""
+
+
+def connects(c, pod, host, port, container=None):
+    """A TCP connection from ``pod`` (users' namespace) to host:port: True when it opens."""
+    args = ["exec", pod] + (["-c", container] if container else []) + ["--", "python", "-c", CONNECT, host, str(port)]
+    out = ukubectl(c["env"], *args, check=False, timeout=60)
+    assert out.stdout.strip().startswith(("open", "closed")), (out.stdout, out.stderr[-1500:])
+    return out.stdout.strip() == "open"
+
+
+def policies_enforced():
+    """kube-network-policies runs and has its nftables table (scripts/k8s-node.sh)."""
+    return run("nft", "list", "table", "inet", "kube-network-policies", check=False).returncode == 0
+
+
+def test_policies_are_enforced_users_server_reaches_the_hub_not_the_proxy_api(cluster):
+    if not policies_enforced():
+        pytest.skip("the node does not enforce NetworkPolicies (STACKHUB_K8S_NETPOL=0)")
+    server = OWN.server(USER).lower()
+    assert connects(cluster, server, f"{OWN.hub}.{NS}.svc", 8081, "notebook")
+    assert connects(cluster, server, OWN.dask_gateway_traefik, 8000, "notebook")
+    assert not connects(cluster, server, f"{OWN.proxy_api}.{NS}.svc", 8001, "notebook")
+    assert not connects(cluster, server, f"{OWN.dask_gateway}.{NS}.svc", 8000, "notebook")  # only through Traefik
+
+
+def test_a_users_dask_pods_take_traffic_from_their_own_cluster_only(cluster):
+    """Each cluster's own NetworkPolicy (made by the gateway's controller): its scheduler is reached
+    by its workers (and Traefik), never by another cluster's pods or a user's server directly."""
+    if not policies_enforced():
+        pytest.skip("the node does not enforce NetworkPolicies (STACKHUB_K8S_NETPOL=0)")
+    name = cluster.get("dask_cluster") or pytest.skip("no cluster from the earlier test")
+    env, cid = cluster["env"], name.split(".", 1)[1]
+    assert ukjson(env, "get", "networkpolicy", f"dask-{cid}")["spec"]["podSelector"]["matchLabels"][
+        "gateway.dask.org/cluster"] == cid
+    pods = ukjson(env, "get", "pods", "-l", f"gateway.dask.org/cluster={cid}")["items"]
+    by_role = {}
+    for p in pods:
+        by_role.setdefault(p["metadata"]["labels"]["app.kubernetes.io/component"], []).append(p)
+    scheduler_ip = by_role["dask-scheduler"][0]["status"]["podIP"]
+    worker = by_role["dask-worker"][0]["metadata"]["name"]
+    assert connects(cluster, worker, scheduler_ip, 8786)
+    # a pod of another cluster (the labels the controller gives another user's cluster)
+    labels = {"stackhub.deployment": PREFIX, "stackhub.role": "dask", "gateway.dask.org/instance": OWN.dask_gateway,
+              "gateway.dask.org/cluster": "someone-elses"}
+    pod = json.loads(a_pod("other-cluster"))
+    pod["metadata"]["labels"] = labels
+    pod["spec"]["containers"][0]["command"] = ["sleep", "300"]
+    ukubectl(env, "apply", "-f", "-", input=json.dumps(pod))
+    try:
+        ukubectl(env, "wait", "--for=condition=Ready", "pod/other-cluster", "--timeout=120s", timeout=150)
+        assert not connects(cluster, "other-cluster", scheduler_ip, 8786)
+        assert not connects(cluster, "other-cluster", scheduler_ip, 8787)
+    finally:
+        ukubectl(env, "delete", "pod", "other-cluster", "--wait=false", check=False)
+    assert not connects(cluster, OWN.server(USER).lower(), scheduler_ip, 8786, "notebook")
 
 
 def test_the_user_stops_the_cluster_and_its_pods_go(cluster):

@@ -644,3 +644,43 @@ async def test_each_dask_cluster_gets_a_network_policy_of_its_own_pods(gateway_c
     assert policy["spec"] == {"podSelector": {"matchLabels": own}, "policyTypes": ["Ingress"],
                               "ingress": [{"from": [{"podSelector": {"matchLabels": own}}]}]}
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+async def test_a_clusters_dashboard_is_for_its_owner_and_a_browser_without_session_goes_to_the_hub(gateway_config):
+    """The gateway's forwardAuth handler (Traefik asks it before every dashboard request)."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from dask_gateway_server.routes import default_routes
+
+    handlers = {r.path: r.handler for r in default_routes if hasattr(r, "path")}
+    auth, callback = handlers["/api/stackhub/dashboard-auth"], handlers["/oauth_callback"]
+    sessions = auth.__globals__["_sessions"]
+    clusters = {"stackhub-users.abc": SimpleNamespace(username="ann")}
+
+    async def get_cluster(name):
+        return clusters.get(name)
+
+    def request(uri, cookies=None, query=None):
+        return SimpleNamespace(headers={"X-Forwarded-Uri": uri}, cookies=cookies or {}, query=query or {},
+                               app={"backend": SimpleNamespace(get_cluster=get_cluster)})
+
+    uri = "/services/dask-gateway/clusters/stackhub-users.abc/status"
+    with pytest.raises(web.HTTPFound) as to_hub:
+        await auth(request(uri))
+    location = to_hub.value.location
+    assert location.startswith("/hub/api/oauth2/authorize?") and "client_id=service-dask-gateway" in location
+    assert "redirect_uri=%2Fservices%2Fdask-gateway%2Foauth_callback" in location
+    assert "stackhub-dask-state" in to_hub.value.cookies
+    sessions["s-ann"] = (float("inf"), "ann")
+    sessions["s-bob"] = (float("inf"), "bob")
+    assert (await auth(request(uri, {"stackhub-dask-session": "s-ann"}))).status == 200
+    for who, path in [("s-bob", uri), ("s-ann", "/services/dask-gateway/clusters/stackhub-users.zzz/status"),
+                      ("s-ann", "/services/dask-gateway/api/v1/clusters/")]:
+        with pytest.raises(web.HTTPForbidden):
+            await auth(request(path, {"stackhub-dask-session": who}))
+    # a callback whose state is not the browser's own is refused before the hub is asked
+    with pytest.raises(web.HTTPForbidden):
+        await callback(request(uri, {"stackhub-dask-state": "mine"}, {"state": f"theirs:{uri}", "code": "x"}))
+    with pytest.raises(web.HTTPForbidden):
+        await callback(request(uri, {"stackhub-dask-state": "s"}, {"state": "s:https://evil.example/", "code": "x"}))
