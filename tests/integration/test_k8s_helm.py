@@ -371,9 +371,11 @@ def sa(namespace, name):
 
 
 def can_i(env, who, verb, resource, namespace, name=None):
-    """`kubectl auth can-i` as ServiceAccount ``who``: True, False (an unexpected answer fails)."""
+    """`kubectl auth can-i` as ServiceAccount ``who``: True, False (an unexpected answer fails).
+    ``pods/exec`` is the subresource (kubectl reads TYPE/NAME otherwise)."""
+    resource, _, sub = resource.partition("/")
     args = ["kubectl", "auth", "can-i", verb, resource if name is None else f"{resource}/{name}", "-n", namespace,
-            "--as", who]
+            "--as", who] + ([f"--subresource={sub}"] if sub else [])
     out = run(*args, env=env, check=False).stdout.strip()
     assert out in ("yes", "no"), (args, out)
     return out == "yes"
