@@ -538,7 +538,7 @@ def test_dask_gateway_network_policies(helm):
     assert users["podSelector"]["matchLabels"][names.LABEL_ROLE] == "server" and users["policyTypes"] == ["Egress"]
     assert [roles(r["to"]) for r in users["egress"]] == [{"dask-gateway-traefik"}]
     traefik = pol["khtest-dask-gateway-traefik"]["ingress"]
-    assert [roles(r["from"]) for r in traefik] == [{"server", "proxy"}]
+    assert [roles(r["from"]) for r in traefik] == [{"server", "proxy", "hub"}]
     assert roles(pol["khtest-dask-gateway"]["ingress"][0]["from"]) == {"dask-gateway-traefik", "dask-gateway-controller", "dask"}
     to_hub = pol["khtest-dask-gateway-to-hub"]
     assert to_hub["podSelector"]["matchLabels"][names.LABEL_ROLE] == "hub"
