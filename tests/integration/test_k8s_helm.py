@@ -30,7 +30,7 @@ import requests
 import websocket
 
 from spawner.build.images import GATEWAY_REPO, gateway_version
-from spawner.core.names import Deployment
+from spawner.core.names import DASK_GATEWAY_WEB_PORT, Deployment
 from spawner.deploy.helm import CHART
 
 from .hubfixture import checkout_hub_image
@@ -632,7 +632,7 @@ def test_policies_are_enforced_users_server_reaches_the_hub_not_the_proxy_api(cl
         pytest.skip("the node does not enforce NetworkPolicies (STACKHUB_K8S_NETPOL=0)")
     server = OWN.server(USER).lower()
     assert connects(cluster, server, f"{OWN.hub}.{NS}.svc", 8081, "notebook")
-    assert connects(cluster, server, OWN.dask_gateway_traefik, 8000, "notebook")
+    assert connects(cluster, server, OWN.dask_gateway_traefik, DASK_GATEWAY_WEB_PORT, "notebook")
     assert not connects(cluster, server, f"{OWN.proxy_api}.{NS}.svc", 8001, "notebook")
     assert not connects(cluster, server, f"{OWN.dask_gateway}.{NS}.svc", 8000, "notebook")  # only through Traefik
 

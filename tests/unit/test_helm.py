@@ -482,6 +482,12 @@ def test_dask_gateway_settings_are_the_values(helm):
                        ("Middleware", "khtest-dask-gateway-clusters"), ("Service", "khtest-dask-gateway-api")]:
         assert find(docs, kind, name)["metadata"]["namespace"] == "stackhub-users", (kind, name)
     assert "namespace" not in find(docs, "Deployment", "khtest-dask-gateway")["metadata"]
+    auth = find(docs, "Middleware", "khtest-dask-gateway-dashboards")
+    assert auth["metadata"]["namespace"] == "stackhub-users"
+    assert auth["spec"]["forwardAuth"] == {
+        "address": "http://khtest-dask-gateway.stackhub.svc:8000/api/stackhub/dashboard-auth",
+        "preserveLocationHeader": True}
+    assert (s["dashboardsMiddleware"], s["hubAuthorizeUrl"]) == ("khtest-dask-gateway-dashboards", "/hub/api/oauth2/authorize")
     api = find(docs, "Service", "khtest-dask-gateway-api")["spec"]
     assert (api["type"], api["externalName"]) == ("ExternalName", "khtest-dask-gateway.stackhub.svc")
     assert "--providers.kubernetescrd.labelselector=gateway.dask.org/instance=khtest-dask-gateway" in traefik["command"]
