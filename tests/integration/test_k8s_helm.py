@@ -85,6 +85,13 @@ def plain_http(session):
         cookie.secure = False
 
 
+class Deployed(dict):
+    """The test release's facts; its repr (in pytest's failure reports) leaves the secrets out."""
+
+    def __repr__(self):
+        return repr({k: ("<secret>" if k in ("token", "room_code") else v) for k, v in self.items() if k != "env"})
+
+
 @pytest.fixture(scope="module")
 def cluster(docker_client, k8s_node):
     env = k8s_node
@@ -106,9 +113,9 @@ def cluster(docker_client, k8s_node):
     seed_data(env)
     port = kjson(env, "get", "service", OWN.proxy)["spec"]["ports"][0]["nodePort"]
     secret = kjson(env, "get", "secret", OWN.hub_secrets)["data"]
-    c = {"env": env, "url": f"http://10.244.0.1:{port}", "image": hub_image,
+    c = Deployed({"env": env, "url": f"http://10.244.0.1:{port}", "image": hub_image,
          "token": base64.b64decode(secret["admin-token"]).decode().strip(),
-         "room_code": base64.b64decode(secret["shared-password"]).decode().strip()}
+         "room_code": base64.b64decode(secret["shared-password"]).decode().strip()})
     try:
         wait_for_hub(c)
         yield c
