@@ -21,6 +21,7 @@ ETCD_VERSION=v3.6.16
 COREDNS_VERSION=v1.12.1
 HELM_VERSION=v3.22.0
 TRAEFIK_VERSION=v3.6.12   # helm/stackhub/crds/traefik.yaml holds this version's CRDs
+NETPOL_VERSION=v0.8.0     # sigs.k8s.io/kube-network-policies: enforces NetworkPolicies (nftables + nfqueue)
 
 HOME_DIR=${STACKHUB_K8S_HOME:-/var/lib/stackhub-k8s}
 RUN_DIR=${STACKHUB_K8S_RUN:-/run/stackhub-k8s}
@@ -46,6 +47,8 @@ ETCD_BIN=$BIN/etcd-$ETCD_VERSION
 COREDNS_BIN=$BIN/coredns-$COREDNS_VERSION
 HELM_BIN=$BIN/helm-$HELM_VERSION
 TRAEFIK_BIN=$BIN/traefik-$TRAEFIK_VERSION
+NETPOL_BIN=$BIN/kube-network-policies-$NETPOL_VERSION-$(cat "$AUX/netpol/"* | sha256sum | cut -c1-12)
+NETPOL=${STACKHUB_K8S_NETPOL:-1}   # 0: no NetworkPolicy enforcement (the bridge CNI alone has none)
 PAUSE_DIR=$BIN/pause-$(sha256sum "$AUX/pause/main.go" "$AUX/mkimage.py" | sha256sum | cut -c1-12)
 BUILD=$HOME_DIR/build
 LOG=$HOME_DIR/log
@@ -58,7 +61,7 @@ API_URL=https://$NODE_IP:$API_PORT
 
 K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl stackhub-cri)
 # components in start order; `down` stops them in reverse
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-network-policies)
 
 T0=$SECONDS
 log() { printf '[k8s-node %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
@@ -257,6 +260,24 @@ build_traefik() {
   rm -rf "$b"
 }
 
+# kube-network-policies (the NetworkPolicy controller Kubernetes' own CI runs with kindnet), built
+# from a copy patched by scripts/k8s-node/netpol/patch.py: it runs as a host process, like CoreDNS,
+# so it reads $KUBECONFIG (not the in-cluster config), and this kernel has xt_NFQUEUE but not
+# nftables' native queue statement, so its verdicts use the compat target (xtqueue.go)
+build_netpol() {
+  if [ -x "$NETPOL_BIN/kube-network-policies" ]; then cached "$NETPOL_BIN/kube-network-policies"; return; fi
+  local src b=$BUILD/kube-network-policies-$NETPOL_VERSION
+  src=$(go_download sigs.k8s.io/kube-network-policies "$NETPOL_VERSION")
+  rm -rf "$b"; cp -r "$src" "$b"; chmod -R u+w "$b"
+  python3 "$AUX/netpol/patch.py" "$b" || die "kube-network-policies $NETPOL_VERSION: the patch does not apply"
+  log "  go build kube-network-policies $NETPOL_VERSION (log: $LOG/build-netpol.log)"
+  rm -rf "$NETPOL_BIN.tmp"; mkdir -p "$NETPOL_BIN.tmp"
+  (cd "$b" && go_run_logged "$LOG/build-netpol.log" "kube-network-policies build" \
+    "$GO" build -mod=mod -trimpath -ldflags "-s -w" -o "$NETPOL_BIN.tmp/kube-network-policies" ./cmd)
+  rm -rf "$NETPOL_BIN"; mv "$NETPOL_BIN.tmp" "$NETPOL_BIN"
+  rm -rf "$b"
+}
+
 build_pause() {
   if [ -f "$PAUSE_DIR/pause.tar" ]; then cached "$PAUSE_DIR/pause.tar"; return; fi
   rm -rf "$PAUSE_DIR.tmp"; mkdir -p "$PAUSE_DIR.tmp"
@@ -274,6 +295,8 @@ build_all() {
   step "build: coredns $COREDNS_VERSION" build_small coredns github.com/coredns/coredns "$COREDNS_VERSION" "$COREDNS_BIN" coredns
   step "build: helm $HELM_VERSION" build_helm
   step "build: pause image" build_pause
+  [ "$NETPOL" = 1 ] && step "build: kube-network-policies $NETPOL_VERSION" build_netpol
+  return 0
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +344,7 @@ make_pki() {
   leaf kubelet-serving "/CN=$NODE_NAME" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
   leaf kube-proxy "/CN=system:kube-proxy" clientAuth
   leaf coredns "/CN=stackhub:coredns" clientAuth
+  leaf netpol "/CN=stackhub:kube-network-policies" clientAuth
   if [ ! -f "$PKI/sa.key" ]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -371,6 +395,7 @@ write_configs() {
   kubeconfig kubelet kubelet
   kubeconfig kube-proxy kube-proxy
   kubeconfig coredns coredns
+  kubeconfig netpol netpol
 
   write_file "$ETC/containerd.toml" <<EOF
 # the node's own containerd: nothing here is shared with Docker's
@@ -519,6 +544,24 @@ metadata: {name: "stackhub:coredns"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "stackhub:coredns"}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "stackhub:coredns"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "stackhub:kube-network-policies"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes]
+  verbs: [list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "stackhub:kube-network-policies"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "stackhub:kube-network-policies"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "stackhub:kube-network-policies"}
 ---
 # CoreDNS runs as a host process on $NODE_IP:53; the usual kube-dns Service points at it
 apiVersion: v1
@@ -675,7 +718,7 @@ start_apiserver() {
     --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,PodSecurity \
     --profiling=false --v=1
   wait_for "kube-apiserver readyz" 120 curl_api /readyz
 }
@@ -732,6 +775,15 @@ start_proxy_dns() {
   wait_for "coredns ready" 60 curl -sf --max-time 2 http://127.0.0.1:18181/ready
 }
 
+# NetworkPolicies enforced: kube-network-policies on the host, its nftables table
+# kube-network-policies in the inet family (bridged pod traffic reaches it through br_netfilter)
+start_netpol() {
+  [ "$NETPOL" = 1 ] || { log "  skipped (STACKHUB_K8S_NETPOL=0): NetworkPolicies are accepted, not enforced"; return; }
+  start kube-network-policies env KUBECONFIG="$ETC/netpol.kubeconfig" "$NETPOL_BIN/kube-network-policies" \
+    --hostname-override="$NODE_NAME" --disable-nri --metrics-bind-address=127.0.0.1:10281 --v=1
+  wait_for "kube-network-policies metrics" 60 curl -sf --max-time 2 -o /dev/null http://127.0.0.1:10281/metrics
+}
+
 dns_works() {
   [ "$(python3 "$AUX/dnsquery.py" "$DNS_SERVICE_IP" "kubernetes.default.svc.$CLUSTER_DOMAIN")" = "$API_SERVICE_IP" ]
 }
@@ -752,6 +804,7 @@ cmd_up() {
   step "controller-manager and scheduler" start_controllers
   step "kubelet" start_kubelet
   step "kube-proxy and CoreDNS" start_proxy_dns
+  step "NetworkPolicies (kube-network-policies)" start_netpol
   step "default ServiceAccount" wait_for "default ServiceAccount" 120 kubectl -n default get serviceaccount default
   step "DNS: kubernetes.default via $DNS_SERVICE_IP" wait_for "coredns: DNS through the kube-dns Service" 60 dns_works
   log "node is up in $((SECONDS - T0)) s. Use it with:"
@@ -847,6 +900,7 @@ cmd_down() {
   # (not `kube-proxy --cleanup`: its iptables-mode cleanup leaves an empty `ip6 nat` table behind)
   nft delete table ip kube-proxy 2>/dev/null || true
   nft delete table ip6 kube-proxy 2>/dev/null || true
+  nft delete table inet kube-network-policies 2>/dev/null || true
   local pids
   pids=$(our_shims)
   if [ -n "$pids" ]; then
@@ -885,6 +939,7 @@ cmd_down() {
 cmd_status() {
   local bad=0 c pid health
   for c in "${COMPONENTS[@]}"; do
+    [ "$c" = kube-network-policies ] && [ "$NETPOL" != 1 ] && continue
     if pid=$(pid_of "$c"); then
       case $c in
         containerd) ctr --address "$CTR_SOCK" version >/dev/null 2>&1 && health=ok || health=FAIL ;;
@@ -895,6 +950,7 @@ cmd_status() {
         kubelet) curl -sf --max-time 2 http://127.0.0.1:10248/healthz >/dev/null && health=ok || health=FAIL ;;
         kube-proxy) curl -sf --max-time 2 http://127.0.0.1:10256/healthz >/dev/null && health=ok || health=FAIL ;;
         coredns) curl -sf --max-time 2 http://127.0.0.1:18181/ready >/dev/null && health=ok || health=FAIL ;;
+        kube-network-policies) curl -sf --max-time 2 -o /dev/null http://127.0.0.1:10281/metrics && health=ok || health=FAIL ;;
       esac
       local rss
       rss=$(awk '/^VmRSS/ {printf "%d MiB", $2/1024}' "/proc/$pid/status" 2>/dev/null)

@@ -158,6 +158,7 @@ class Deployment:
 SESSIONS_SERVICE = "stackhub-sessions"  # the admins' page: /services/stackhub-sessions/
 COURSES_SERVICE = "stackhub-courses"  # the instructors' page: /services/stackhub-courses/
 DASK_GATEWAY_SERVICE = "dask-gateway"  # the JupyterHub service: /services/dask-gateway/
+HUB_API_PORT = 8081  # the hub's own port (its API): users' servers and services connect to it
 DASK_GATEWAY_WEB_PORT = 80  # Traefik's Service: HTTP (the gateway's API, dashboards)
 DASK_GATEWAY_TCP_PORT = 8786  # and TCP (TLS to the schedulers, routed by SNI)
 

@@ -57,12 +57,24 @@ class Storage(Model):
     capacity: str = Field("1Gi", pattern=_QUANTITY, description="Requested size.")
 
 
+class NFSShare(Model):
+    server: str = Field(min_length=1, description="NFS server (name or address).")
+    path: str = Field(pattern=r"^/", description="Exported directory; each claim is its subdirectory <path>/<claim> (made beforehand).")
+
+
 class SharedClaims(Model):
-    create: bool = Field(True, description="Create the claims the data mounts and the courses volume name (a claim per source that is not an absolute path). Kept by `helm uninstall`.")
+    create: bool = Field(True, description="Create the claims the data mounts and the courses volume name (a claim per source that is not an absolute path), in the users' namespace; the courses claim in the hub's namespace too. Kept by `helm uninstall`.")
     storage_class: str | None = Field(None, description="StorageClass. None: the cluster's default.")
     capacity: str = Field("10Gi", pattern=_QUANTITY, description="Requested size of each.")
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"]] = Field(
         default_factory=lambda: ["ReadWriteMany"], description="The hub writes the courses and users' pods on every node read them: ReadWriteMany (ReadWriteOnce on a single node).")
+    nfs: NFSShare | None = Field(None, description="Back each claim with a PersistentVolume on this NFS export (<path>/<claim>), made by the chart. The courses volume is written by the hub and read in the users' namespace: a claim in each namespace, so it needs one volume two claims can bind (nfs or hostPath); a dynamic StorageClass gives each claim its own.")
+    host_path: str | None = Field(None, pattern=r"^/", description="Back each claim with a hostPath PersistentVolume under this directory of the node (<hostPath>/<claim>): single-node clusters and tests only.")
+
+
+class UsersNamespace(Model):
+    create: bool = Field(True, description="Create the users' namespace (spawner.backend.namespace, else <release namespace>-users) with its Pod Security labels. False: it exists already, labelled by the site.")
+    pod_security: Literal["baseline", "restricted"] = Field("baseline", description="Pod Security Standard the API server enforces on every pod of the users' namespace (user servers, dask schedulers and workers): privileged, hostPath, host namespaces and added capabilities are refused. The user pods' home init container (root, CAP_CHOWN) needs baseline; `restricted` is always warned and audited.")
 
 
 class PrePuller(Model):
@@ -86,7 +98,8 @@ class ChartSettings(Model):
     hub_database: HubDatabase = HubDatabase()
     hub_storage: Storage = Field(default_factory=Storage, description="The hub's state claim (database, cookie secret, policy, passwords).")
     shared_claims: SharedClaims = SharedClaims()
-    rbac: bool = Field(True, description="Create the hub's ServiceAccount, Role and RoleBinding (pods, pods/exec, claims, events, the catalog ConfigMap; nothing cluster-wide).")
+    users: UsersNamespace = Field(default_factory=UsersNamespace, description="The namespace of users' pods (servers, dask clusters), apart from the hub's: the hub's ServiceAccount creates and execs pods there only, and its Secrets are not there.")
+    rbac: bool = Field(True, description="Create the hub's ServiceAccount, a Role in the users' namespace (pods, pods/exec, claims, events) and one in its own (the catalog ConfigMap); nothing cluster-wide.")
     network_policy: bool = Field(True, description="Create NetworkPolicies: user pods reach the hub API, DNS and (spawner.network.internet) public addresses only; only the hub reaches the proxy API.")
     pre_puller: PrePuller = PrePuller()
     # the hub's CPU share decides how fast a burst of spawns gets through it (bench/RESULTS-k8s.md)

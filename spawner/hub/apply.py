@@ -264,11 +264,17 @@ def dask_gateway_service(cfg: StackhubConfig, inputs: HubInputs):
     ``access:services!service=dask-gateway``: every user holds it (the ``user`` role), and so does
     the token of their servers (``server_token_scopes``: the default ``server`` role's and this)."""
     traefik = Deployment(cfg.hub.prefix).dask_gateway_traefik
+    if cfg.spawner.backend.namespace:  # Traefik runs in the users' namespace (the chart's)
+        traefik = f"{traefik}.{cfg.spawner.backend.namespace}.svc"
     service = {
         "name": names.DASK_GATEWAY_SERVICE,
         "api_token": inputs.secret(DASK_GATEWAY_TOKEN),
         "url": f"http://{traefik}:{names.DASK_GATEWAY_WEB_PORT}",
         "display": False,
+        # the clusters' dashboards log in through the hub (OAuth, the gateway's forward-auth): the
+        # user's name only, no consent page
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
     }
     access = f"access:services!service={names.DASK_GATEWAY_SERVICE}"
     role = {"name": "user", "scopes": ["self", access]}

@@ -9,8 +9,15 @@ proxy, the home kept across a tag change, /data read-only, the NetworkPolicies i
 `helm upgrade` with a changed value (the hub restarts, the server and its home stay), and
 `helm uninstall` (the homes stay). The tests of this module run in order and share one release.
 
-The node's CNI (bridge) does not enforce NetworkPolicies: the policies are checked as objects
-here and as rendered manifests in tests/unit/test_helm.py (docs/kubernetes.md says so).
+Least privilege, tried for real: users' pods run in their own namespace (<release namespace>-users)
+where the API server's Pod Security admission refuses a privileged or hostPath pod; the hub's
+ServiceAccount creates and execs pods there only; no ServiceAccount of dask-gateway (Traefik, the
+gateway, its controller) reads the hub's Secret (`kubectl auth can-i`, and the requests themselves,
+impersonating each ServiceAccount).
+
+NetworkPolicies: the node enforces them with kube-network-policies (scripts/k8s-node.sh; not
+with STACKHUB_K8S_NETPOL=0, then the enforcement tests skip); the rendered rules are also tested
+in tests/unit/test_helm.py.
 """
 
 import base64
@@ -23,7 +30,7 @@ import requests
 import websocket
 
 from spawner.build.images import GATEWAY_REPO, gateway_version
-from spawner.core.names import Deployment
+from spawner.core.names import DASK_GATEWAY_WEB_PORT, Deployment
 from spawner.deploy.helm import CHART
 
 from .hubfixture import checkout_hub_image
@@ -32,6 +39,7 @@ from .k8snode import ROOT, SCRIPT, run
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(1800)]
 
 NS = "stackhub-khtest"
+UNS = f"{NS}-users"  # the users' namespace (the chart's default name)
 RELEASE = "khtest"
 PREFIX = "khtest"  # tests/unit/helm/node.yaml
 VALUES = ROOT / "tests" / "unit" / "helm" / "node.yaml"
@@ -48,6 +56,24 @@ def kjson(env, *args):
     return json.loads(kubectl(env, *args, "-o", "json").stdout)
 
 
+def ukubectl(env, *args, check=True, timeout=300, input=None):
+    """kubectl in the users' namespace (servers, dask clusters)."""
+    return run("kubectl", "-n", UNS, *args, env=env, check=check, timeout=timeout, input=input)
+
+
+def ukjson(env, *args):
+    return json.loads(ukubectl(env, *args, "-o", "json").stdout)
+
+
+def remove_release_leftovers(env):
+    """The namespaces and the chart's kept volumes (helm.sh/resource-policy: keep) of an earlier run."""
+    for ns in (NS, UNS):
+        run("kubectl", "delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s", env=env,
+            check=False, timeout=240)
+    run("kubectl", "delete", "pv", "-l", f"stackhub.deployment={PREFIX}", "--ignore-not-found", "--wait=true",
+        env=env, check=False)
+
+
 def helm(env, *args, timeout=600):
     return run("helm", "-n", NS, *args, env=env, timeout=timeout)
 
@@ -57,6 +83,13 @@ def plain_http(session):
     talks plain HTTP to the proxy's NodePort, so let the session send them anyway."""
     for cookie in session.cookies:
         cookie.secure = False
+
+
+class Deployed(dict):
+    """The test release's facts; its repr (in pytest's failure reports) leaves the secrets out."""
+
+    def __repr__(self):
+        return repr({k: ("<secret>" if k in ("token", "room_code") else v) for k, v in self.items() if k != "env"})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +102,7 @@ def cluster(docker_client, k8s_node):
     t = time.monotonic()
     run(SCRIPT, "load", hub_image, gateway_image, *[f"stackhub/lsst-stack:{tag}" for tag in TAGS], timeout=1200)
     print(f"images loaded in {time.monotonic() - t:.0f} s")
-    run("kubectl", "delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=180s", env=env, timeout=240)
+    remove_release_leftovers(env)
     run("kubectl", "create", "namespace", NS, env=env)
     catalog = run(ROOT / ".venv" / "bin" / "python", "-m", "spawner.cli.main", "images", "catalog", "--prefix", PREFIX)
     kubectl(env, "apply", "-f", "-", input=catalog.stdout)
@@ -80,17 +113,19 @@ def cluster(docker_client, k8s_node):
     seed_data(env)
     port = kjson(env, "get", "service", OWN.proxy)["spec"]["ports"][0]["nodePort"]
     secret = kjson(env, "get", "secret", OWN.hub_secrets)["data"]
-    c = {"env": env, "url": f"http://10.244.0.1:{port}", "image": hub_image,
+    c = Deployed({"env": env, "url": f"http://10.244.0.1:{port}", "image": hub_image,
          "token": base64.b64decode(secret["admin-token"]).decode().strip(),
-         "room_code": base64.b64decode(secret["shared-password"]).decode().strip()}
+         "room_code": base64.b64decode(secret["shared-password"]).decode().strip()})
     try:
         wait_for_hub(c)
         yield c
     finally:
-        out = kubectl(env, "get", "pods,pvc,events", "--sort-by=.metadata.creationTimestamp", check=False)
-        print(out.stdout[-6000:])
+        for ns in (NS, UNS):
+            out = run("kubectl", "-n", ns, "get", "pods,pvc,events", "--sort-by=.metadata.creationTimestamp",
+                      env=env, check=False)
+            print(out.stdout[-4000:])
         run("helm", "-n", NS, "uninstall", RELEASE, "--wait", env=env, check=False)
-        run("kubectl", "delete", "namespace", NS, "--wait=true", "--timeout=180s", env=env, check=False, timeout=240)
+        remove_release_leftovers(env)
 
 
 def seed_data(env):
@@ -103,9 +138,9 @@ def seed_data(env):
                                     "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "stackhub-data"}}]}}
-    kubectl(env, "apply", "-f", "-", input=json.dumps(pod))
-    kubectl(env, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/seed-data", "--timeout=120s")
-    kubectl(env, "delete", "pod", "seed-data", "--wait=false")
+    ukubectl(env, "apply", "-f", "-", input=json.dumps(pod))
+    ukubectl(env, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/seed-data", "--timeout=120s")
+    ukubectl(env, "delete", "pod", "seed-data", "--wait=false")
 
 
 def wait_for_hub(c, timeout=120):
@@ -121,6 +156,34 @@ def wait_for_hub(c, timeout=120):
         time.sleep(1)
     logs = run("kubectl", "-n", NS, "logs", f"deployment/{OWN.hub}", "--tail=60", env=c["env"], check=False)
     pytest.fail(f"the hub does not answer through the proxy ({status}):\n{logs.stdout}{logs.stderr}")
+
+
+def login(c, user, password, room_code=False):
+    """A browser session logged in to the hub (a new name claimed with the room code)."""
+    s = requests.Session()
+    s.get(f"{c['url']}/hub/login", timeout=30)
+    plain_http(s)
+    data = {"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")}
+    if room_code:
+        data["otp"] = c["room_code"]
+    r = s.post(f"{c['url']}/hub/login", timeout=30, allow_redirects=False, data=data)
+    assert r.status_code == 302 and "/hub/login" not in r.headers["location"], (r.status_code, r.text[-500:])
+    plain_http(s)
+    return s
+
+
+def browse(c, s, path, hops=8):
+    """GET, following redirects by hand: the hub's and the gateway's cookies are Secure, and the
+    test talks plain HTTP to the NodePort (plain_http after each answer)."""
+    url = f"{c['url']}{path}"
+    for _ in range(hops):
+        r = s.get(url, allow_redirects=False, timeout=30)
+        plain_http(s)
+        if r.status_code not in (301, 302, 303, 307):
+            return r
+        location = r.headers["location"]
+        url = location if location.startswith("http") else f"{c['url']}{location}"
+    pytest.fail(f"more than {hops} redirects from {path}")
 
 
 def api(c, method, path, **kw):
@@ -149,11 +212,11 @@ def wait_stopped(c, user, timeout=120):
 
 
 def pod_of(c, user=USER):
-    return kjson(c["env"], "get", "pod", OWN.server(user).lower())
+    return ukjson(c["env"], "get", "pod", OWN.server(user).lower())
 
 
 def in_pod(c, script, user=USER, check=True):
-    return kubectl(c["env"], "exec", OWN.server(user).lower(), "-c", "notebook", "--", "sh", "-c", script, check=check)
+    return ukubectl(c["env"], "exec", OWN.server(user).lower(), "-c", "notebook", "--", "sh", "-c", script, check=check)
 
 
 def run_in_kernel(c, user, code, timeout=120):
@@ -226,7 +289,7 @@ def test_login_with_the_room_code_claims_a_name(cluster):
 def test_an_unknown_tag_is_refused_before_any_pod_exists(cluster):
     r = api(cluster, "POST", f"/users/{USER}/server", json={"image_tag": "w_1999_01"})
     assert r.status_code == 400 and "allowed" in r.json()["message"]
-    assert kubectl(cluster["env"], "get", "pod", OWN.server(USER).lower(), check=False).returncode != 0
+    assert ukubectl(cluster["env"], "get", "pod", OWN.server(USER).lower(), check=False).returncode != 0
 
 
 def test_spawn_with_a_tag_and_a_kernel_imports_the_butler_through_the_proxy(cluster):
@@ -260,7 +323,7 @@ def test_the_home_survives_a_tag_change(cluster):
     home_claim = pod_of(cluster)["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert api(cluster, "DELETE", f"/users/{USER}/server").status_code in (202, 204)
     wait_stopped(cluster, USER)
-    assert kjson(cluster["env"], "get", "pvc", home_claim)["status"]["phase"] == "Bound"
+    assert ukjson(cluster["env"], "get", "pvc", home_claim)["status"]["phase"] == "Bound"
     r = api(cluster, "POST", f"/users/{USER}/server", json={"image_tag": TAGS[1]})
     assert r.status_code in (201, 202), r.text
     wait_ready(cluster, USER)
@@ -277,7 +340,7 @@ def test_the_services_engine_finds_the_server_and_execs_as_its_user(cluster, mon
     monkeypatch.setenv("KUBECONFIG", cluster["env"]["KUBECONFIG"])
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     engine = KubeEngine(StackhubConfig.model_validate({"hub": {"prefix": PREFIX}, "spawner": {"backend": {"type": "kubernetes"}}}),
-                        namespace=NS)
+                        namespace=UNS, catalog_namespace=NS)
     found = engine.running_servers()
     assert list(found) == [USER] and found[USER].name == OWN.server(USER).lower()
     assert engine.server(USER, "").name == found[USER].name and engine.server("nobody", "") is None
@@ -302,9 +365,121 @@ def test_network_policies_are_in_the_cluster(cluster):
     """Accepted by the API server; the node's bridge CNI does not enforce them (see the module
     docstring: the rendered rules are tested in tests/unit/test_helm.py)."""
     found = {p["metadata"]["name"] for p in kjson(cluster["env"], "get", "networkpolicies")["items"]}
+    users = {p["metadata"]["name"] for p in ukjson(cluster["env"], "get", "networkpolicies")["items"]}
     gateway = OWN.dask_gateway
-    assert found == {f"{PREFIX}-users", f"{PREFIX}-hub", f"{PREFIX}-proxy", gateway, f"{gateway}-users",
-                     f"{OWN.dask_gateway_traefik}", f"{gateway}-to-hub", f"{gateway}-clusters"}
+    assert found == {f"{PREFIX}-hub", f"{PREFIX}-proxy", gateway, f"{gateway}-to-hub"}
+    assert users == {f"{PREFIX}-users", f"{gateway}-users", f"{OWN.dask_gateway_traefik}", f"{gateway}-clusters"}
+
+
+# --- least privilege: the users' namespace, Pod Security, RBAC ------------------------------------
+
+def sa(namespace, name):
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def can_i(env, who, verb, resource, namespace, name=None):
+    """`kubectl auth can-i` as ServiceAccount ``who``: True, False (an unexpected answer fails).
+    ``pods/exec`` is the subresource (kubectl reads TYPE/NAME otherwise)."""
+    resource, _, sub = resource.partition("/")
+    args = ["kubectl", "auth", "can-i", verb, resource if name is None else f"{resource}/{name}", "-n", namespace,
+            "--as", who] + ([f"--subresource={sub}"] if sub else [])
+    out = run(*args, env=env, check=False).stdout.strip()
+    assert out in ("yes", "no"), (args, out)
+    return out == "yes"
+
+
+def a_pod(name, **container_extra):
+    security = {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    security.update(container_extra.pop("securityContext", {}))
+    volumes = container_extra.pop("volumes", [])
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"automountServiceAccountToken": False, "volumes": volumes,
+                 "containers": [{"name": "c", "image": f"stackhub/lsst-stack:{TAGS[0]}", "imagePullPolicy": "Never",
+                                 "command": ["sleep", "60"], "securityContext": security, **container_extra}]}})
+
+
+def create_pod(env, namespace, pod, as_=None):
+    """kubectl create --dry-run=server (every admission step runs; nothing stays)."""
+    args = ["kubectl", "-n", namespace, "create", "--dry-run=server", "-f", "-"] + (["--as", as_] if as_ else [])
+    return run(*args, env=env, input=pod, check=False)
+
+
+def test_the_users_namespace_refuses_privileged_and_host_path_pods(cluster):
+    """Pod Security admission (baseline enforced, restricted warned) on the users' namespace: the
+    API server itself refuses the pods, even the cluster admin's."""
+    env = cluster["env"]
+    labels = json.loads(run("kubectl", "get", "namespace", UNS, "-o", "json", env=env).stdout)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    ok = create_pod(env, UNS, a_pod("plain"))
+    assert ok.returncode == 0, ok.stderr
+    # privileged: refused (this node's apiserver allows no privileged pod at all, as
+    # --allow-privileged defaults to false; Pod Security refuses it where a cluster allows them)
+    privileged = create_pod(env, UNS, a_pod("privileged", securityContext={
+        "privileged": True, "allowPrivilegeEscalation": True, "runAsNonRoot": False, "runAsUser": 0}))
+    assert privileged.returncode != 0 and ("violates PodSecurity" in privileged.stderr
+                                           or "disallowed by cluster policy" in privileged.stderr), privileged.stderr
+    host_path = {"volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                 "volumeMounts": [{"name": "root", "mountPath": "/host"}]}
+    escalating = [a_pod("host", **host_path),
+                  a_pod("sysadmin", securityContext={"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}})]
+    for pod in escalating:
+        p = create_pod(env, UNS, pod)
+        assert p.returncode != 0 and "violates PodSecurity" in p.stderr, p.stderr
+    assert "hostPath" in create_pod(env, UNS, escalating[0]).stderr
+    # the same pods pass in a namespace without the labels: the refusal is the users' namespace's
+    for pod in escalating:
+        p = create_pod(env, NS, pod)
+        assert p.returncode == 0, p.stderr
+    # the users' pods themselves run there, and pass
+    assert pod_of(cluster)["metadata"]["namespace"] == UNS
+
+
+def test_the_hubs_service_account_creates_and_execs_pods_only_in_the_users_namespace(cluster):
+    env, hub = cluster["env"], sa(NS, OWN.service_account)
+    for verb, resource in [("create", "pods"), ("create", "pods/exec"), ("delete", "pods"),
+                           ("create", "persistentvolumeclaims")]:
+        assert can_i(env, hub, verb, resource, UNS), (verb, resource)
+        assert not can_i(env, hub, verb, resource, NS), (verb, resource)
+        assert not can_i(env, hub, verb, resource, "default"), (verb, resource)
+    assert not can_i(env, hub, "delete", "persistentvolumeclaims", UNS)  # homes outlive servers
+    for namespace in (NS, UNS):
+        assert not can_i(env, hub, "get", "secrets", namespace)
+        assert not can_i(env, hub, "list", "secrets", namespace)
+    assert can_i(env, hub, "get", "configmaps", NS, OWN.catalog_configmap)
+    assert not can_i(env, hub, "get", "configmaps", NS, OWN.hub_config)
+    # and tried: a pod in the hub's namespace is forbidden, in the users' it passes admission
+    p = create_pod(env, NS, a_pod("as-hub"), as_=hub)
+    assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
+    p = create_pod(env, UNS, a_pod("as-hub"), as_=hub)
+    assert p.returncode == 0, p.stderr
+    p = create_pod(env, UNS, a_pod("as-hub-host", volumes=[{"name": "root", "hostPath": {"path": "/"}}],
+                                   volumeMounts=[{"name": "root", "mountPath": "/host"}]), as_=hub)
+    assert p.returncode != 0 and "violates PodSecurity" in p.stderr, p.stderr
+    p = run("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "--as", hub, env=env, check=False)
+    assert p.returncode != 0 and "forbidden" in p.stderr.lower(), p.stderr
+
+
+def test_no_dask_gateway_service_account_reads_the_hubs_secret(cluster):
+    """Traefik's provider lists Secrets, the gateway reads its clusters' TLS Secrets: in the users'
+    namespace only. The hub's Secret (room code, admin password, tokens) is in the hub's."""
+    env = cluster["env"]
+    accounts = [sa(NS, OWN.dask_gateway), sa(NS, OWN.dask_gateway_controller), sa(UNS, OWN.dask_gateway_traefik)]
+    for who in accounts:
+        for verb in ("get", "list", "watch"):
+            assert not can_i(env, who, verb, "secrets", NS), (who, verb)
+        p = run("kubectl", "-n", NS, "get", "secret", OWN.hub_secrets, "--as", who, env=env, check=False)
+        assert p.returncode != 0 and "forbidden" in p.stderr.lower(), (who, p.stderr)
+        p = run("kubectl", "-n", NS, "get", "secrets", "--as", who, env=env, check=False)
+        assert p.returncode != 0 and "forbidden" in p.stderr.lower(), (who, p.stderr)
+        assert not can_i(env, who, "create", "pods", NS) and not can_i(env, who, "create", "pods/exec", NS)
+    # what each needs, where its clusters are
+    assert can_i(env, sa(UNS, OWN.dask_gateway_traefik), "list", "secrets", UNS)
+    assert can_i(env, sa(NS, OWN.dask_gateway), "get", "secrets", UNS)
+    assert can_i(env, sa(NS, OWN.dask_gateway_controller), "create", "pods", UNS)
+    assert not can_i(env, sa(NS, OWN.dask_gateway_controller), "create", "pods/exec", UNS)
 
 
 # --- dask-gateway (node.yaml: spawner.backend.daskGateway.enabled) ---------------------------------
@@ -368,7 +543,7 @@ def gateway_python(c, script, *args, token=None, timeout=420):
     """Run a python script in the user's server as its user, with the server's environment (the
     DASK_GATEWAY__* settings) and, if given, another JupyterHub token."""
     env = f"JUPYTERHUB_API_TOKEN={token} " if token else ""
-    return kubectl(c["env"], "exec", "-i", OWN.server(USER).lower(), "-c", "notebook", "--", "sh", "-c",
+    return ukubectl(c["env"], "exec", "-i", OWN.server(USER).lower(), "-c", "notebook", "--", "sh", "-c",
                    f'{env}exec python - {" ".join(args)}', input=script, timeout=timeout, check=False)
 
 
@@ -379,8 +554,9 @@ def last_json(p):
 
 def test_dask_gateway_runs_as_a_hub_service(cluster):
     env = cluster["env"]
-    for name in (OWN.dask_gateway, OWN.dask_gateway_controller, OWN.dask_gateway_traefik):
+    for name in (OWN.dask_gateway, OWN.dask_gateway_controller):
         kubectl(env, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    ukubectl(env, "rollout", "status", f"deployment/{OWN.dask_gateway_traefik}", "--timeout=180s", timeout=200)
     assert "dask-gateway" in api(cluster, "GET", "/services").json()
     # the gateway's API through the hub's proxy (/services/dask-gateway/ -> Traefik -> the gateway)
     r = requests.get(f"{cluster['url']}/services/dask-gateway/api/health", timeout=30)
@@ -399,15 +575,21 @@ def test_a_user_runs_a_gateway_cluster_of_their_stack_image(cluster):
     assert out["data"] == "tutorial data", out  # the servers' data mount, on the workers too
     assert out["options"]["image"] == image, out
     cluster["dask_cluster"] = name = out["name"]
-    pods = kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]
+    pods = ukjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]
     roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
     assert roles == ["dask-scheduler", "dask-worker", "dask-worker"], roles
     for p in pods:
         (ct,) = p["spec"]["containers"]
         assert ct["image"] == image and ct["securityContext"]["runAsUser"] == 1000, ct
         assert p["metadata"]["labels"]["stackhub.role"] == "dask" and p["spec"]["automountServiceAccountToken"] is False
-    r = requests.get(f"{cluster['url']}/services/dask-gateway/clusters/{name}/status", timeout=30)
-    assert r.status_code == 200 and "Dask" in r.text, r.status_code
+    # the dashboard through the hub, for its owner only: a browser without a session goes to the
+    # hub's OAuth, the owner's logged-in browser comes back to the dashboard
+    dashboard = f"/services/dask-gateway/clusters/{name}/status"
+    r = requests.get(f"{cluster['url']}{dashboard}", allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and r.headers["location"].startswith("/hub/api/oauth2/authorize?"), (
+        r.status_code, r.headers)
+    r = browse(cluster, login(cluster, USER, "a-password-of-my-own"), dashboard)
+    assert r.status_code == 200 and "Dask" in r.text, (r.status_code, r.text[:500])
 
 
 def test_another_user_neither_sees_nor_connects_to_the_cluster(cluster):
@@ -419,10 +601,79 @@ def test_another_user_neither_sees_nor_connects_to_the_cluster(cluster):
     assert r.status_code == 201, r.text
     out = last_json(gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120))
     assert out["seen"] == [] and out["connected"] is not True, out
+    # nor opens its dashboard, logged in to the hub as themselves
+    r = browse(cluster, login(cluster, "kbrowser", "a-browser-password", room_code=True),
+               f"/services/dask-gateway/clusters/{name}/status")
+    assert r.status_code == 403, (r.status_code, r.text[:300])
     # a token of the same user without access to the service is refused outright
     r = api(cluster, "POST", f"/users/{other}/tokens", json={"scopes": ["read:users:name!user"], "expires_in": 900})
     p = gateway_python(cluster, GATEWAY_OTHER, name, token=r.json()["token"], timeout=120)
     assert p.returncode != 0 and ("401" in p.stderr or "Unauthorized" in p.stderr), p.stderr[-2000:]
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
+    print("open")
+except OSError as e:
+    print("closed", type(e).__name__)
+"""
+
+
+def connects(c, pod, host, port, container=None):
+    """A TCP connection from ``pod`` (users' namespace) to host:port: True when it opens."""
+    args = ["exec", pod] + (["-c", container] if container else []) + ["--", "python", "-c", CONNECT, host, str(port)]
+    out = ukubectl(c["env"], *args, check=False, timeout=60)
+    assert out.stdout.strip().startswith(("open", "closed")), (out.stdout, out.stderr[-1500:])
+    return out.stdout.strip() == "open"
+
+
+def policies_enforced():
+    """kube-network-policies runs and has its nftables table (scripts/k8s-node.sh)."""
+    return run("nft", "list", "table", "inet", "kube-network-policies", check=False).returncode == 0
+
+
+def test_policies_are_enforced_users_server_reaches_the_hub_not_the_proxy_api(cluster):
+    if not policies_enforced():
+        pytest.skip("the node does not enforce NetworkPolicies (STACKHUB_K8S_NETPOL=0)")
+    server = OWN.server(USER).lower()
+    assert connects(cluster, server, f"{OWN.hub}.{NS}.svc", 8081, "notebook")
+    assert connects(cluster, server, OWN.dask_gateway_traefik, DASK_GATEWAY_WEB_PORT, "notebook")
+    assert not connects(cluster, server, f"{OWN.proxy_api}.{NS}.svc", 8001, "notebook")
+    assert not connects(cluster, server, f"{OWN.dask_gateway}.{NS}.svc", 8000, "notebook")  # only through Traefik
+
+
+def test_a_users_dask_pods_take_traffic_from_their_own_cluster_only(cluster):
+    """Each cluster's own NetworkPolicy (made by the gateway's controller): its scheduler is reached
+    by its workers (and Traefik), never by another cluster's pods or a user's server directly."""
+    if not policies_enforced():
+        pytest.skip("the node does not enforce NetworkPolicies (STACKHUB_K8S_NETPOL=0)")
+    name = cluster.get("dask_cluster") or pytest.skip("no cluster from the earlier test")
+    env, cid = cluster["env"], name.split(".", 1)[1]
+    assert ukjson(env, "get", "networkpolicy", f"dask-{cid}")["spec"]["podSelector"]["matchLabels"][
+        "gateway.dask.org/cluster"] == cid
+    pods = ukjson(env, "get", "pods", "-l", f"gateway.dask.org/cluster={cid}")["items"]
+    by_role = {}
+    for p in pods:
+        by_role.setdefault(p["metadata"]["labels"]["app.kubernetes.io/component"], []).append(p)
+    scheduler_ip = by_role["dask-scheduler"][0]["status"]["podIP"]
+    worker = by_role["dask-worker"][0]["metadata"]["name"]
+    assert connects(cluster, worker, scheduler_ip, 8786)
+    # a pod of another cluster (the labels the controller gives another user's cluster)
+    labels = {"stackhub.deployment": PREFIX, "stackhub.role": "dask", "gateway.dask.org/instance": OWN.dask_gateway,
+              "gateway.dask.org/cluster": "someone-elses"}
+    pod = json.loads(a_pod("other-cluster"))
+    pod["metadata"]["labels"] = labels
+    pod["spec"]["containers"][0]["command"] = ["sleep", "300"]
+    ukubectl(env, "apply", "-f", "-", input=json.dumps(pod))
+    try:
+        ukubectl(env, "wait", "--for=condition=Ready", "pod/other-cluster", "--timeout=120s", timeout=150)
+        assert not connects(cluster, "other-cluster", scheduler_ip, 8786)
+        assert not connects(cluster, "other-cluster", scheduler_ip, 8787)
+    finally:
+        ukubectl(env, "delete", "pod", "other-cluster", "--wait=false", check=False)
+    assert not connects(cluster, OWN.server(USER).lower(), scheduler_ip, 8786, "notebook")
 
 
 def test_the_user_stops_the_cluster_and_its_pods_go(cluster):
@@ -431,7 +682,7 @@ def test_the_user_stops_the_cluster_and_its_pods_go(cluster):
     assert p.returncode == 0 and "stopped []" in p.stdout, (p.stdout, p.stderr[-2000:])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if not kjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]:
+        if not ukjson(cluster["env"], "get", "pods", "-l", f"gateway.dask.org/cluster={name.split('.', 1)[1]}")["items"]:
             return
         time.sleep(2)
     pytest.fail(f"the pods of {name} are still there 120 s after stop_cluster")
@@ -469,4 +720,6 @@ def test_helm_uninstall_keeps_the_homes(cluster):
     helm(env, "uninstall", RELEASE, "--wait")
     assert kubectl(env, "get", "deployment", OWN.hub, check=False).returncode != 0
     claims = {p["metadata"]["name"] for p in kjson(env, "get", "pvc")["items"]}
-    assert {home, f"{PREFIX}-hub-state", "stackhub-data"} <= claims
+    assert {f"{PREFIX}-hub-state", "stackhub-courses"} <= claims
+    claims = {p["metadata"]["name"] for p in ukjson(env, "get", "pvc")["items"]}
+    assert {home, "stackhub-data", "stackhub-courses"} <= claims

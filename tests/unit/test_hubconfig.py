@@ -138,10 +138,11 @@ def test_an_external_database_url_comes_from_the_environment_never_the_config(tm
     assert apply_config(Config(), StackhubConfig(), paths).JupyterHub.db_url == "postgresql://hub:pw@db/hub"
 
 
-def gateway_config(**gateway):
+def gateway_config(namespace=None, **gateway):
     return StackhubConfig.model_validate({
         "hub": {"prefix": "tut"},
-        "spawner": {"backend": {"type": "kubernetes", "daskGateway": {"enabled": True, **gateway}}}})
+        "spawner": {"backend": {"type": "kubernetes", "namespace": namespace,
+                                "daskGateway": {"enabled": True, **gateway}}}})
 
 
 def test_dask_gateway_is_a_hub_service_that_servers_tokens_may_use(tmp_path):
@@ -153,6 +154,10 @@ def test_dask_gateway_is_a_hub_service_that_servers_tokens_may_use(tmp_path):
     (gw,) = [s for s in c.JupyterHub.services if s["name"] == "dask-gateway"]
     assert gw["api_token"] == "gateway-token-0123456789abcdef"
     assert gw["url"] == "http://tut-dask-gateway-traefik:80"
+    # the chart's Traefik runs in the users' namespace (spawner.backend.namespace)
+    (gw,) = [s for s in apply_config(Config(), gateway_config("tut-users"), p).JupyterHub.services
+             if s["name"] == "dask-gateway"]
+    assert gw["url"] == "http://tut-dask-gateway-traefik.tut-users.svc:80"
     access = "access:services!service=dask-gateway"
     (users,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
     assert users["scopes"] == ["self", access]

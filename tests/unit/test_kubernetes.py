@@ -212,6 +212,24 @@ def test_the_hub_config_picks_the_kubernetes_spawner(tmp_path):
     assert type(s).__name__ == "LSSTKubeSpawner" and s.cmd == ["stackhub-start"]
 
 
+def test_servers_in_the_users_namespace_reach_the_hub_by_its_namespaced_name(tmp_path, monkeypatch):
+    """The chart runs users' pods in a namespace of their own: the hub's Service name alone does
+    not resolve there; in the hub's own namespace JupyterHub's hub_connect_url serves."""
+    from spawner.backends.kubernetes import engine, spawner
+
+    sa_ns = tmp_path / "namespace"
+    sa_ns.write_text("stackhub\n")
+    monkeypatch.setattr(engine, "SA_NAMESPACE", sa_ns)
+    monkeypatch.setattr(spawner, "own_namespace", engine.own_namespace)
+    s = spawner_for(kube_cfg({"spawner": {"backend": {"type": "kubernetes", "namespace": "stackhub-users"}}}), tmp_path)
+    assert s.namespace == "stackhub-users"
+    assert s.hub_connect_url == "http://stackhub-hub.stackhub.svc:8081"
+    s = spawner_for(kube_cfg({"spawner": {"backend": {"type": "kubernetes", "namespace": "stackhub"}}}), tmp_path)
+    assert s.hub_connect_url is None
+    # the stack catalog stays the hub's: read in its namespace, not the users'
+    assert KubeEngine(kube_cfg(), namespace="stackhub-users").catalog_namespace == "stackhub"
+
+
 def test_the_course_service_starts_on_kubernetes_and_a_check_says_why_it_cannot_run():
     """The courses service asks every engine for a check runner at start: Kubernetes gives one
     whose every run fails with the reason (a cell of the matrix), never a crash of the service."""

@@ -6,6 +6,29 @@ renders the chart and checks that they agree).
 {{- .Values.hub.prefix | default "stackhub" -}}
 {{- end -}}
 
+{{/* the users' namespace: user servers and dask clusters, apart from the hub and its Secrets */}}
+{{- define "stackhub.usersNamespace" -}}
+{{- ((.Values.spawner).backend).namespace | default (printf "%s-users" .Release.Namespace) -}}
+{{- end -}}
+
+{{/* a peer in the other namespace of the release (NetworkPolicy): namespace and pod labels */}}
+{{- define "stackhub.peer" -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .namespace }}
+  podSelector:
+    matchLabels:
+      stackhub.deployment: {{ include "stackhub.prefix" .root }}
+      stackhub.role: {{ .role }}
+{{- end -}}
+
+{{/* hub.subdomains: each user server at https://<user>.<publicHost> (JupyterHub's subdomain_host):
+the Ingress routes the wildcard host too and the proxy routes by host. Templates see values.yaml
+only (no schema defaults): an absent key is the shared-origin mode */}}
+{{- define "stackhub.subdomains" -}}
+{{- if hasKey .Values.hub "subdomains" }}{{ .Values.hub.subdomains }}{{ else }}false{{ end -}}
+{{- end -}}
+
 {{- define "stackhub.labels" -}}
 stackhub.deployment: {{ include "stackhub.prefix" .root }}
 stackhub.role: {{ .role }}
@@ -23,7 +46,13 @@ stackhub.role: {{ .role }}
 
 {{/* stackhub.yaml: every value but the chart's own section */}}
 {{- define "stackhub.config" -}}
-{{- toYaml (omit .Values "chart") -}}
+{{- $values := omit .Values "chart" }}
+{{- $spawner := deepCopy ($values.spawner | default dict) }}
+{{- $backend := $spawner.backend | default dict }}
+{{- $_ := set $backend "namespace" (include "stackhub.usersNamespace" .) }}
+{{- $_ = set $spawner "backend" $backend }}
+{{- $_ = set $values "spawner" $spawner }}
+{{- toYaml $values -}}
 {{- end -}}
 
 {{- define "stackhub.coursesPort" -}}

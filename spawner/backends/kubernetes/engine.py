@@ -38,15 +38,17 @@ from spawner.core.config import StackhubConfig
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
+def own_namespace() -> str | None:
+    """The namespace this pod runs in (its service account's), None outside a pod."""
+    try:
+        return SA_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def current_namespace(cfg: StackhubConfig) -> str:
     """spawner.backend.namespace, else the namespace this pod runs in, else ``default``."""
-    ns = getattr(cfg.spawner.backend, "namespace", None)
-    if ns:
-        return ns
-    try:
-        return SA_NAMESPACE.read_text().strip()
-    except OSError:
-        return "default"
+    return getattr(cfg.spawner.backend, "namespace", None) or own_namespace() or "default"
 
 
 async def api_configuration() -> client.Configuration:
@@ -87,10 +89,13 @@ def exec_argv(argv: list[str], environment: dict | None) -> list[str]:
 
 
 class KubeEngine:
-    def __init__(self, cfg: StackhubConfig, *, namespace: str | None = None, timeout: float = 120, pool: int = 8):
+    def __init__(self, cfg: StackhubConfig, *, namespace: str | None = None, catalog_namespace: str | None = None,
+                 timeout: float = 120, pool: int = 8):
         self.cfg = cfg
         self.deployment = names.Deployment(cfg.hub.prefix)
         self.namespace = namespace or current_namespace(cfg)
+        # the catalog ConfigMap is the hub's (its namespace: the chart puts users' pods elsewhere)
+        self.catalog_namespace = catalog_namespace or own_namespace() or self.namespace
         self.timeout = timeout
         self._catalog: CatalogSource | None = None
 
@@ -120,7 +125,7 @@ class KubeEngine:
 
         async def read(v1, api):
             try:
-                cm = await v1.read_namespaced_config_map(name, self.namespace)
+                cm = await v1.read_namespaced_config_map(name, self.catalog_namespace)
             except ApiException as e:
                 if e.status == 404:
                     return None

@@ -17,7 +17,8 @@ from traitlets import default
 from spawner.backends.base import StackhubSpawnerMixin
 from spawner.backends.catalog_source import CatalogSource
 from spawner.backends.kubernetes import objects
-from spawner.backends.kubernetes.engine import KubeEngine
+from spawner.backends.kubernetes.engine import KubeEngine, own_namespace
+from spawner.core import names
 from spawner.core.specs import ServerSpec
 
 
@@ -39,6 +40,15 @@ class LSSTKubeSpawner(StackhubSpawnerMixin, KubeSpawner):
     def _default_namespace(self):
         # spawner.backend.namespace, else KubeSpawner's own default (the hub pod's namespace)
         return self.kube.namespace or super()._namespace_default()
+
+    @default("hub_connect_url")
+    def _default_hub_connect_url(self):
+        # users' pods in a namespace of their own (the chart's) reach the hub's Service by its
+        # namespace-qualified name; in the hub's namespace, JupyterHub.hub_connect_url serves
+        hub_ns = own_namespace()
+        if not hub_ns or hub_ns == self.namespace:
+            return None
+        return f"http://{names.Deployment(self.cfg.hub.prefix).hub}.{hub_ns}.svc:{names.HUB_API_PORT}"
 
     @default("cmd")
     def _default_cmd(self):
