@@ -254,7 +254,7 @@ def test_only_the_hub_reaches_the_proxy_api(helm):
 
 def test_ingress_tls_from_a_secret_or_cert_manager(helm):
     ing = find(render(helm, "tls-secret-oauth.yaml"), "Ingress")[0]
-    assert ing["spec"]["tls"] == [{"hosts": ["tutorial.example.org"], "secretName": "tutorial-tls"}]
+    assert ing["spec"]["tls"] == [{"hosts": ["tutorial.example.org", "*.tutorial.example.org"], "secretName": "tutorial-tls"}]
     assert ing["spec"]["ingressClassName"] == "nginx"
     assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "tut-proxy"
     ing = find(render(helm, "certmanager-externaldb.yaml"), "Ingress")[0]
@@ -263,20 +263,19 @@ def test_ingress_tls_from_a_secret_or_cert_manager(helm):
 
 
 def test_with_subdomains_the_ingress_and_its_certificate_name_the_wildcard_host(helm):
-    """hub.subdomains (issue 21: the config model's key comes with the single-host part; until then
-    the schema does not know it, hence no schema check here): the users' servers' wildcard host
-    beside the hub's, one certificate for both, and the proxy routes by host."""
-    docs = render(helm, "tls-secret-oauth.yaml", sets=["hub.subdomains=true"], schema=False)
+    """hub.subdomains (issue 21): the users' servers' wildcard host beside the hub's, one certificate
+    for both, and the proxy routes by host; the same key the hub reads (spawner.hub.apply)."""
+    docs = render(helm, "tls-secret-oauth.yaml", sets=["hub.subdomains=true"])
     ing = find(docs, "Ingress")[0]
     hosts = ["tutorial.example.org", "*.tutorial.example.org"]
     assert ing["spec"]["tls"] == [{"hosts": hosts, "secretName": "tutorial-tls"}]
     assert [r["host"] for r in ing["spec"]["rules"]] == hosts
     assert {r["http"]["paths"][0]["backend"]["service"]["name"] for r in ing["spec"]["rules"]} == {"tut-proxy"}
     assert "--host-routing" in find(docs, "Deployment", "tut-proxy")["spec"]["template"]["spec"]["containers"][0]["command"]
-    ing = find(render(helm, "certmanager-externaldb.yaml", sets=["hub.subdomains=true"], schema=False), "Ingress")[0]
+    ing = find(render(helm, "certmanager-externaldb.yaml", sets=["hub.subdomains=true"]), "Ingress")[0]
     assert ing["spec"]["tls"][0]["hosts"] == ["hub.example.edu", "*.hub.example.edu"]
     assert ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
-    docs = render(helm, "tls-secret-oauth.yaml", sets=["hub.subdomains=false"], schema=False)
+    docs = render(helm, "tls-secret-oauth.yaml", sets=["hub.subdomains=false"])
     assert [r["host"] for r in find(docs, "Ingress")[0]["spec"]["rules"]] == ["tutorial.example.org"]
     assert "--host-routing" not in find(docs, "Deployment", "tut-proxy")["spec"]["template"]["spec"]["containers"][0]["command"]
 

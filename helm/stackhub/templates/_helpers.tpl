@@ -22,11 +22,11 @@ renders the chart and checks that they agree).
       stackhub.role: {{ .role }}
 {{- end -}}
 
-{{/* hub.subdomains: each user server at https://<user>.<publicHost> (JupyterHub's subdomain_host):
+{{/* hub.subdomains: each user server at https://<user>.<serverDomain> (JupyterHub's subdomain_host):
 the Ingress routes the wildcard host too and the proxy routes by host. Templates see values.yaml
-only (no schema defaults): an absent key is the shared-origin mode */}}
+only (no schema defaults): an absent key is the config model's default, true (values.yaml sets it) */}}
 {{- define "stackhub.subdomains" -}}
-{{- if hasKey .Values.hub "subdomains" }}{{ .Values.hub.subdomains }}{{ else }}false{{ end -}}
+{{- if hasKey .Values.hub "subdomains" }}{{ .Values.hub.subdomains }}{{ else }}true{{ end -}}
 {{- end -}}
 
 {{- define "stackhub.labels" -}}
