@@ -32,8 +32,9 @@ from .oidc_provider import ADA, EVE, GRACE, USERS  # noqa: F401  (the tests' use
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def issue_cert(ca_dir: Path, out_dir: Path, host: str, name: str = "idp") -> tuple[Path, Path]:
-    """A server certificate for ``host`` (a DNS name or an IP address) signed by the stackhub local CA."""
+def issue_cert(ca_dir: Path, out_dir: Path, host: str, name: str = "idp", also: tuple = ()) -> tuple[Path, Path]:
+    """A server certificate for ``host`` (a DNS name or an IP address) and the DNS names ``also``,
+    signed by the stackhub local CA."""
     try:
         san = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
@@ -48,7 +49,7 @@ def issue_cert(ca_dir: Path, out_dir: Path, host: str, name: str = "idp") -> tup
         .issuer_name(ca_cert.subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([san, *(x509.DNSName(n) for n in also)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         # Python 3.13's default (strict) verification wants the key ids

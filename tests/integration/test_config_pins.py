@@ -22,7 +22,8 @@ CULL_TIMEOUT, CULL_EVERY = 60, 10
 @pytest.fixture(scope="module")
 def pinned(hub, tmp_path_factory):
     work = tmp_path_factory.mktemp("pins")
-    cert, key = issue_cert(hub.tls.ca.parent, work, "localhost", name="operator")
+    # the hub's name and, in subdomain mode, the user servers' wildcard (up refuses it without)
+    cert, key = issue_cert(hub.tls.ca.parent, work, "localhost", name="operator", also=("*.users.localhost",))
     key.chmod(0o644)  # read by the proxy container's user
     data = work / "hostdata"
     data.mkdir()
