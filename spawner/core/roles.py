@@ -9,7 +9,9 @@ origin. There no helper may open another user's server: JupyterHub's ``admin`` r
 admins at all. They are members of the group ``stackhub-admins``, which holds the role
 ``stackhub-admin``: JupyterHub's admin scopes without ``access:servers``, ``shares`` (server sharing
 stays off) and ``tokens`` (no token made for another user, which would carry that user's access).
-Opening another user's server then ends at the hub's 403.
+Opening another user's server then ends at the hub's 403. ``make token``'s service, which scripts use
+and no browser holds, has ``stackhub-operator``: the same, and ``tokens``, so a script acts in a user's
+server only as that user, with a token made for them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ HELPER_ADMIN_SCOPES = (
     "read:metrics",
 )
 WITHHELD_SCOPES = ("access:servers", "shares", "tokens")
+# `make token`'s service (scripts, never a browser): the admins' scopes, and it may make a token for a
+# user, so an operator's script can act as that user (in that user's server, as that user)
+OPERATOR_ROLE = "stackhub-operator"
+OPERATOR_SCOPES = (*HELPER_ADMIN_SCOPES, "tokens")
 
 
 def is_admin(admin_flag: bool | None, groups) -> bool:

@@ -341,12 +341,10 @@ def update_helper_roles(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInpu
         section.admin_groups = set()  # provider admin groups join stackhub-admins instead (GroupMapper)
     c.JupyterHub.load_groups = {roles.ADMINS_GROUP: {"users": sorted(admins)}}
     c.JupyterHub.load_roles = [*c.JupyterHub.load_roles, roles.admin_role(admins)]
-    for role in c.JupyterHub.load_roles:  # `make token`'s service, too
+    for role in c.JupyterHub.load_roles:  # `make token`'s service: scripts only, never a browser
         if role["name"] == "admin":
-            role["name"] = roles.ADMIN_ROLE
-            role["groups"] = [roles.ADMINS_GROUP]
-            role["users"] = sorted(admins)
-            role["scopes"] = list(roles.HELPER_ADMIN_SCOPES)
+            role["name"] = roles.OPERATOR_ROLE
+            role["scopes"] = list(roles.OPERATOR_SCOPES)
     c.JupyterHub.load_roles = _merged_roles(c.JupyterHub.load_roles)
 
 
