@@ -164,8 +164,8 @@ def login(c, user, password, room_code=False):
     s.get(f"{c['url']}/hub/login", timeout=30)
     plain_http(s)
     data = {"username": user, "password": password, "_xsrf": s.cookies.get("_xsrf")}
-    if room_code:
-        data["otp"] = c["room_code"]
+    if room_code:  # a claim: the room code, and the password twice
+        data.update(otp=c["room_code"], password2=password)
     r = s.post(f"{c['url']}/hub/login", timeout=30, allow_redirects=False, data=data)
     assert r.status_code == 302 and "/hub/login" not in r.headers["location"], (r.status_code, r.text[-500:])
     plain_http(s)
