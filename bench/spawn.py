@@ -31,8 +31,10 @@ LOCK = Path("/tmp/stackhub-deployment.lock")  # the integration tests' lock: one
 
 
 class Client:
-    def __init__(self, url, token, ca):
+    def __init__(self, url, token, ca, server_origin=None):
         self.url, self.ca = url.rstrip("/"), ca
+        # where a user's server answers: its own host in subdomain mode (spawner.hub.origins)
+        self.server_origin = server_origin or (lambda name: self.url + "/")
         self.s = requests.Session()
         self.s.trust_env = False
         self.s.verify = ca
@@ -50,7 +52,7 @@ class Client:
         self.call("POST", f"/users/{name}/server", json={"image_tag": tag})
         while time.monotonic() - t0 < limit:
             if self.call("GET", f"/users/{name}").json()["servers"].get("", {}).get("ready"):
-                r = self.s.get(f"{self.url}/user/{name}/api/status", timeout=30)
+                r = self.s.get(f"{self.server_origin(name)}user/{name}/api/status", timeout=30)
                 if r.status_code == 200:
                     return time.monotonic() - t0
             time.sleep(0.2)
@@ -93,9 +95,17 @@ def main(argv=None) -> int:
     from spawner.core.config import load_config
     from spawner.deploy.single_host import Deployment, HostPaths
 
-    Deployment(client=docker.from_env(), cfg=load_config(), paths=HostPaths(state), config_file=None,
+    from spawner.hub.origins import server_origin
+
+    sys.path.insert(0, str(REPO))  # run as `python bench/spawn.py`: the bench package beside it
+    from bench import localhost
+
+    localhost.install()  # servers answer at <user>.users.localhost in subdomain mode
+    cfg = load_config()
+    Deployment(client=docker.from_env(), cfg=cfg, paths=HostPaths(state), config_file=None,
                log=lambda m: None).up()
-    api = Client(args.url, (state / "secrets/admin-token").read_text().strip(), str(state / "tls/ca.pem"))
+    api = Client(args.url, (state / "secrets/admin-token").read_text().strip(), str(state / "tls/ca.pem"),
+                 server_origin=lambda name: server_origin(cfg.hub, name))
     engine = docker.from_env()
     run = uuid.uuid4().hex[:4]
     users = []
