@@ -72,7 +72,7 @@ def client(service: str | None = SESSIONS_SERVICE, token: str | None = None) -> 
         if not token_file.exists():
             raise ApiError(f"no admin token at {token_file}; run `make up` first (or give a token)")
         token = token_file.read_text().strip()
-    port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
+    port = cfg.hub.port_suffix
     base = os.environ.get("STACKHUB_URL") or f"https://{cfg.hub.public_host}{port}/"
     ca = paths.tls / "ca.pem"
     return Client(base, token, str(ca) if ca.exists() and not cfg.tls.cert_file else None, service)

@@ -57,7 +57,7 @@ def cmd_up(args) -> int:
     from spawner.cli.courses import publish_shipped
 
     publish_shipped(cfg, paths.root)
-    port = "" if cfg.hub.https_port == 443 else f":{cfg.hub.https_port}"
+    port = cfg.hub.port_suffix
     print()
     print(f"url: https://{cfg.hub.public_host}{port}/")
     if cfg.auth.type == "shared-password":
@@ -82,10 +82,10 @@ def origins_line(cfg) -> str:
     """What `up` says of the user servers' origins: in subdomain mode, what the site must provide."""
     hub = cfg.hub
     if not hub.subdomains:
-        port = "" if hub.https_port == 443 else f":{hub.https_port}"
+        port = hub.port_suffix
         return (f"servers: https://{hub.public_host}{port}/user/<name>/ on the hub's origin (hub.subdomains: false; "
                 "docs/security.md says what helpers must not open)")
-    domain, port = hub.user_domain, "" if hub.https_port == 443 else f":{hub.https_port}"
+    domain, port = hub.user_domain, hub.port_suffix
     dns = ("browsers resolve it by themselves" if domain.endswith("localhost")
            else f"the site needs a wildcard DNS record *.{domain} pointing here")
     return (f"servers: each user's own origin, https://<name>.{domain}{port}/ ({dns}; the certificate must hold "

@@ -97,6 +97,11 @@ class HubSettings(Model):
         return self
 
     @property
+    def port_suffix(self) -> str:
+        """``:<httpsPort>`` as a URL writes it; empty for 443."""
+        return "" if self.https_port == 443 else f":{self.https_port}"
+
+    @property
     def user_domain(self) -> str:
         """The domain user servers' hosts are under (``names.server_domain``)."""
         return names.server_domain(self.public_host, self.server_domain)

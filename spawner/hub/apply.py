@@ -108,8 +108,7 @@ def update_origins(c, cfg: StackhubConfig):
         return
     from spawner.hub.origins import SubdomainHook
 
-    port = "" if hub.https_port == 443 else f":{hub.https_port}"
-    c.JupyterHub.subdomain_host = f"https://{hub.public_host}{port}"
+    c.JupyterHub.subdomain_host = f"https://{hub.public_host}{hub.port_suffix}"
     c.JupyterHub.subdomain_hook = SubdomainHook(hub.user_domain)
     c.JupyterHub.cookie_host_prefix_enabled = True
 
@@ -345,20 +344,6 @@ def update_helper_roles(c, cfg: StackhubConfig, paths: HubPaths, inputs: HubInpu
         if role["name"] == "admin":
             role["name"] = roles.OPERATOR_ROLE
             role["scopes"] = list(roles.OPERATOR_SCOPES)
-    c.JupyterHub.load_roles = _merged_roles(c.JupyterHub.load_roles)
-
-
-def _merged_roles(load_roles: list) -> list:
-    """One entry per role name (members and scopes joined), as JupyterHub wants them."""
-    out: dict[str, dict] = {}
-    for role in load_roles:
-        have = out.setdefault(role["name"], {"name": role["name"]})
-        for key, value in role.items():
-            if key in ("users", "groups", "services", "scopes"):
-                have[key] = sorted(set(have.get(key, ())) | set(value))
-            elif key != "name":
-                have[key] = value
-    return list(out.values())
 
 
 STEPS = (update_hub, update_proxy, update_spawner, update_auth, update_services, update_helper_roles)

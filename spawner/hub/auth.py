@@ -247,8 +247,7 @@ def update_oauth(c, cfg: StackhubConfig, inputs: OAuthInputs):
 
     section.client_id = auth.client_id
     section.client_secret = inputs.client_secret
-    port = "" if hub.https_port == 443 else f":{hub.https_port}"
-    section.oauth_callback_url = auth.callback_url or f"https://{hub.public_host}{port}/hub/oauth_callback"
+    section.oauth_callback_url = auth.callback_url or f"https://{hub.public_host}{hub.port_suffix}/hub/oauth_callback"
     service = _login_service(auth)
     section.login_service = service
     section.custom_403_message = REFUSED_MESSAGE.format(service=service)

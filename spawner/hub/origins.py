@@ -41,6 +41,5 @@ def server_origin(hub, username: str) -> str:
     """Where ``username``'s servers answer, ``https://<host>[:port]/`` (``hub`` is the config's
     ``hub`` section): their own host in subdomain mode, the hub's otherwise. The same name
     JupyterHub gives them, for the CLI's messages, the load bench and the tests."""
-    port = "" if hub.https_port == 443 else f":{hub.https_port}"
     host = SubdomainHook(hub.user_domain)(username, hub.public_host, "user") if hub.subdomains else hub.public_host
-    return f"https://{host}{port}/"
+    return f"https://{host}{hub.port_suffix}/"
